@@ -1,0 +1,267 @@
+//! The `bellows.dev/v1alpha1` API: the `SchemaRollout` custom resource.
+//!
+//! These types are the single source of the CRD: `bellows crd` prints the
+//! YAML under `crds/` from them, and every doc comment here becomes the text
+//! of `kubectl explain`.
+
+mod duration;
+mod status;
+
+pub use duration::{DurationError, parse_duration};
+pub use status::*;
+
+use k8s_openapi::api::batch::v1::JobSpec;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use schemars::json_schema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// API group of every bellows resource.
+pub const GROUP: &str = "bellows.dev";
+/// Annotation that approves a `Manual` contract; its value must equal the
+/// rollout's current `metadata.generation` so an approval never carries over
+/// to a changed spec.
+pub const APPROVE_ANNOTATION: &str = "bellows.dev/approve";
+
+/// Go-style duration such as `30s`, `10m` or `1h30m` (no sign, no spaces).
+const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+
+/// A phased (expand / roll out / contract) database schema change, gated on
+/// the rollout of the workloads that use the database.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "bellows.dev",
+    version = "v1alpha1",
+    kind = "SchemaRollout",
+    namespaced,
+    status = "SchemaRolloutStatus",
+    shortname = "sro",
+    category = "bellows",
+    doc = "A phased (expand/contract) database schema rollout gated on workload rollouts",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message","priority":0}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaRolloutSpec {
+    /// Workloads whose rollout to the new version gates the contract phase.
+    /// Contract runs only once every one of them runs the new version and no
+    /// pod of an older version (Terminating pods included) is left.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(w, self.exists_one(x, x.name == w.name))").message("workload names must be unique"))]
+    pub workloads: Vec<Workload>,
+
+    /// Backwards-compatible schema changes (add a nullable column, a table,
+    /// sync triggers), run before the new version of the workloads starts.
+    pub expand: PhaseSpec,
+
+    /// Optional gate on the workloads while expand runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
+
+    /// Optional backfill, run after every workload is rolled out (only new
+    /// code writes) and before contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<PhaseSpec>,
+
+    /// Destructive cleanup (drop or rename columns), run only when no pod of
+    /// an older version exists and every condition in `after` holds.
+    pub contract: ContractSpec,
+
+    /// Stop advancing to the next phase. A running Job is left to finish; the
+    /// rollout keeps its place and continues when `paused` is false again.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// Time limits per phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+}
+
+/// A workload whose rollout gates the contract phase.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    /// Kind of the workload. Only `Deployment` is supported.
+    #[serde(default)]
+    pub kind: WorkloadKind,
+    /// Name of the workload, in the SchemaRollout's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// What "the new version" of this workload means.
+    pub version: WorkloadVersion,
+}
+
+/// Kind of a gated workload.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// An apps/v1 Deployment.
+    #[default]
+    Deployment,
+}
+
+/// How to recognise the new version of a workload: exactly one of `image`
+/// or `labels`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new("has(self.image) != has(self.labels)").message("version needs exactly one of image or labels"))]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadVersion {
+    /// The new version is the pod template whose named container runs this
+    /// image tag or reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageVersion>,
+    /// The new version is the pod template that carries all of these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// A container image that marks the new version: exactly one of `tag` or
+/// `ref`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new("has(self.tag) != has(self.ref)").message("image needs exactly one of tag or ref"))]
+#[serde(rename_all = "camelCase")]
+pub struct ImageVersion {
+    /// Name of the container in the pod template.
+    #[schemars(length(min = 1, max = 63))]
+    pub container: String,
+    /// Image tag of the new version, e.g. `2.0.0` (matches `repo:2.0.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub tag: Option<String>,
+    /// Full image reference of the new version, e.g.
+    /// `registry.example.com/shop/api:2.0.0` or one pinned by digest.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub reference: Option<String>,
+}
+
+/// One phase of the migration.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseSpec {
+    /// A batch/v1 JobSpec, exactly what a Job's `.spec` holds. bellows
+    /// creates the Job once, owned by the SchemaRollout; `backoffLimit`
+    /// defaults to 0 and `activeDeadlineSeconds` to the phase's timeout.
+    #[schemars(schema_with = "job_spec_schema")]
+    pub job: JobSpec,
+}
+
+/// The contract phase and the conditions that must hold before it starts.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContractSpec {
+    /// A batch/v1 JobSpec, exactly what a Job's `.spec` holds. bellows
+    /// creates the Job once, owned by the SchemaRollout; `backoffLimit`
+    /// defaults to 0 and `activeDeadlineSeconds` to the contract timeout.
+    #[schemars(schema_with = "job_spec_schema")]
+    pub job: JobSpec,
+    /// What must hold, beyond every workload being rolled out, before
+    /// contract starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<ContractAfter>,
+}
+
+/// Conditions on the contract phase.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContractAfter {
+    /// How long every workload must have been rolled out (counted from the
+    /// last one to become rolled out) before contract starts, e.g. `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub bake_time: Option<String>,
+    /// `Automatic` (default) contracts as soon as everything else holds;
+    /// `Manual` also waits for the annotation
+    /// `bellows.dev/approve: "<metadata.generation>"`.
+    #[serde(default)]
+    pub approval: Approval,
+}
+
+/// Who approves the contract phase.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Approval {
+    /// Contract starts as soon as every other condition holds.
+    #[default]
+    Automatic,
+    /// Contract also waits for the `bellows.dev/approve` annotation.
+    Manual,
+}
+
+/// Gate on the workloads while expand runs.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Gate {
+    /// Hold every listed Deployment paused (`spec.paused`) until expand
+    /// succeeds, so the new version cannot start before the schema is ready.
+    /// A failed expand keeps them paused.
+    #[serde(default)]
+    pub pause_workloads: bool,
+}
+
+/// Time limits per phase (Go-style durations such as `30m` or `2h`).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Deadline of the expand Job (its `activeDeadlineSeconds`). Default 30m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub expand: Option<String>,
+    /// How long the workloads may take to roll out after expand before the
+    /// rollout is reported Stalled (contract stays held). Default 2h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub rollout: Option<String>,
+    /// Deadline of the transition Job. Default 2h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub transition: Option<String>,
+    /// Deadline of the contract Job. Default 30m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub contract: Option<String>,
+}
+
+/// Schema of an embedded JobSpec.
+///
+/// The full PodSpec schema would make the CRD several hundred kilobytes
+/// (too big for `kubectl apply`'s last-applied annotation), so only what
+/// bellows needs is spelled out: a pod template with at least one container.
+/// The API server validates the rest when bellows creates the Job.
+fn job_spec_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    json_schema!({
+        "description": "A batch/v1 JobSpec, exactly what a Job's .spec holds.",
+        "type": "object",
+        "required": ["template"],
+        "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {
+            "template": {
+                "description": "Pod template of the migration Job.",
+                "type": "object",
+                "required": ["spec"],
+                "x-kubernetes-preserve-unknown-fields": true,
+                "properties": {
+                    "spec": {
+                        "description": "Pod spec of the migration Job; needs at least one container.",
+                        "type": "object",
+                        "required": ["containers"],
+                        "x-kubernetes-preserve-unknown-fields": true,
+                        "properties": {
+                            "containers": {
+                                "description": "Containers of the migration pod.",
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": true
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,205 @@
+//! Status of a `SchemaRollout`: what the controller observed and decided.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition types written to `status.conditions`.
+pub mod condition {
+    /// True only when the rollout succeeded for the current generation.
+    pub const READY: &str = "Ready";
+    /// True while the controller is working towards Ready (kstatus).
+    pub const RECONCILING: &str = "Reconciling";
+    /// True when progress needs a human: bad input, a failed phase, a
+    /// workload that cannot roll out (kstatus).
+    pub const STALLED: &str = "Stalled";
+    /// True once the expand phase succeeded.
+    pub const EXPANDED: &str = "Expanded";
+    /// True while every workload runs only the new version.
+    pub const ROLLED_OUT: &str = "RolledOut";
+    /// True once the contract phase succeeded.
+    pub const CONTRACTED: &str = "Contracted";
+}
+
+/// Where a rollout stands.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RolloutPhase {
+    /// Nothing has run yet.
+    Pending,
+    /// The expand Job runs.
+    Expanding,
+    /// Waiting for every workload to run only the new version.
+    AwaitingRollout,
+    /// The transition (backfill) Job runs.
+    Transitioning,
+    /// Every workload is rolled out; waiting for the bake time to pass.
+    Baking,
+    /// Waiting for the `bellows.dev/approve` annotation.
+    AwaitingApproval,
+    /// The contract Job runs.
+    Contracting,
+    /// Every phase succeeded.
+    Succeeded,
+    /// A phase failed; terminal until the spec changes.
+    Failed,
+}
+
+impl RolloutPhase {
+    /// Every phase, in order.
+    pub const ALL: [RolloutPhase; 9] = [
+        Self::Pending,
+        Self::Expanding,
+        Self::AwaitingRollout,
+        Self::Transitioning,
+        Self::Baking,
+        Self::AwaitingApproval,
+        Self::Contracting,
+        Self::Succeeded,
+        Self::Failed,
+    ];
+
+    /// The phase's name as written to status (also a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Expanding => "Expanding",
+            Self::AwaitingRollout => "AwaitingRollout",
+            Self::Transitioning => "Transitioning",
+            Self::Baking => "Baking",
+            Self::AwaitingApproval => "AwaitingApproval",
+            Self::Contracting => "Contracting",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+/// A migration step that runs as a Job.
+#[derive(
+    JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum Step {
+    /// The expand phase.
+    Expand,
+    /// The transition (backfill) phase.
+    Transition,
+    /// The contract phase.
+    Contract,
+}
+
+impl Step {
+    /// Lower-case name used in Job names and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expand => "expand",
+            Self::Transition => "transition",
+            Self::Contract => "contract",
+        }
+    }
+}
+
+/// Observed state of a SchemaRollout.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaRolloutStatus {
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RolloutPhase>,
+    /// Human-readable summary of what the rollout waits for or why it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Ready, Reconciling, Stalled, Expanded, RolledOut and Contracted.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Rollout progress of each workload.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadStatus>,
+    /// The Job of each phase that started, with its outcome.
+    #[serde(default)]
+    pub steps: Vec<StepStatus>,
+    /// When the last workload became rolled out (bake time counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_out_at: Option<Time>,
+    /// Why contract is held, as a CamelCase reason, while it is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_reason: Option<String>,
+}
+
+/// Rollout progress of one workload.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    /// Name of the Deployment.
+    pub name: String,
+    /// True when the workload runs only the new version.
+    pub rolled_out: bool,
+    /// When it was first seen rolled out (cleared when it stops being so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_out_at: Option<Time>,
+    /// Desired replicas.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods of the new version.
+    #[serde(default)]
+    pub new_pods: i32,
+    /// Pods of any older version, Terminating ones included.
+    #[serde(default)]
+    pub old_pods: i32,
+    /// Why it is not rolled out, as a CamelCase reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why it is not rolled out, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Outcome of one phase's Job.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepStatus {
+    /// The phase.
+    pub step: Step,
+    /// Name of the Job bellows created for it.
+    pub job_name: String,
+    /// Digest of the phase's spec the Job was created from.
+    pub digest: String,
+    /// Running, Succeeded or Failed.
+    pub state: StepState,
+    /// When bellows created the Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the Job finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Why the Job failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// State of a phase's Job.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepState {
+    /// Created and not finished.
+    Running,
+    /// Completed successfully.
+    Succeeded,
+    /// Failed (backoff limit or deadline reached).
+    Failed,
+}
+
+impl SchemaRolloutStatus {
+    /// The recorded outcome of `step`, if its Job was ever created.
+    pub fn step(&self, step: Step) -> Option<&StepStatus> {
+        self.steps.iter().find(|s| s.step == step)
+    }
+
+    /// The condition of type `type_`, if present.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}

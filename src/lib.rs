@@ -1,0 +1,5 @@
+//! bellows: a Kubernetes operator for phased (expand/contract) database
+//! schema rollouts.
+
+pub mod api;
+pub mod planner;

@@ -1,0 +1,692 @@
+//! The pure phase planner: observed state in, next action out.
+//!
+//! [`plan`] reads the SchemaRollout (spec, previous status, approval
+//! annotation), what was observed about its workloads and Jobs, and the
+//! current time, and returns the status to write, the side effects to carry
+//! out, the events to publish and when to look again. It performs no I/O and
+//! reads no clock, so every safety invariant of the design is checked by
+//! plain unit tests (see `tests.rs`).
+
+mod conditions;
+pub mod rollout;
+pub mod step;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use crate::api::{
+    APPROVE_ANNOTATION, Approval, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step,
+    StepState, StepStatus, WorkloadStatus, condition,
+};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use rollout::{Assessment, Verdict, Wait};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use step::{JobObservation, Outcome};
+
+/// What the controller observed for one reconcile.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// One assessment per `spec.workloads` entry, in the same order.
+    pub workloads: Vec<Assessment>,
+    /// The Job found under each phase's deterministic name for the current
+    /// spec (absent when no such Job exists).
+    pub jobs: BTreeMap<Step, JobObservation>,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+/// A side effect the controller must carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create the Job of `step` (if absent) under `name`.
+    CreateJob {
+        /// The phase.
+        step: Step,
+        /// Its deterministic Job name.
+        name: String,
+    },
+    /// Set `spec.paused` on a Deployment and mark it as paused by bellows.
+    PauseWorkload(String),
+    /// Resume a Deployment that bellows paused.
+    ResumeWorkload(String),
+}
+
+/// Severity of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Progress.
+    Normal,
+    /// Something needs attention.
+    Warning,
+}
+
+/// An event to publish about the rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventIntent {
+    /// Normal or Warning.
+    pub kind: EventKind,
+    /// Fixed CamelCase reason.
+    pub reason: &'static str,
+    /// Human-readable detail.
+    pub note: String,
+}
+
+/// The planner's decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The complete status to write.
+    pub status: SchemaRolloutStatus,
+    /// Side effects, in order; all must succeed before `status` is written.
+    pub actions: Vec<Action>,
+    /// Events to publish once the status is written.
+    pub events: Vec<EventIntent>,
+    /// Look again after this long even if nothing changes (bake time,
+    /// rollout timeout); `None` means wait for a watch event.
+    pub requeue_after: Option<Duration>,
+}
+
+impl Plan {
+    /// The new phase.
+    pub fn phase(&self) -> RolloutPhase {
+        self.status.phase.unwrap_or(RolloutPhase::Pending)
+    }
+}
+
+/// A reason with its message.
+type Why = (&'static str, String);
+
+/// Where the rollout stands after one planning pass.
+struct Decision {
+    phase: RolloutPhase,
+    /// Progress needs a human (kstatus `Stalled`).
+    stall: Option<Why>,
+    /// Contract (or the next phase) waits for this.
+    hold: Option<Why>,
+    requeue_after: Option<Duration>,
+}
+
+impl Decision {
+    fn at(phase: RolloutPhase) -> Self {
+        Self {
+            phase,
+            stall: None,
+            hold: None,
+            requeue_after: None,
+        }
+    }
+    fn stalled(phase: RolloutPhase, reason: &'static str, message: String) -> Self {
+        Self {
+            stall: Some((reason, message)),
+            ..Self::at(phase)
+        }
+    }
+    fn held(phase: RolloutPhase, reason: &'static str, message: String) -> Self {
+        Self {
+            hold: Some((reason, message)),
+            ..Self::at(phase)
+        }
+    }
+}
+
+/// Decides the next step of `rollout` from what was observed.
+pub fn plan(rollout: &SchemaRollout, observed: &Observed) -> Plan {
+    Planner::new(rollout, observed).run()
+}
+
+struct Planner<'a> {
+    rollout: &'a SchemaRollout,
+    observed: &'a Observed,
+    prev: SchemaRolloutStatus,
+    steps: Vec<StepStatus>,
+    actions: Vec<Action>,
+    events: Vec<EventIntent>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(rollout: &'a SchemaRollout, observed: &'a Observed) -> Self {
+        let prev = rollout.status.clone().unwrap_or_default();
+        Self {
+            rollout,
+            observed,
+            steps: prev.steps.clone(),
+            prev,
+            actions: vec![],
+            events: vec![],
+        }
+    }
+
+    fn now(&self) -> Time {
+        Time(self.observed.now)
+    }
+
+    fn run(mut self) -> Plan {
+        let workloads = self.workload_statuses();
+        let all_rolled_out = !workloads.is_empty() && workloads.iter().all(|w| w.rolled_out);
+        let rolled_out_at = all_rolled_out
+            .then(|| {
+                workloads
+                    .iter()
+                    .filter_map(|w| w.rolled_out_at.clone())
+                    .max()
+            })
+            .flatten();
+
+        let decision = match validate::validate(&self.rollout.spec) {
+            Err(problems) => Decision::stalled(
+                self.prev.phase.unwrap_or(RolloutPhase::Pending),
+                "InvalidSpec",
+                problems.join("; "),
+            ),
+            Ok(durations) => self.decide(&durations, rolled_out_at.as_ref()),
+        };
+        if decision.stall.is_some() || self.rollout.spec.paused {
+            // A stalled or paused rollout starts nothing new; a Job already
+            // running is left to finish.
+            self.actions
+                .retain(|a| !matches!(a, Action::CreateJob { .. } | Action::ResumeWorkload(_)));
+        }
+        self.finish(decision, workloads, all_rolled_out, rolled_out_at)
+    }
+
+    /// Workload statuses, keeping each one's `rolledOutAt` while it stays
+    /// rolled out.
+    fn workload_statuses(&self) -> Vec<WorkloadStatus> {
+        self.observed
+            .workloads
+            .iter()
+            .map(|a| {
+                let rolled_out = a.verdict == Verdict::RolledOut;
+                let since = self
+                    .prev
+                    .workloads
+                    .iter()
+                    .find(|w| w.name == a.name && w.rolled_out)
+                    .and_then(|w| w.rolled_out_at.clone());
+                let (reason, message) = match &a.verdict {
+                    Verdict::RolledOut => (None, None),
+                    Verdict::Waiting(w, m) => (Some(w.reason().to_owned()), Some(m.clone())),
+                };
+                WorkloadStatus {
+                    name: a.name.clone(),
+                    rolled_out,
+                    rolled_out_at: rolled_out.then(|| since.unwrap_or_else(|| self.now())),
+                    replicas: a.replicas,
+                    new_pods: a.new_pods,
+                    old_pods: a.old_pods,
+                    reason,
+                    message,
+                }
+            })
+            .collect()
+    }
+
+    /// Outcome of `step` for the current spec, recording it in `steps`.
+    fn outcome(&mut self, step: Step) -> Outcome {
+        let Some(job) = step::job_spec(&self.rollout.spec, step) else {
+            return Outcome::Succeeded;
+        };
+        let digest = step::digest(job);
+        let outcome = step::outcome(&self.prev, step, &digest, self.observed.jobs.get(&step));
+        let state = match &outcome {
+            Outcome::Running => StepState::Running,
+            Outcome::Succeeded => StepState::Succeeded,
+            Outcome::Failed(_) => StepState::Failed,
+            Outcome::NotStarted | Outcome::Vanished => return outcome,
+        };
+        let now = self.now();
+        let name = step::job_name(&self.rollout.name_any(), step, &digest);
+        let message = match &outcome {
+            Outcome::Failed(m) => Some(m.clone()),
+            _ => None,
+        };
+        match self
+            .steps
+            .iter_mut()
+            .find(|s| s.step == step && s.digest == digest)
+        {
+            Some(record) if record.state == state => {}
+            Some(record) => {
+                if state == StepState::Succeeded && step != Step::Contract {
+                    self.events.push(EventIntent {
+                        kind: EventKind::Normal,
+                        reason: step_event(step, StepState::Succeeded),
+                        note: format!("Job {} completed", record.job_name),
+                    });
+                }
+                record.state = state;
+                record.finished_at = (state != StepState::Running).then_some(now);
+                record.message = message;
+            }
+            None => {
+                // Status was lost but the Job exists: adopt it.
+                self.steps.retain(|s| s.step != step);
+                self.steps.push(StepStatus {
+                    step,
+                    job_name: name,
+                    digest,
+                    state,
+                    started_at: Some(now.clone()),
+                    finished_at: (state != StepState::Running).then_some(now),
+                    message,
+                });
+            }
+        }
+        outcome
+    }
+
+    /// Starts `step` now unless the rollout is paused; `waiting` is the phase
+    /// to show while paused.
+    fn start(&mut self, step: Step, waiting: RolloutPhase) -> Decision {
+        if self.rollout.spec.paused {
+            return Decision::held(
+                waiting,
+                "Paused",
+                format!("paused before {}", step.as_str()),
+            );
+        }
+        let job = step::job_spec(&self.rollout.spec, step).expect("started steps exist");
+        let digest = step::digest(job);
+        let name = step::job_name(&self.rollout.name_any(), step, &digest);
+        self.actions.push(Action::CreateJob {
+            step,
+            name: name.clone(),
+        });
+        self.events.push(EventIntent {
+            kind: EventKind::Normal,
+            reason: step_event(step, StepState::Running),
+            note: format!("created Job {name}"),
+        });
+        self.steps.retain(|s| s.step != step);
+        self.steps.push(StepStatus {
+            step,
+            job_name: name.clone(),
+            digest,
+            state: StepState::Running,
+            started_at: Some(self.now()),
+            finished_at: None,
+            message: None,
+        });
+        Decision::at(step_phase(step))
+    }
+
+    /// The decision for a phase whose Job exists or existed.
+    fn started(&self, step: Step, outcome: Outcome) -> Option<Decision> {
+        let phase = step_phase(step);
+        match outcome {
+            Outcome::Running => Some(Decision::at(phase)),
+            Outcome::Failed(m) => Some(Decision::stalled(
+                RolloutPhase::Failed,
+                step_event(step, StepState::Failed),
+                format!("{} Job failed: {m}", step.as_str()),
+            )),
+            Outcome::Vanished => Some(Decision::stalled(
+                phase,
+                "JobMissing",
+                format!(
+                    "the {} Job was deleted before it finished; change the spec to run the phase again",
+                    step.as_str()
+                ),
+            )),
+            Outcome::NotStarted | Outcome::Succeeded => None,
+        }
+    }
+
+    fn decide(
+        &mut self,
+        durations: &validate::Durations,
+        rolled_out_at: Option<&Time>,
+    ) -> Decision {
+        let spec = &self.rollout.spec;
+        // Once contract has started, it is what the rollout is about (I3:
+        // nothing re-runs it, whatever happens to the workloads later).
+        let contract = self.outcome(Step::Contract);
+        if contract == Outcome::Succeeded {
+            return Decision::at(RolloutPhase::Succeeded);
+        }
+        if let Some(d) = self.started(Step::Contract, contract) {
+            return d;
+        }
+
+        // I6: a workload that cannot be found starts nothing.
+        if let Some(a) = self.observed.workloads.iter().find(|a| a.problem.is_some()) {
+            let reason = a
+                .problem
+                .as_ref()
+                .map_or("WorkloadNotFound", |p| p.reason());
+            let message = match &a.verdict {
+                Verdict::Waiting(_, m) => m.clone(),
+                Verdict::RolledOut => String::new(),
+            };
+            return Decision::stalled(
+                self.prev.phase.unwrap_or(RolloutPhase::Pending),
+                reason,
+                message,
+            );
+        }
+
+        // Expand, with the optional gate (I5).
+        let gate = spec.gate.as_ref().is_some_and(|g| g.pause_workloads);
+        let expand = self.outcome(Step::Expand);
+        if gate && expand != Outcome::Succeeded {
+            for a in self.observed.workloads.iter().filter(|a| !a.paused) {
+                self.actions.push(Action::PauseWorkload(a.name.clone()));
+            }
+        }
+        match expand {
+            Outcome::NotStarted => return self.start(Step::Expand, RolloutPhase::Pending),
+            Outcome::Succeeded => {
+                for a in self.observed.workloads.iter().filter(|a| a.paused_by_us) {
+                    self.actions.push(Action::ResumeWorkload(a.name.clone()));
+                }
+            }
+            other => return self.started(Step::Expand, other).expect("expand started"),
+        }
+
+        // Roll out (I2, I4), with the optional transition in between.
+        let hold = self.rollout_hold(durations);
+        if spec.transition.is_some() {
+            match self.outcome(Step::Transition) {
+                Outcome::Succeeded => {}
+                Outcome::NotStarted if hold.is_none() => {
+                    return self.start(Step::Transition, RolloutPhase::AwaitingRollout);
+                }
+                Outcome::NotStarted => {}
+                other => {
+                    return self
+                        .started(Step::Transition, other)
+                        .expect("transition started");
+                }
+            }
+        }
+        if let Some(d) = hold {
+            return d;
+        }
+
+        // Bake time counts from the last workload becoming rolled out.
+        let now = self.observed.now;
+        if !durations.bake_time.is_zero() {
+            let since = rolled_out_at.map_or(now, |t| t.0);
+            let elapsed = now.duration_since(since).unsigned_abs();
+            if elapsed < durations.bake_time {
+                let left = durations.bake_time - elapsed;
+                let mut d = Decision::held(
+                    RolloutPhase::Baking,
+                    "Baking",
+                    format!(
+                        "all workloads rolled out; baking for {}s more",
+                        left.as_secs().max(1)
+                    ),
+                );
+                d.requeue_after = Some(left);
+                return d;
+            }
+        }
+
+        let approval = spec
+            .contract
+            .after
+            .as_ref()
+            .map(|a| a.approval)
+            .unwrap_or_default();
+        if approval == Approval::Manual && !self.approved() {
+            return Decision::held(
+                RolloutPhase::AwaitingApproval,
+                "AwaitingApproval",
+                format!(
+                    "contract waits for the annotation {APPROVE_ANNOTATION}: \"{}\"",
+                    self.rollout.metadata.generation.unwrap_or(0)
+                ),
+            );
+        }
+        let waiting = if approval == Approval::Manual {
+            RolloutPhase::AwaitingApproval
+        } else if !durations.bake_time.is_zero() {
+            RolloutPhase::Baking
+        } else {
+            RolloutPhase::AwaitingRollout
+        };
+        self.start(Step::Contract, waiting)
+    }
+
+    /// Why contract cannot start yet because of the workloads, if it cannot.
+    fn rollout_hold(&self, durations: &validate::Durations) -> Option<Decision> {
+        let (wait, message) = self
+            .observed
+            .workloads
+            .iter()
+            .find_map(|a| match &a.verdict {
+                Verdict::Waiting(w, m) => Some((*w, m.clone())),
+                Verdict::RolledOut => None,
+            })?;
+        let phase = RolloutPhase::AwaitingRollout;
+        let mut decision = match wait {
+            Wait::RolledBack => Decision::held(phase, "RolledBack", message),
+            Wait::ProgressDeadlineExceeded => {
+                Decision::stalled(phase, "ProgressDeadlineExceeded", message)
+            }
+            _ => Decision::held(phase, "RolloutInProgress", message),
+        };
+        if decision.stall.is_none() {
+            let expanded_at = self
+                .steps
+                .iter()
+                .find(|s| s.step == Step::Expand)
+                .and_then(|s| s.finished_at.clone())
+                .map_or(self.observed.now, |t| t.0);
+            let waited = self.observed.now.duration_since(expanded_at).unsigned_abs();
+            if waited >= durations.rollout {
+                let (_, m) = decision.hold.take().unwrap_or_default();
+                decision.stall = Some((
+                    "RolloutTimedOut",
+                    format!(
+                        "workloads not rolled out {}s after expand: {m}",
+                        durations.rollout.as_secs()
+                    ),
+                ));
+            } else {
+                decision.requeue_after = Some(durations.rollout - waited);
+            }
+        }
+        Some(decision)
+    }
+
+    fn approved(&self) -> bool {
+        let generation = self.rollout.metadata.generation.unwrap_or(0).to_string();
+        self.rollout.annotations().get(APPROVE_ANNOTATION) == Some(&generation)
+    }
+
+    fn finish(
+        mut self,
+        d: Decision,
+        workloads: Vec<WorkloadStatus>,
+        all_rolled_out: bool,
+        rolled_out_at: Option<Time>,
+    ) -> Plan {
+        let now = self.observed.now;
+        let generation = self.rollout.metadata.generation;
+        let expand_done = self
+            .steps
+            .iter()
+            .any(|s| s.step == Step::Expand && s.state == StepState::Succeeded);
+
+        // Events, once per change (never one per requeue).
+        let was_true = |t: &str| self.prev.condition(t).is_some_and(|c| c.status == "True");
+        if expand_done
+            && all_rolled_out
+            && !(was_true(condition::EXPANDED) && was_true(condition::ROLLED_OUT))
+        {
+            self.events.push(EventIntent {
+                kind: EventKind::Normal,
+                reason: "RolloutObserved",
+                note: "every workload runs only the new version".into(),
+            });
+        }
+        let prev_hold = self.prev.hold_reason.as_deref();
+        let stall_reason = d.stall.as_ref().map(|s| s.0);
+        let prev_stall = self
+            .prev
+            .condition(condition::STALLED)
+            .filter(|c| c.status == "True")
+            .map(|c| c.reason.as_str());
+        if let Some((reason, message)) = &d.stall
+            && prev_stall != Some(*reason)
+        {
+            self.events.push(EventIntent {
+                kind: EventKind::Warning,
+                reason,
+                note: message.clone(),
+            });
+        }
+        if let Some((reason, message)) = &d.hold
+            && expand_done
+            && prev_hold != Some(*reason)
+        {
+            let kind = if *reason == "RolledBack" {
+                EventKind::Warning
+            } else {
+                EventKind::Normal
+            };
+            self.events.push(EventIntent {
+                kind,
+                reason: "ContractHeld",
+                note: format!("{reason}: {message}"),
+            });
+        }
+        if d.phase == RolloutPhase::Succeeded && self.prev.phase != Some(RolloutPhase::Succeeded) {
+            self.events.push(EventIntent {
+                kind: EventKind::Normal,
+                reason: "Succeeded",
+                note: "contract completed; the schema rollout is done".into(),
+            });
+        }
+
+        let message = d
+            .stall
+            .as_ref()
+            .or(d.hold.as_ref())
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| phase_message(d.phase).to_owned());
+        let rollout_reason = workloads
+            .iter()
+            .find_map(|w| w.reason.clone().zip(w.message.clone()));
+        let step_reason = |step: Step| {
+            self.steps
+                .iter()
+                .find(|s| s.step == step)
+                .map_or("NotStarted", |s| match s.state {
+                    StepState::Running => "Running",
+                    StepState::Succeeded => "Succeeded",
+                    StepState::Failed => "Failed",
+                })
+        };
+        let succeeded = d.phase == RolloutPhase::Succeeded;
+        let progress_reason = d.hold.as_ref().map_or(d.phase.as_str(), |h| h.0);
+        let mut cond = conditions::Builder::new(&self.prev.conditions, generation, now);
+        cond.set(
+            condition::READY,
+            succeeded,
+            if succeeded {
+                "Succeeded"
+            } else {
+                stall_reason.unwrap_or(progress_reason)
+            },
+            &message,
+        );
+        cond.set(
+            condition::RECONCILING,
+            !succeeded && d.stall.is_none() && !self.rollout.spec.paused,
+            if self.rollout.spec.paused {
+                "Paused"
+            } else {
+                progress_reason
+            },
+            &message,
+        );
+        cond.set(
+            condition::STALLED,
+            d.stall.is_some(),
+            stall_reason.unwrap_or("NotStalled"),
+            d.stall.as_ref().map_or("", |s| s.1.as_str()),
+        );
+        cond.set(
+            condition::EXPANDED,
+            expand_done,
+            step_reason(Step::Expand),
+            "",
+        );
+        match &rollout_reason {
+            Some((reason, m)) => cond.set(condition::ROLLED_OUT, false, reason, m),
+            None => cond.set(
+                condition::ROLLED_OUT,
+                all_rolled_out,
+                "AllWorkloadsRolledOut",
+                "every workload runs only the new version",
+            ),
+        }
+        cond.set(
+            condition::CONTRACTED,
+            succeeded,
+            step_reason(Step::Contract),
+            "",
+        );
+
+        self.steps.sort_by_key(|s| s.step);
+        Plan {
+            status: SchemaRolloutStatus {
+                observed_generation: generation,
+                phase: Some(d.phase),
+                message: Some(message),
+                conditions: cond.into_conditions(),
+                workloads,
+                steps: self.steps,
+                rolled_out_at,
+                hold_reason: d.hold.map(|h| h.0.to_owned()),
+            },
+            actions: self.actions,
+            events: self.events,
+            requeue_after: d.requeue_after,
+        }
+    }
+}
+
+/// The phase in which `step`'s Job runs.
+fn step_phase(step: Step) -> RolloutPhase {
+    match step {
+        Step::Expand => RolloutPhase::Expanding,
+        Step::Transition => RolloutPhase::Transitioning,
+        Step::Contract => RolloutPhase::Contracting,
+    }
+}
+
+/// The fixed event reason for `step` reaching `state`.
+fn step_event(step: Step, state: StepState) -> &'static str {
+    match (step, state) {
+        (Step::Expand, StepState::Running) => "ExpandStarted",
+        (Step::Expand, StepState::Succeeded) => "ExpandSucceeded",
+        (Step::Expand, StepState::Failed) => "ExpandFailed",
+        (Step::Transition, StepState::Running) => "TransitionStarted",
+        (Step::Transition, StepState::Succeeded) => "TransitionSucceeded",
+        (Step::Transition, StepState::Failed) => "TransitionFailed",
+        (Step::Contract, StepState::Running) => "ContractStarted",
+        (Step::Contract, StepState::Succeeded) => "ContractSucceeded",
+        (Step::Contract, StepState::Failed) => "ContractFailed",
+    }
+}
+
+fn phase_message(phase: RolloutPhase) -> &'static str {
+    match phase {
+        RolloutPhase::Pending => "nothing has run yet",
+        RolloutPhase::Expanding => "expand Job running",
+        RolloutPhase::AwaitingRollout => "waiting for workloads to roll out",
+        RolloutPhase::Transitioning => "transition Job running",
+        RolloutPhase::Baking => "baking",
+        RolloutPhase::AwaitingApproval => "waiting for approval",
+        RolloutPhase::Contracting => "contract Job running",
+        RolloutPhase::Succeeded => "every phase succeeded",
+        RolloutPhase::Failed => "a phase failed",
+    }
+}

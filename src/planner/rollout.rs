@@ -1,0 +1,526 @@
+//! Whether a workload runs only the new version: a pure function of the
+//! Deployment, its ReplicaSets and the pods its selector matches.
+
+use crate::api::{ImageVersion, Workload, WorkloadVersion};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use kube::ResourceExt;
+
+/// Annotation the Deployment controller stamps on a Deployment and its
+/// ReplicaSets; the ReplicaSet whose revision equals the Deployment's is the
+/// new one.
+const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// Label the Deployment controller puts on every ReplicaSet and pod.
+const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+/// Annotation bellows puts on a Deployment it paused for the expand gate.
+pub const PAUSED_BY_ANNOTATION: &str = "bellows.dev/paused-by";
+
+/// What was found about one workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assessment {
+    /// Name of the Deployment.
+    pub name: String,
+    /// A problem with the spec itself that no rollout can fix.
+    pub problem: Option<Problem>,
+    /// Whether it is rolled out, and if not, why.
+    pub verdict: Verdict,
+    /// Desired replicas.
+    pub replicas: i32,
+    /// Pods of the new version that are not terminating.
+    pub new_pods: i32,
+    /// Pods of any other version, Terminating ones included.
+    pub old_pods: i32,
+    /// `spec.paused` of the Deployment.
+    pub paused: bool,
+    /// Whether bellows paused it for this rollout (so may resume it).
+    pub paused_by_us: bool,
+}
+
+/// A workload reference that cannot be satisfied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// The Deployment does not exist.
+    NotFound,
+    /// The version names a container the pod template does not have.
+    ContainerNotFound(String),
+}
+
+impl Problem {
+    /// CamelCase reason for conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound => "WorkloadNotFound",
+            Self::ContainerNotFound(_) => "ContainerNotFound",
+        }
+    }
+}
+
+/// Whether a workload runs only the new version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every replica runs the new version and no other pod exists.
+    RolledOut,
+    /// Not (yet) rolled out.
+    Waiting(Wait, String),
+}
+
+/// Why a workload is not rolled out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// The pod template does not run the new version yet.
+    TemplateNotUpdated,
+    /// The pod template went back to an older version after the new one
+    /// existed.
+    RolledBack,
+    /// The Deployment controller has not observed the latest spec.
+    GenerationNotObserved,
+    /// Not every replica is updated and available.
+    ReplicasNotReady,
+    /// The Deployment gave up: its progress deadline passed.
+    ProgressDeadlineExceeded,
+    /// No ReplicaSet for the current revision exists yet.
+    NewReplicaSetNotFound,
+    /// Pods of an older version (maybe Terminating) still exist.
+    OldPodsRemain,
+    /// The Deployment does not exist or names no such container.
+    Unavailable,
+}
+
+impl Wait {
+    /// CamelCase reason for conditions and events.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::TemplateNotUpdated => "TemplateNotUpdated",
+            Self::RolledBack => "RolledBack",
+            Self::GenerationNotObserved => "GenerationNotObserved",
+            Self::ReplicasNotReady => "ReplicasNotReady",
+            Self::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+            Self::NewReplicaSetNotFound => "NewReplicaSetNotFound",
+            Self::OldPodsRemain => "OldPodsRemain",
+            Self::Unavailable => "Unavailable",
+        }
+    }
+}
+
+/// Assesses one workload from the Deployment (if it exists), the
+/// ReplicaSets in its namespace and the pods its selector matches.
+pub fn assess(
+    workload: &Workload,
+    rollout_name: &str,
+    deployment: Option<&Deployment>,
+    replica_sets: &[ReplicaSet],
+    pods: &[Pod],
+) -> Assessment {
+    let mut out = Assessment {
+        name: workload.name.clone(),
+        problem: None,
+        verdict: Verdict::Waiting(Wait::Unavailable, String::new()),
+        replicas: 0,
+        new_pods: 0,
+        old_pods: 0,
+        paused: false,
+        paused_by_us: false,
+    };
+    let Some(deploy) = deployment else {
+        out.problem = Some(Problem::NotFound);
+        out.verdict = waiting(
+            Wait::Unavailable,
+            format!("Deployment {} not found", workload.name),
+        );
+        return out;
+    };
+    let spec = deploy.spec.clone().unwrap_or_default();
+    let status = deploy.status.clone().unwrap_or_default();
+    out.replicas = spec.replicas.unwrap_or(1);
+    out.paused = spec.paused.unwrap_or(false);
+    out.paused_by_us = out.paused
+        && deploy
+            .annotations()
+            .get(PAUSED_BY_ANNOTATION)
+            .map(String::as_str)
+            == Some(rollout_name);
+
+    if let Some(image) = &workload.version.image
+        && !has_container(&spec.template, &image.container)
+    {
+        out.problem = Some(Problem::ContainerNotFound(image.container.clone()));
+        out.verdict = waiting(
+            Wait::Unavailable,
+            format!(
+                "Deployment {} has no container named {}",
+                workload.name, image.container
+            ),
+        );
+        return out;
+    }
+
+    let owned: Vec<&ReplicaSet> = replica_sets
+        .iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == deploy.metadata.uid.as_ref())
+        })
+        .collect();
+    let revision = deploy.annotations().get(REVISION_ANNOTATION);
+    let new_hash = owned
+        .iter()
+        .find(|rs| revision.is_some() && rs.annotations().get(REVISION_ANNOTATION) == revision)
+        .and_then(|rs| rs.labels().get(TEMPLATE_HASH_LABEL).cloned());
+    let is_new = |pod: &Pod| {
+        new_hash.is_some() && pod.labels().get(TEMPLATE_HASH_LABEL) == new_hash.as_ref()
+    };
+    let old_terminating = pods
+        .iter()
+        .filter(|p| !is_new(p) && p.metadata.deletion_timestamp.is_some())
+        .count();
+    for pod in pods {
+        if !is_new(pod) {
+            out.old_pods += 1;
+        } else if pod.metadata.deletion_timestamp.is_none() {
+            out.new_pods += 1;
+        }
+    }
+
+    out.verdict = if !template_matches(&spec.template, &workload.version) {
+        let had_new_version = owned.iter().any(|rs| {
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .is_some_and(|t| template_matches(t, &workload.version))
+        });
+        if had_new_version {
+            waiting(
+                Wait::RolledBack,
+                format!(
+                    "Deployment {} was rolled back: its pod template no longer runs the new version",
+                    workload.name
+                ),
+            )
+        } else {
+            waiting(
+                Wait::TemplateNotUpdated,
+                format!(
+                    "Deployment {} does not run the new version yet",
+                    workload.name
+                ),
+            )
+        }
+    } else if status.observed_generation.unwrap_or(0) < deploy.metadata.generation.unwrap_or(0) {
+        waiting(
+            Wait::GenerationNotObserved,
+            format!(
+                "Deployment {} generation {} not observed yet",
+                workload.name,
+                deploy.metadata.generation.unwrap_or(0)
+            ),
+        )
+    } else if progress_deadline_exceeded(deploy) {
+        waiting(
+            Wait::ProgressDeadlineExceeded,
+            format!(
+                "Deployment {} exceeded its progress deadline",
+                workload.name
+            ),
+        )
+    } else if !(status.updated_replicas.unwrap_or(0) == out.replicas
+        && status.replicas.unwrap_or(0) == out.replicas
+        && status.available_replicas.unwrap_or(0) == out.replicas)
+    {
+        waiting(
+            Wait::ReplicasNotReady,
+            format!(
+                "Deployment {}: {} of {} replicas updated, {} available, {} total",
+                workload.name,
+                status.updated_replicas.unwrap_or(0),
+                out.replicas,
+                status.available_replicas.unwrap_or(0),
+                status.replicas.unwrap_or(0)
+            ),
+        )
+    } else if new_hash.is_none() {
+        waiting(
+            Wait::NewReplicaSetNotFound,
+            format!(
+                "Deployment {}: ReplicaSet of the current revision not found",
+                workload.name
+            ),
+        )
+    } else if out.old_pods > 0 {
+        waiting(
+            Wait::OldPodsRemain,
+            format!(
+                "Deployment {}: {} pod(s) of an older version remain ({} terminating)",
+                workload.name, out.old_pods, old_terminating
+            ),
+        )
+    } else {
+        Verdict::RolledOut
+    };
+    out
+}
+
+fn waiting(wait: Wait, message: String) -> Verdict {
+    Verdict::Waiting(wait, message)
+}
+
+fn has_container(template: &PodTemplateSpec, name: &str) -> bool {
+    template
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.containers.iter().any(|c| c.name == name))
+}
+
+/// Whether a pod template runs the version described by `version`.
+pub fn template_matches(template: &PodTemplateSpec, version: &WorkloadVersion) -> bool {
+    if let Some(image) = &version.image {
+        let Some(spec) = &template.spec else {
+            return false;
+        };
+        return spec
+            .containers
+            .iter()
+            .find(|c| c.name == image.container)
+            .and_then(|c| c.image.as_deref())
+            .is_some_and(|actual| image_matches(actual, image));
+    }
+    if let Some(labels) = &version.labels {
+        let actual = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+        return labels
+            .iter()
+            .all(|(k, v)| actual.and_then(|a| a.get(k)) == Some(v));
+    }
+    false
+}
+
+fn image_matches(actual: &str, wanted: &ImageVersion) -> bool {
+    if let Some(reference) = &wanted.reference {
+        return actual == reference;
+    }
+    let Some(tag) = &wanted.tag else {
+        return false;
+    };
+    // `repo:tag` or `repo:tag@sha256:...`; the tag follows the last ':' that
+    // comes after the last '/', so a registry port is never taken for a tag.
+    let name = actual.split('@').next().unwrap_or(actual);
+    let last_segment = name.rsplit('/').next().unwrap_or(name);
+    last_segment.rsplit_once(':').is_some_and(|(_, t)| t == tag)
+}
+
+fn progress_deadline_exceeded(deploy: &Deployment) -> bool {
+    deploy
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conds| {
+            conds.iter().any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn workload() -> Workload {
+        serde_json::from_value(
+            json!({"name": "api", "version": {"image": {"container": "api", "tag": "2.0.0"}}}),
+        )
+        .unwrap()
+    }
+
+    fn template(image: &str) -> serde_json::Value {
+        json!({"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "api", "image": image}]}})
+    }
+
+    /// A Deployment at revision 2 running `image`, fully rolled out by its counters.
+    fn deployment(image: &str) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "api", "uid": "d-1", "generation": 2,
+                         "annotations": {REVISION_ANNOTATION: "2"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}}, "template": template(image)},
+            "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
+        }))
+        .unwrap()
+    }
+
+    fn replica_set(hash: &str, revision: &str, image: &str) -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("api-{hash}"), "labels": {TEMPLATE_HASH_LABEL: hash},
+                         "annotations": {REVISION_ANNOTATION: revision},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api",
+                                              "uid": "d-1", "controller": true}]},
+            "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": template(image)}
+        }))
+        .unwrap()
+    }
+
+    fn pod(hash: &str, terminating: bool) -> Pod {
+        let mut p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("api-{hash}-x"), "labels": {"app": "api", TEMPLATE_HASH_LABEL: hash}}
+        }))
+        .unwrap();
+        if terminating {
+            p.metadata.deletion_timestamp = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+            );
+        }
+        p
+    }
+
+    fn sets() -> Vec<ReplicaSet> {
+        vec![
+            replica_set("old", "1", "shop/api:1.0.0"),
+            replica_set("new", "2", "shop/api:2.0.0"),
+        ]
+    }
+
+    fn verdict(d: &Deployment, rs: &[ReplicaSet], pods: &[Pod]) -> Verdict {
+        assess(&workload(), "users", Some(d), rs, pods).verdict
+    }
+
+    fn wait_of(v: Verdict) -> Option<Wait> {
+        match v {
+            Verdict::RolledOut => None,
+            Verdict::Waiting(w, _) => Some(w),
+        }
+    }
+
+    #[test]
+    fn rolled_out_when_only_new_pods_exist() {
+        let d = deployment("shop/api:2.0.0");
+        let a = assess(
+            &workload(),
+            "users",
+            Some(&d),
+            &sets(),
+            &[pod("new", false), pod("new", false)],
+        );
+        assert_eq!(a.verdict, Verdict::RolledOut);
+        assert_eq!((a.new_pods, a.old_pods), (2, 0));
+    }
+
+    #[test]
+    fn a_terminating_old_pod_holds_the_rollout() {
+        let d = deployment("shop/api:2.0.0");
+        let pods = [pod("new", false), pod("new", false), pod("old", true)];
+        let a = assess(&workload(), "users", Some(&d), &sets(), &pods);
+        assert_eq!(wait_of(a.verdict.clone()), Some(Wait::OldPodsRemain));
+        assert_eq!(a.old_pods, 1);
+        assert!(matches!(a.verdict, Verdict::Waiting(_, m) if m.contains("1 terminating")));
+    }
+
+    #[test]
+    fn a_terminating_new_pod_does_not_hold_the_rollout() {
+        let d = deployment("shop/api:2.0.0");
+        let pods = [pod("new", false), pod("new", false), pod("new", true)];
+        assert_eq!(verdict(&d, &sets(), &pods), Verdict::RolledOut);
+    }
+
+    #[test]
+    fn stale_observed_generation_holds_the_rollout() {
+        let mut d = deployment("shop/api:2.0.0");
+        d.status.as_mut().unwrap().observed_generation = Some(1);
+        assert_eq!(
+            wait_of(verdict(&d, &sets(), &[pod("new", false)])),
+            Some(Wait::GenerationNotObserved)
+        );
+    }
+
+    #[test]
+    fn counters_must_all_match_spec_replicas() {
+        for field in ["updatedReplicas", "availableReplicas", "replicas"] {
+            let mut v = serde_json::to_value(deployment("shop/api:2.0.0")).unwrap();
+            v["status"][field] = json!(1);
+            let d: Deployment = serde_json::from_value(v).unwrap();
+            assert_eq!(
+                wait_of(verdict(&d, &sets(), &[])),
+                Some(Wait::ReplicasNotReady),
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn template_not_updated_versus_rolled_back() {
+        let d = deployment("shop/api:1.0.0");
+        let only_old = [replica_set("old", "1", "shop/api:1.0.0")];
+        assert_eq!(
+            wait_of(verdict(&d, &only_old, &[])),
+            Some(Wait::TemplateNotUpdated)
+        );
+        assert_eq!(wait_of(verdict(&d, &sets(), &[])), Some(Wait::RolledBack));
+    }
+
+    #[test]
+    fn progress_deadline_exceeded_is_reported() {
+        let mut v = serde_json::to_value(deployment("shop/api:2.0.0")).unwrap();
+        v["status"]["availableReplicas"] = json!(1);
+        v["status"]["conditions"] = json!([{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]);
+        let d: Deployment = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            wait_of(verdict(&d, &sets(), &[])),
+            Some(Wait::ProgressDeadlineExceeded)
+        );
+    }
+
+    #[test]
+    fn missing_deployment_or_container_is_a_problem() {
+        assert_eq!(
+            assess(&workload(), "users", None, &[], &[]).problem,
+            Some(Problem::NotFound)
+        );
+        let mut w = workload();
+        w.version.image.as_mut().unwrap().container = "sidecar".into();
+        let d = deployment("shop/api:2.0.0");
+        assert_eq!(
+            assess(&w, "users", Some(&d), &sets(), &[]).problem,
+            Some(Problem::ContainerNotFound("sidecar".into()))
+        );
+    }
+
+    #[test]
+    fn image_tags_refs_and_labels_match_precisely() {
+        let tag = |t: &str| ImageVersion {
+            container: "api".into(),
+            tag: Some(t.into()),
+            reference: None,
+        };
+        assert!(image_matches("shop/api:2.0.0", &tag("2.0.0")));
+        assert!(image_matches(
+            "registry:5000/shop/api:2.0.0@sha256:abc",
+            &tag("2.0.0")
+        ));
+        assert!(!image_matches("registry:5000/shop/api", &tag("5000")));
+        assert!(!image_matches("shop/api:2.0.0-rc1", &tag("2.0.0")));
+        let by_ref = ImageVersion {
+            container: "api".into(),
+            tag: None,
+            reference: Some("shop/api:2.0.0".into()),
+        };
+        assert!(image_matches("shop/api:2.0.0", &by_ref));
+        assert!(!image_matches("other/api:2.0.0", &by_ref));
+        let labels: WorkloadVersion =
+            serde_json::from_value(json!({"labels": {"app": "api"}})).unwrap();
+        let t: PodTemplateSpec = serde_json::from_value(template("x:1")).unwrap();
+        assert!(template_matches(&t, &labels));
+        let other: WorkloadVersion =
+            serde_json::from_value(json!({"labels": {"app": "web"}})).unwrap();
+        assert!(!template_matches(&t, &other));
+    }
+
+    #[test]
+    fn paused_by_us_only_with_our_annotation() {
+        let mut d = deployment("shop/api:2.0.0");
+        d.spec.as_mut().unwrap().paused = Some(true);
+        assert!(!assess(&workload(), "users", Some(&d), &sets(), &[]).paused_by_us);
+        d.annotations_mut()
+            .insert(PAUSED_BY_ANNOTATION.into(), "users".into());
+        let a = assess(&workload(), "users", Some(&d), &sets(), &[]);
+        assert!(a.paused && a.paused_by_us);
+    }
+}

@@ -1,0 +1,151 @@
+//! Identity and outcome of a phase's Job: deterministic names, spec digests,
+//! and what an observed Job says about its phase.
+
+use crate::api::{SchemaRolloutSpec, SchemaRolloutStatus, Step, StepState};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use sha2::{Digest, Sha256};
+
+/// Longest name Kubernetes accepts for a label value, and so for a Job
+/// (the Job controller copies the name into the `job-name` label).
+const MAX_NAME: usize = 63;
+/// Hex characters of the spec digest kept in names and status.
+const DIGEST_LEN: usize = 10;
+
+/// The JobSpec of `step`, if the rollout has that phase.
+pub fn job_spec(spec: &SchemaRolloutSpec, step: Step) -> Option<&JobSpec> {
+    match step {
+        Step::Expand => Some(&spec.expand.job),
+        Step::Transition => spec.transition.as_ref().map(|t| &t.job),
+        Step::Contract => Some(&spec.contract.job),
+    }
+}
+
+/// Short, stable digest of a phase's JobSpec: a changed spec gets a new Job,
+/// an unchanged one never does.
+pub fn digest(job: &JobSpec) -> String {
+    let bytes = serde_json::to_vec(job).expect("a JobSpec always serializes");
+    let hash = Sha256::digest(&bytes);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    hex[..DIGEST_LEN].to_owned()
+}
+
+/// Deterministic Job name `<rollout>-<step>-<digest>`, within 63 characters:
+/// the same rollout, phase and spec always give the same name, so a second
+/// create is answered with AlreadyExists instead of a second Job.
+pub fn job_name(rollout: &str, step: Step, digest: &str) -> String {
+    let suffix = format!("-{}-{}", step.as_str(), digest);
+    let room = MAX_NAME - suffix.len();
+    let prefix: String = rollout.chars().take(room).collect();
+    format!("{}{}", prefix.trim_end_matches(['-', '.']), suffix)
+}
+
+/// What an observed Job says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobObservation {
+    /// Not finished.
+    Active,
+    /// Completed.
+    Succeeded,
+    /// Failed, with the Job's own reason.
+    Failed(String),
+}
+
+/// Reads the outcome of a Job from its conditions.
+pub fn observe_job(job: &Job) -> JobObservation {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    for c in conditions.iter().filter(|c| c.status == "True") {
+        match c.type_.as_str() {
+            "Complete" => return JobObservation::Succeeded,
+            "Failed" => {
+                let reason = c.reason.as_deref().unwrap_or("Failed");
+                let message = c.message.as_deref().unwrap_or("");
+                return JobObservation::Failed(
+                    format!("{reason}: {message}")
+                        .trim_end_matches(": ")
+                        .to_owned(),
+                );
+            }
+            _ => {}
+        }
+    }
+    JobObservation::Active
+}
+
+/// Where a phase stands, from its recorded status and its observed Job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// No Job was ever created for this spec.
+    NotStarted,
+    /// The Job runs.
+    Running,
+    /// The Job completed.
+    Succeeded,
+    /// The Job failed.
+    Failed(String),
+    /// Status says the Job was created, but it is gone before finishing.
+    Vanished,
+}
+
+/// Combines what status recorded for `step` (for the same digest) with the
+/// Job observed under the deterministic name. A phase recorded as finished
+/// stays finished even if its Job was deleted, so it never runs twice.
+pub fn outcome(
+    status: &SchemaRolloutStatus,
+    step: Step,
+    digest: &str,
+    observed: Option<&JobObservation>,
+) -> Outcome {
+    let recorded = status
+        .step(step)
+        .filter(|s| s.digest == digest)
+        .map(|s| s.state);
+    match (recorded, observed) {
+        (Some(StepState::Succeeded), _) | (_, Some(JobObservation::Succeeded)) => {
+            Outcome::Succeeded
+        }
+        (_, Some(JobObservation::Failed(m))) => Outcome::Failed(m.clone()),
+        (_, Some(JobObservation::Active)) => Outcome::Running,
+        (Some(StepState::Failed), None) => Outcome::Failed(
+            status
+                .step(step)
+                .and_then(|s| s.message.clone())
+                .unwrap_or_else(|| "Job failed".into()),
+        ),
+        (Some(StepState::Running), None) => Outcome::Vanished,
+        (None, None) => Outcome::NotStarted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_are_deterministic_and_fit_63_chars() {
+        let d = digest(&JobSpec::default());
+        assert_eq!(d.len(), DIGEST_LEN);
+        assert_eq!(digest(&JobSpec::default()), d);
+        assert_eq!(
+            job_name("users", Step::Expand, &d),
+            format!("users-expand-{d}")
+        );
+        let long = "a".repeat(80);
+        let name = job_name(&long, Step::Transition, &d);
+        assert_eq!(name.len(), MAX_NAME);
+        assert!(name.ends_with(&format!("-transition-{d}")));
+        let dashed = format!("{}-x", "b".repeat(40));
+        assert!(!job_name(&dashed, Step::Transition, &d).contains("--"));
+    }
+
+    #[test]
+    fn a_changed_spec_gets_a_new_digest() {
+        let mut spec = JobSpec::default();
+        let before = digest(&spec);
+        spec.backoff_limit = Some(3);
+        assert_ne!(digest(&spec), before);
+    }
+}

@@ -1,0 +1,714 @@
+//! Table-driven tests of the planner, one or more per safety invariant of
+//! design.md §3 (I1, I2, I4, I5) and per phase transition.
+
+use super::rollout::{Assessment, Problem, Verdict, Wait};
+use super::step::JobObservation;
+use super::*;
+use crate::api::SchemaRolloutSpec;
+use serde_json::json;
+
+const T0: i64 = 1_700_000_000;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(T0 + secs).unwrap()
+}
+
+fn spec(extra: serde_json::Value) -> SchemaRolloutSpec {
+    let job = json!({"template": {"spec": {"restartPolicy": "Never",
+        "containers": [{"name": "migrate", "image": "postgres:16"}]}}});
+    let mut base = json!({
+        "workloads": [
+            {"name": "api", "version": {"image": {"container": "api", "tag": "2.0.0"}}},
+            {"name": "worker", "version": {"labels": {"version": "2"}}}
+        ],
+        "expand": {"job": job.clone()},
+        "contract": {"job": job},
+    });
+    let obj = base.as_object_mut().unwrap();
+    for (k, v) in extra.as_object().unwrap() {
+        obj.insert(k.clone(), v.clone());
+    }
+    serde_json::from_value(base).unwrap()
+}
+
+fn transition_job() -> serde_json::Value {
+    json!({"job": {"template": {"spec": {"containers": [{"name": "backfill", "image": "x:1"}]}}}})
+}
+
+fn rollout(spec: SchemaRolloutSpec) -> SchemaRollout {
+    let mut r = SchemaRollout::new("users", spec);
+    r.metadata.namespace = Some("shop".into());
+    r.metadata.generation = Some(1);
+    r
+}
+
+fn rolled_out(name: &str) -> Assessment {
+    Assessment {
+        name: name.into(),
+        problem: None,
+        verdict: Verdict::RolledOut,
+        replicas: 2,
+        new_pods: 2,
+        old_pods: 0,
+        paused: false,
+        paused_by_us: false,
+    }
+}
+
+fn waiting(name: &str, wait: Wait) -> Assessment {
+    Assessment {
+        verdict: Verdict::Waiting(wait, format!("{name} waits: {}", wait.reason())),
+        new_pods: 1,
+        old_pods: 1,
+        ..rolled_out(name)
+    }
+}
+
+fn both_rolled_out() -> Vec<Assessment> {
+    vec![rolled_out("api"), rolled_out("worker")]
+}
+
+fn observed(workloads: Vec<Assessment>, jobs: &[(Step, JobObservation)], now: i64) -> Observed {
+    Observed {
+        workloads,
+        jobs: jobs.iter().cloned().collect(),
+        now: at(now),
+    }
+}
+
+/// Plans once and feeds the status back, as the controller does.
+fn step(r: &mut SchemaRollout, o: &Observed) -> Plan {
+    let p = plan(r, o);
+    r.status = Some(p.status.clone());
+    p
+}
+
+fn creates(p: &Plan, step: Step) -> bool {
+    p.actions
+        .iter()
+        .any(|a| matches!(a, Action::CreateJob { step: s, .. } if *s == step))
+}
+
+fn creates_any(p: &Plan) -> bool {
+    p.actions
+        .iter()
+        .any(|a| matches!(a, Action::CreateJob { .. }))
+}
+
+fn cond<'a>(
+    p: &'a Plan,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    p.status
+        .condition(type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+fn reasons(p: &Plan) -> Vec<&'static str> {
+    p.events.iter().map(|e| e.reason).collect()
+}
+
+use JobObservation::{Active, Failed, Succeeded};
+
+/// Drives a rollout through expand to the point where contract may start.
+/// The new version is not deployed yet.
+fn expanded(r: &mut SchemaRollout) {
+    let before = || {
+        vec![
+            waiting("api", Wait::TemplateNotUpdated),
+            rolled_out("worker"),
+        ]
+    };
+    step(r, &observed(before(), &[], 0));
+    let p = step(r, &observed(before(), &[(Step::Expand, Succeeded)], 1));
+    assert_eq!(p.phase(), RolloutPhase::AwaitingRollout);
+}
+
+#[test]
+fn happy_path_walks_every_phase_in_order() {
+    let mut r = rollout(spec(json!({
+        "transition": transition_job(),
+        "contract": {"job": spec(json!({})).contract.job, "after": {"bakeTime": "10m", "approval": "Manual"}},
+    })));
+    let mut seen = vec![];
+    let old = vec![
+        waiting("api", Wait::TemplateNotUpdated),
+        rolled_out("worker"),
+    ];
+
+    let p = step(&mut r, &observed(old.clone(), &[], 0));
+    assert!(creates(&p, Step::Expand));
+    seen.push(p.phase());
+    let p = step(&mut r, &observed(old.clone(), &[(Step::Expand, Active)], 5));
+    assert!(!creates_any(&p));
+    seen.push(p.phase());
+    let p = step(&mut r, &observed(old, &[(Step::Expand, Succeeded)], 10));
+    assert!(!creates_any(&p));
+    seen.push(p.phase());
+    let p = step(
+        &mut r,
+        &observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 100),
+    );
+    assert!(creates(&p, Step::Transition));
+    seen.push(p.phase());
+    let jobs = [(Step::Expand, Succeeded), (Step::Transition, Succeeded)];
+    let p = step(&mut r, &observed(both_rolled_out(), &jobs, 200));
+    assert_eq!(
+        p.requeue_after,
+        Some(Duration::from_secs(500)),
+        "bake counts from t=100"
+    );
+    seen.push(p.phase());
+    let p = step(&mut r, &observed(both_rolled_out(), &jobs, 700));
+    seen.push(p.phase());
+    r.annotations_mut()
+        .insert(APPROVE_ANNOTATION.into(), "1".into());
+    let p = step(&mut r, &observed(both_rolled_out(), &jobs, 710));
+    assert!(creates(&p, Step::Contract));
+    seen.push(p.phase());
+    let all = [
+        (Step::Expand, Succeeded),
+        (Step::Transition, Succeeded),
+        (Step::Contract, Succeeded),
+    ];
+    let p = step(&mut r, &observed(both_rolled_out(), &all, 720));
+    seen.push(p.phase());
+
+    {
+        use RolloutPhase::*;
+        assert_eq!(
+            seen,
+            [
+                Expanding,
+                Expanding,
+                AwaitingRollout,
+                Transitioning,
+                Baking,
+                AwaitingApproval,
+                Contracting,
+                Succeeded
+            ]
+        );
+    }
+    assert_eq!(cond(&p, condition::READY).status, "True");
+    assert_eq!(cond(&p, condition::CONTRACTED).status, "True");
+    assert_eq!(cond(&p, condition::RECONCILING).status, "False");
+    assert!(reasons(&p).contains(&"Succeeded"));
+    assert_eq!(p.status.observed_generation, Some(1));
+}
+
+#[test]
+fn i1_contract_never_starts_before_expand_succeeds() {
+    for expand in [
+        None,
+        Some(Active),
+        Some(Failed("BackoffLimitExceeded".into())),
+    ] {
+        let mut r = rollout(spec(json!({})));
+        let jobs: Vec<_> = expand
+            .clone()
+            .map(|e| (Step::Expand, e))
+            .into_iter()
+            .collect();
+        // Pretend expand was created earlier so an absent Job is not "new".
+        step(&mut r, &observed(both_rolled_out(), &[], 0));
+        let p = step(&mut r, &observed(both_rolled_out(), &jobs, 1));
+        assert!(
+            !creates(&p, Step::Contract),
+            "expand {expand:?} must not lead to contract"
+        );
+    }
+}
+
+#[test]
+fn i1_contract_waits_for_transition() {
+    let mut r = rollout(spec(json!({"transition": transition_job()})));
+    expanded(&mut r);
+    for t in [Active, Failed("DeadlineExceeded".into())] {
+        let jobs = [(Step::Expand, Succeeded), (Step::Transition, t.clone())];
+        let p = plan(&r, &observed(both_rolled_out(), &jobs, 5));
+        assert!(
+            !creates(&p, Step::Contract),
+            "transition {t:?} must hold contract"
+        );
+    }
+}
+
+#[test]
+fn i2_contract_held_while_any_workload_is_not_rolled_out() {
+    for wait in [
+        Wait::TemplateNotUpdated,
+        Wait::GenerationNotObserved,
+        Wait::ReplicasNotReady,
+        Wait::NewReplicaSetNotFound,
+        Wait::OldPodsRemain,
+        Wait::ProgressDeadlineExceeded,
+        Wait::RolledBack,
+    ] {
+        let mut r = rollout(spec(json!({})));
+        expanded(&mut r);
+        let p = plan(
+            &r,
+            &observed(
+                vec![rolled_out("api"), waiting("worker", wait)],
+                &[(Step::Expand, Succeeded)],
+                5,
+            ),
+        );
+        assert!(!creates_any(&p), "{wait:?} must hold contract");
+        assert_eq!(p.phase(), RolloutPhase::AwaitingRollout);
+        let rolled = cond(&p, condition::ROLLED_OUT);
+        assert_eq!(
+            (rolled.status.as_str(), rolled.reason.as_str()),
+            ("False", wait.reason())
+        );
+    }
+}
+
+#[test]
+fn i2_contract_starts_once_the_last_old_pod_is_gone() {
+    let mut r = rollout(spec(json!({})));
+    expanded(&mut r);
+    let p = step(
+        &mut r,
+        &observed(
+            vec![rolled_out("api"), waiting("worker", Wait::OldPodsRemain)],
+            &[(Step::Expand, Succeeded)],
+            2,
+        ),
+    );
+    assert!(!creates_any(&p));
+    let p = step(
+        &mut r,
+        &observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 3),
+    );
+    assert!(creates(&p, Step::Contract));
+    assert!(reasons(&p).contains(&"ContractStarted"));
+}
+
+#[test]
+fn i2_bake_time_counts_from_the_last_workload_becoming_rolled_out() {
+    let mut r = rollout(spec(
+        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"bakeTime": "10m"}}}),
+    ));
+    expanded(&mut r);
+    let e = [(Step::Expand, Succeeded)];
+    // api rolled out at t=10, worker only at t=300.
+    step(
+        &mut r,
+        &observed(
+            vec![rolled_out("api"), waiting("worker", Wait::OldPodsRemain)],
+            &e,
+            10,
+        ),
+    );
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 300));
+    assert_eq!(p.phase(), RolloutPhase::Baking);
+    assert_eq!(p.status.rolled_out_at, Some(Time(at(300))));
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 899));
+    assert!(
+        !creates_any(&p),
+        "600s after api but 599s after worker: still baking"
+    );
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(1)));
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 900));
+    assert!(creates(&p, Step::Contract));
+}
+
+#[test]
+fn i2_bake_time_restarts_when_a_workload_stops_being_rolled_out() {
+    let mut r = rollout(spec(
+        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"bakeTime": "60s"}}}),
+    ));
+    expanded(&mut r);
+    let e = [(Step::Expand, Succeeded)];
+    step(&mut r, &observed(both_rolled_out(), &e, 10));
+    step(
+        &mut r,
+        &observed(
+            vec![rolled_out("api"), waiting("worker", Wait::RolledBack)],
+            &e,
+            40,
+        ),
+    );
+    step(&mut r, &observed(both_rolled_out(), &e, 50));
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 80));
+    assert!(!creates_any(&p), "bake restarted at t=50");
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 110));
+    assert!(creates(&p, Step::Contract));
+}
+
+#[test]
+fn i2_manual_approval_waits_for_the_annotation_of_the_current_generation() {
+    let mut r = rollout(spec(
+        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"approval": "Manual"}}}),
+    ));
+    expanded(&mut r);
+    let e = [(Step::Expand, Succeeded)];
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 5));
+    assert_eq!(p.phase(), RolloutPhase::AwaitingApproval);
+    assert!(!creates_any(&p));
+    assert!(reasons(&p).contains(&"ContractHeld"));
+
+    r.metadata.generation = Some(2);
+    r.annotations_mut()
+        .insert(APPROVE_ANNOTATION.into(), "1".into());
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 6));
+    assert!(
+        !creates_any(&p),
+        "an approval of generation 1 does not approve generation 2"
+    );
+    r.annotations_mut()
+        .insert(APPROVE_ANNOTATION.into(), "2".into());
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 7));
+    assert!(creates(&p, Step::Contract));
+}
+
+#[test]
+fn i3_a_started_or_finished_contract_is_never_created_again() {
+    let mut r = rollout(spec(json!({})));
+    expanded(&mut r);
+    let e = [(Step::Expand, Succeeded)];
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 2));
+    assert!(creates(&p, Step::Contract));
+    // The Job is not visible yet (or a watch lags): no second create.
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 3));
+    assert!(!creates_any(&p));
+    assert_eq!(cond(&p, condition::STALLED).reason, "JobMissing");
+    let done = [(Step::Expand, Succeeded), (Step::Contract, Succeeded)];
+    let p = step(&mut r, &observed(both_rolled_out(), &done, 4));
+    assert_eq!(p.phase(), RolloutPhase::Succeeded);
+    // The finished Job is deleted and a workload rolls back: still done.
+    let p = step(
+        &mut r,
+        &observed(
+            vec![waiting("api", Wait::RolledBack), rolled_out("worker")],
+            &[],
+            5,
+        ),
+    );
+    assert!(!creates_any(&p));
+    assert_eq!(p.phase(), RolloutPhase::Succeeded);
+}
+
+#[test]
+fn i3_a_finished_expand_job_deleted_later_does_not_run_again() {
+    let mut r = rollout(spec(
+        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"approval": "Manual"}}}),
+    ));
+    expanded(&mut r);
+    let p = step(&mut r, &observed(both_rolled_out(), &[], 5));
+    assert!(!creates_any(&p));
+    assert_eq!(p.phase(), RolloutPhase::AwaitingApproval);
+}
+
+#[test]
+fn i3_an_existing_job_is_adopted_when_status_was_lost() {
+    let r = rollout(spec(json!({})));
+    let p = plan(
+        &r,
+        &observed(both_rolled_out(), &[(Step::Expand, Active)], 0),
+    );
+    assert!(!creates_any(&p));
+    assert_eq!(p.phase(), RolloutPhase::Expanding);
+    assert_eq!(
+        p.status.step(Step::Expand).unwrap().state,
+        StepState::Running
+    );
+}
+
+#[test]
+fn i4_rollback_after_expand_holds_contract_until_rolled_forward() {
+    let mut r = rollout(spec(
+        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"bakeTime": "5m"}}}),
+    ));
+    expanded(&mut r);
+    let e = [(Step::Expand, Succeeded)];
+    step(&mut r, &observed(both_rolled_out(), &e, 10));
+    let p = step(
+        &mut r,
+        &observed(
+            vec![waiting("api", Wait::RolledBack), rolled_out("worker")],
+            &e,
+            20,
+        ),
+    );
+    assert_eq!(p.phase(), RolloutPhase::AwaitingRollout);
+    assert_eq!(p.status.hold_reason.as_deref(), Some("RolledBack"));
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "ContractHeld" && e.kind == EventKind::Warning)
+    );
+    let p = step(
+        &mut r,
+        &observed(
+            vec![waiting("api", Wait::RolledBack), rolled_out("worker")],
+            &e,
+            1000,
+        ),
+    );
+    assert!(!creates_any(&p), "held however long the rollback lasts");
+    assert!(p.events.is_empty(), "no event per requeue");
+    step(&mut r, &observed(both_rolled_out(), &e, 1010));
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 1310));
+    assert!(creates(&p, Step::Contract));
+}
+
+#[test]
+fn i5_failed_expand_fails_the_rollout_and_never_contracts() {
+    let mut r = rollout(spec(json!({})));
+    step(&mut r, &observed(both_rolled_out(), &[], 0));
+    let failed = [(
+        Step::Expand,
+        Failed("BackoffLimitExceeded: Job has reached the specified backoff limit".into()),
+    )];
+    let p = step(&mut r, &observed(both_rolled_out(), &failed, 1));
+    assert_eq!(p.phase(), RolloutPhase::Failed);
+    assert_eq!(cond(&p, condition::STALLED).status, "True");
+    assert_eq!(cond(&p, condition::STALLED).reason, "ExpandFailed");
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "ExpandFailed" && e.kind == EventKind::Warning)
+    );
+    // Even when the failed Job is later deleted.
+    let p = step(&mut r, &observed(both_rolled_out(), &[], 2));
+    assert_eq!(p.phase(), RolloutPhase::Failed);
+    assert!(!creates_any(&p));
+    assert!(p.events.is_empty());
+}
+
+#[test]
+fn i5_gate_keeps_workloads_paused_until_expand_succeeds_and_after_it_fails() {
+    let mut r = rollout(spec(json!({"gate": {"pauseWorkloads": true}})));
+    let p = step(&mut r, &observed(both_rolled_out(), &[], 0));
+    assert_eq!(
+        p.actions,
+        [
+            Action::PauseWorkload("api".into()),
+            Action::PauseWorkload("worker".into()),
+            Action::CreateJob {
+                step: Step::Expand,
+                name: p.status.step(Step::Expand).unwrap().job_name.clone()
+            },
+        ]
+    );
+    let paused: Vec<_> = [
+        waiting("api", Wait::ReplicasNotReady),
+        waiting("worker", Wait::ReplicasNotReady),
+    ]
+    .into_iter()
+    .map(|a| Assessment {
+        paused: true,
+        paused_by_us: true,
+        ..a
+    })
+    .collect();
+    let p = plan(
+        &r,
+        &observed(
+            paused.clone(),
+            &[(Step::Expand, Failed("DeadlineExceeded".into()))],
+            1,
+        ),
+    );
+    assert_eq!(p.phase(), RolloutPhase::Failed);
+    assert!(
+        p.actions.is_empty(),
+        "a failed expand never resumes the workloads"
+    );
+    let p = plan(&r, &observed(paused, &[(Step::Expand, Succeeded)], 1));
+    assert_eq!(
+        p.actions,
+        [
+            Action::ResumeWorkload("api".into()),
+            Action::ResumeWorkload("worker".into())
+        ]
+    );
+}
+
+#[test]
+fn gate_never_resumes_a_workload_someone_else_paused() {
+    let mut r = rollout(spec(json!({"gate": {"pauseWorkloads": true}})));
+    expanded(&mut r);
+    let p = plan(
+        &r,
+        &observed(
+            vec![
+                Assessment {
+                    paused: true,
+                    ..rolled_out("api")
+                },
+                rolled_out("worker"),
+            ],
+            &[(Step::Expand, Succeeded)],
+            2,
+        ),
+    );
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::ResumeWorkload(_)))
+    );
+}
+
+#[test]
+fn paused_stops_advancing_without_losing_place() {
+    let mut r = rollout(spec(json!({"paused": true})));
+    let p = step(&mut r, &observed(both_rolled_out(), &[], 0));
+    assert!(!creates_any(&p));
+    assert_eq!(p.phase(), RolloutPhase::Pending);
+    assert_eq!(cond(&p, condition::RECONCILING).reason, "Paused");
+
+    let mut r = rollout(spec(json!({})));
+    expanded(&mut r);
+    r.spec.paused = true;
+    let p = step(
+        &mut r,
+        &observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 5),
+    );
+    assert!(!creates_any(&p));
+    assert_eq!(p.phase(), RolloutPhase::AwaitingRollout);
+    assert_eq!(p.status.hold_reason.as_deref(), Some("Paused"));
+    assert_eq!(
+        p.status.step(Step::Expand).unwrap().state,
+        StepState::Succeeded,
+        "place kept"
+    );
+    r.spec.paused = false;
+    let p = step(
+        &mut r,
+        &observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 6),
+    );
+    assert!(creates(&p, Step::Contract));
+}
+
+#[test]
+fn paused_lets_a_running_job_finish() {
+    let mut r = rollout(spec(json!({})));
+    step(&mut r, &observed(both_rolled_out(), &[], 0));
+    r.spec.paused = true;
+    let p = step(
+        &mut r,
+        &observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 1),
+    );
+    assert_eq!(
+        p.status.step(Step::Expand).unwrap().state,
+        StepState::Succeeded
+    );
+    assert!(!creates_any(&p));
+}
+
+#[test]
+fn i6_invalid_spec_stalls_without_creating_jobs() {
+    let cases = [
+        json!({"workloads": []}),
+        json!({"workloads": [{"name": "api", "version": {}}]}),
+        json!({"workloads": [{"name": "api", "version": {"image": {"container": "api", "tag": "1", "ref": "x:1"}}}]}),
+        json!({"workloads": [{"name": "api", "version": {"labels": {}}}]}),
+        json!({"workloads": [
+            {"name": "api", "version": {"labels": {"v": "2"}}},
+            {"name": "api", "version": {"labels": {"v": "2"}}}]}),
+        json!({"expand": {"job": {"template": {"spec": {"containers": []}}}}}),
+        json!({"timeouts": {"expand": "-5m"}}),
+        json!({"timeouts": {"contract": "0s"}}),
+        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"bakeTime": "10 minutes"}}}),
+    ];
+    for case in cases {
+        let mut r = rollout(spec(case.clone()));
+        let p = step(&mut r, &observed(both_rolled_out(), &[], 0));
+        assert!(!creates_any(&p), "{case}");
+        assert_eq!(cond(&p, condition::STALLED).status, "True", "{case}");
+        assert_eq!(cond(&p, condition::STALLED).reason, "InvalidSpec", "{case}");
+        assert_eq!(p.events.len(), 1, "{case}: one Warning event");
+        assert_eq!(p.events[0].kind, EventKind::Warning);
+        let again = plan(&r, &observed(both_rolled_out(), &[], 1));
+        assert!(again.events.is_empty(), "{case}: no event per requeue");
+    }
+}
+
+#[test]
+fn i6_unknown_workload_or_container_stalls_before_expand() {
+    for problem in [Problem::NotFound, Problem::ContainerNotFound("api".into())] {
+        let r = rollout(spec(json!({})));
+        let bad = Assessment {
+            problem: Some(problem.clone()),
+            ..waiting("api", Wait::Unavailable)
+        };
+        let p = plan(&r, &observed(vec![bad, rolled_out("worker")], &[], 0));
+        assert!(p.actions.is_empty(), "{problem:?}");
+        assert_eq!(cond(&p, condition::STALLED).reason, problem.reason());
+        assert_eq!(p.phase(), RolloutPhase::Pending);
+    }
+}
+
+#[test]
+fn progress_deadline_exceeded_stalls_with_a_warning_and_holds_contract() {
+    let mut r = rollout(spec(json!({})));
+    expanded(&mut r);
+    let p = step(
+        &mut r,
+        &observed(
+            vec![
+                waiting("api", Wait::ProgressDeadlineExceeded),
+                rolled_out("worker"),
+            ],
+            &[(Step::Expand, Succeeded)],
+            5,
+        ),
+    );
+    assert!(!creates_any(&p));
+    assert_eq!(
+        cond(&p, condition::STALLED).reason,
+        "ProgressDeadlineExceeded"
+    );
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "ProgressDeadlineExceeded" && e.kind == EventKind::Warning)
+    );
+}
+
+#[test]
+fn rollout_timeout_stalls_but_still_holds_contract() {
+    let mut r = rollout(spec(json!({"timeouts": {"rollout": "1h"}})));
+    expanded(&mut r);
+    let slow = || vec![waiting("api", Wait::ReplicasNotReady), rolled_out("worker")];
+    let e = [(Step::Expand, Succeeded)];
+    let p = step(&mut r, &observed(slow(), &e, 100));
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(3600 - 99)));
+    let p = step(&mut r, &observed(slow(), &e, 3601));
+    assert_eq!(cond(&p, condition::STALLED).reason, "RolloutTimedOut");
+    assert!(!creates_any(&p));
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 3700));
+    assert!(
+        creates(&p, Step::Contract),
+        "a late rollout still contracts"
+    );
+}
+
+#[test]
+fn conditions_keep_their_transition_time_and_events_fire_once() {
+    let mut r = rollout(spec(json!({})));
+    let p1 = step(&mut r, &observed(both_rolled_out(), &[], 0));
+    assert_eq!(reasons(&p1), ["ExpandStarted"]);
+    let p2 = step(
+        &mut r,
+        &observed(both_rolled_out(), &[(Step::Expand, Active)], 50),
+    );
+    assert!(p2.events.is_empty());
+    let ready = |p: &Plan| cond(p, condition::READY).last_transition_time.clone();
+    assert_eq!(ready(&p1), ready(&p2));
+    assert_eq!(cond(&p2, condition::READY).status, "False");
+    assert_eq!(cond(&p2, condition::RECONCILING).status, "True");
+    let p3 = step(
+        &mut r,
+        &observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 60),
+    );
+    assert_eq!(
+        reasons(&p3),
+        ["ExpandSucceeded", "ContractStarted", "RolloutObserved"]
+    );
+    assert_eq!(cond(&p3, condition::EXPANDED).status, "True");
+}

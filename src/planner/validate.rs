@@ -1,0 +1,121 @@
+//! Checks of a spec that the CRD schema cannot make on every cluster (CEL
+//! rules are dropped by API servers older than 1.25), so the controller
+//! enforces them itself before it runs anything.
+
+use crate::api::{SchemaRolloutSpec, Step, parse_duration};
+use crate::planner::step::job_spec;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Durations read from a valid spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Durations {
+    /// `contract.after.bakeTime`, zero when unset.
+    pub bake_time: Duration,
+    /// `timeouts.rollout`.
+    pub rollout: Duration,
+}
+
+/// Default deadline of the expand and contract Jobs.
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default deadline of the transition Job and of the rollout.
+pub const DEFAULT_LONG_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// The deadline of `step`'s Job, from `timeouts` or the default.
+pub fn step_timeout(spec: &SchemaRolloutSpec, step: Step) -> Duration {
+    let t = spec.timeouts.clone().unwrap_or_default();
+    let (value, default) = match step {
+        Step::Expand => (t.expand, DEFAULT_JOB_TIMEOUT),
+        Step::Transition => (t.transition, DEFAULT_LONG_TIMEOUT),
+        Step::Contract => (t.contract, DEFAULT_JOB_TIMEOUT),
+    };
+    value
+        .and_then(|v| parse_duration(&v).ok())
+        .unwrap_or(default)
+}
+
+/// Validates `spec`; on success returns its durations, otherwise one
+/// message per problem.
+pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
+    let mut problems = Vec::new();
+    if spec.workloads.is_empty() {
+        problems.push("spec.workloads must name at least one workload".to_owned());
+    }
+    let mut seen = BTreeSet::new();
+    for (i, w) in spec.workloads.iter().enumerate() {
+        let at = format!("spec.workloads[{i}]");
+        if w.name.is_empty() {
+            problems.push(format!("{at}.name must not be empty"));
+        }
+        if !seen.insert(w.name.as_str()) {
+            problems.push(format!("{at}.name {:?} is listed twice", w.name));
+        }
+        match (&w.version.image, &w.version.labels) {
+            (Some(image), None) => {
+                if image.container.is_empty() {
+                    problems.push(format!("{at}.version.image.container must not be empty"));
+                }
+                match (&image.tag, &image.reference) {
+                    (Some(v), None) | (None, Some(v)) if !v.is_empty() => {}
+                    _ => problems.push(format!(
+                        "{at}.version.image needs exactly one non-empty tag or ref"
+                    )),
+                }
+            }
+            (None, Some(labels)) if !labels.is_empty() => {}
+            (None, Some(_)) => problems.push(format!("{at}.version.labels must not be empty")),
+            _ => problems.push(format!("{at}.version needs exactly one of image or labels")),
+        }
+    }
+    for step in [Step::Expand, Step::Transition, Step::Contract] {
+        let Some(job) = job_spec(spec, step) else {
+            continue;
+        };
+        let containers = job.template.spec.as_ref().map_or(0, |s| s.containers.len());
+        if containers == 0 {
+            problems.push(format!(
+                "spec.{}.job.template.spec.containers must list at least one container",
+                step.as_str()
+            ));
+        }
+    }
+    let read =
+        |problems: &mut Vec<String>, field: &str, value: Option<&String>, default| match value {
+            None => default,
+            Some(v) => parse_duration(v).unwrap_or_else(|e| {
+                problems.push(format!("{field}: {e}"));
+                default
+            }),
+        };
+    let after = spec.contract.after.clone().unwrap_or_default();
+    let timeouts = spec.timeouts.clone().unwrap_or_default();
+    let durations = Durations {
+        bake_time: read(
+            &mut problems,
+            "spec.contract.after.bakeTime",
+            after.bake_time.as_ref(),
+            Duration::ZERO,
+        ),
+        rollout: read(
+            &mut problems,
+            "spec.timeouts.rollout",
+            timeouts.rollout.as_ref(),
+            DEFAULT_LONG_TIMEOUT,
+        ),
+    };
+    for (field, value) in [
+        ("spec.timeouts.expand", &timeouts.expand),
+        ("spec.timeouts.transition", &timeouts.transition),
+        ("spec.timeouts.contract", &timeouts.contract),
+    ] {
+        let d = read(&mut problems, field, value.as_ref(), DEFAULT_JOB_TIMEOUT);
+        if value.is_some() && d.as_secs() == 0 {
+            problems.push(format!("{field} must be at least 1s"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(durations)
+    } else {
+        Err(problems)
+    }
+}
