@@ -2,4 +2,6 @@
 //! schema rollouts.
 
 pub mod api;
+pub mod controller;
 pub mod planner;
+pub mod telemetry;

@@ -109,6 +109,9 @@ pub struct SchemaRolloutStatus {
     /// Current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<RolloutPhase>,
+    /// When the rollout entered its current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<Time>,
     /// Human-readable summary of what the rollout waits for or why it stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

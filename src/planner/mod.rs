@@ -87,6 +87,8 @@ pub struct Plan {
     /// Look again after this long even if nothing changes (bake time,
     /// rollout timeout); `None` means wait for a watch event.
     pub requeue_after: Option<Duration>,
+    /// Why contract (or the next phase) is held, if it is.
+    pub hold_reason: Option<&'static str>,
 }
 
 impl Plan {
@@ -639,16 +641,21 @@ impl<'a> Planner<'a> {
             status: SchemaRolloutStatus {
                 observed_generation: generation,
                 phase: Some(d.phase),
+                phase_since: match self.prev.phase_since {
+                    Some(since) if self.prev.phase == Some(d.phase) => Some(since),
+                    _ => Some(Time(now)),
+                },
                 message: Some(message),
                 conditions: cond.into_conditions(),
                 workloads,
                 steps: self.steps,
                 rolled_out_at,
-                hold_reason: d.hold.map(|h| h.0.to_owned()),
+                hold_reason: d.hold.as_ref().map(|h| h.0.to_owned()),
             },
             actions: self.actions,
             events: self.events,
             requeue_after: d.requeue_after,
+            hold_reason: d.hold.map(|h| h.0),
         }
     }
 }

@@ -1,0 +1,134 @@
+//! Builds the Job of a phase from the user's JobSpec. Pure: no client.
+
+use crate::api::{SchemaRollout, Step};
+use crate::planner::step::job_spec;
+use crate::planner::validate::step_timeout;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// Label on every object bellows creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "bellows");
+/// Label holding the owning rollout's UID (names may exceed 63 characters).
+pub const ROLLOUT_UID_LABEL: &str = "bellows.dev/rollout-uid";
+/// Label holding the phase of a Job.
+pub const STEP_LABEL: &str = "bellows.dev/phase";
+/// Annotation holding the owning rollout's name.
+pub const ROLLOUT_ANNOTATION: &str = "bellows.dev/rollout";
+
+/// The Job for `step`, named `name`, owned by `rollout`.
+///
+/// Defaults that make a migration safe: no retries unless asked
+/// (`backoffLimit: 0`), a deadline from the phase's timeout, `restartPolicy:
+/// Never`, and never `ttlSecondsAfterFinished` (the finished Job is the
+/// record of what ran).
+pub fn build(rollout: &SchemaRollout, step: Step, name: &str) -> Option<Job> {
+    let mut spec = job_spec(&rollout.spec, step)?.clone();
+    spec.backoff_limit.get_or_insert(0);
+    spec.active_deadline_seconds
+        .get_or_insert(step_timeout(&rollout.spec, step).as_secs().max(1) as i64);
+    spec.ttl_seconds_after_finished = None;
+    if let Some(pod) = spec.template.spec.as_mut() {
+        pod.restart_policy.get_or_insert_with(|| "Never".into());
+    }
+    let labels = BTreeMap::from([
+        (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+        (
+            ROLLOUT_UID_LABEL.to_owned(),
+            rollout.uid().unwrap_or_default(),
+        ),
+        (STEP_LABEL.to_owned(), step.as_str().to_owned()),
+    ]);
+    Some(Job {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: rollout.namespace(),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                ROLLOUT_ANNOTATION.to_owned(),
+                rollout.name_any(),
+            )])),
+            owner_references: rollout.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rollout(timeouts: serde_json::Value, expand_job: serde_json::Value) -> SchemaRollout {
+        let job =
+            json!({"template": {"spec": {"containers": [{"name": "m", "image": "postgres:16"}]}}});
+        let spec = serde_json::from_value(json!({
+            "workloads": [{"name": "api", "version": {"labels": {"v": "2"}}}],
+            "expand": {"job": expand_job}, "contract": {"job": job}, "timeouts": timeouts,
+        }))
+        .unwrap();
+        let mut r = SchemaRollout::new("users", spec);
+        r.metadata.namespace = Some("shop".into());
+        r.metadata.uid = Some("uid-1".into());
+        r
+    }
+
+    #[test]
+    fn jobs_are_owned_labelled_and_bounded() {
+        let r = rollout(
+            json!({"contract": "5m"}),
+            json!({"template": {"spec": {"containers": [{"name": "m"}]}}}),
+        );
+        let job = build(&r, Step::Contract, "users-contract-abc").unwrap();
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(300));
+        assert_eq!(spec.ttl_seconds_after_finished, None);
+        assert_eq!(
+            spec.template
+                .spec
+                .as_ref()
+                .unwrap()
+                .restart_policy
+                .as_deref(),
+            Some("Never")
+        );
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("SchemaRollout", "uid-1", Some(true))
+        );
+        assert_eq!(
+            job.labels().get(STEP_LABEL).map(String::as_str),
+            Some("contract")
+        );
+        assert_eq!(job.namespace().as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn user_settings_win_over_defaults_except_ttl() {
+        let r = rollout(
+            json!({}),
+            json!({"backoffLimit": 2, "activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 10,
+                   "template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "m"}]}}}),
+        );
+        let job = build(&r, Step::Expand, "n").unwrap();
+        let spec = job.spec.unwrap();
+        assert_eq!(
+            (spec.backoff_limit, spec.active_deadline_seconds),
+            (Some(2), Some(60))
+        );
+        assert_eq!(spec.ttl_seconds_after_finished, None);
+        assert_eq!(
+            spec.template.spec.unwrap().restart_policy.as_deref(),
+            Some("OnFailure")
+        );
+        assert!(
+            build(&r, Step::Transition, "n").is_none(),
+            "no transition phase"
+        );
+    }
+}

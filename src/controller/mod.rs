@@ -1,0 +1,195 @@
+//! The kube-runtime controller: watches SchemaRollouts, the Jobs they own and
+//! the Deployments and pods they name, and reconciles each rollout by
+//! observing, planning (pure) and applying the plan.
+
+pub mod job;
+pub mod observe;
+mod reconcile;
+
+pub use reconcile::reconcile;
+
+use crate::api::SchemaRollout;
+use crate::telemetry::metrics::Metrics;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Field manager of every write bellows makes.
+pub const FIELD_MANAGER: &str = "bellows";
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the API server failed.
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[source] kube::Error),
+    /// The SchemaRollout has no namespace (it is namespaced).
+    #[error("SchemaRollout has no namespace")]
+    MissingNamespace,
+    /// A patch could not be serialized.
+    #[error("could not serialize a patch: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// A fixed, low-cardinality label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::MissingNamespace => "missing_namespace",
+            Self::Serialize(_) => "serialize",
+        }
+    }
+}
+
+/// Shared state of every reconcile.
+pub struct Context {
+    /// Client for the API server.
+    pub client: Client,
+    /// Publishes events.k8s.io/v1 Events.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per rollout, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<SchemaRollout>, u32>>,
+}
+
+impl Context {
+    /// A context publishing events as `bellows`.
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+        let instance = std::env::var("POD_NAME").ok();
+        let reporter = Reporter {
+            controller: "bellows".into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn reset_backoff(&self, rollout: &SchemaRollout) {
+        self.failures
+            .lock()
+            .expect("backoff lock")
+            .remove(&ObjectRef::from(rollout));
+    }
+
+    /// The next retry delay for `rollout`: 1s, 2s, 4s ... up to 5 minutes.
+    fn backoff(&self, rollout: &SchemaRollout) -> Duration {
+        let mut failures = self.failures.lock().expect("backoff lock");
+        let n = failures.entry(ObjectRef::from(rollout)).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+}
+
+fn error_policy(rollout: Arc<SchemaRollout>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&rollout);
+    tracing::warn!(
+        rollout = %rollout.name_any(),
+        namespace = rollout.namespace().unwrap_or_default(),
+        error = %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// Rollouts in the same namespace that name the Deployment `name`.
+fn naming(
+    store: &Store<SchemaRollout>,
+    namespace: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<SchemaRollout>> {
+    store
+        .state()
+        .iter()
+        .filter(|r| r.namespace() == namespace && r.spec.workloads.iter().any(|w| w.name == name))
+        .map(|r| ObjectRef::from(r.as_ref()))
+        .collect()
+}
+
+/// The Deployment that owns a pod, derived from its ReplicaSet owner
+/// (`<deployment>-<pod-template-hash>`).
+fn deployment_of(pod: &Pod) -> Option<String> {
+    let hash = pod.labels().get("pod-template-hash")?;
+    pod.owner_references()
+        .iter()
+        .find(|o| o.kind == "ReplicaSet")
+        .and_then(|o| o.name.strip_suffix(&format!("-{hash}")).map(str::to_owned))
+}
+
+/// Runs the controller until SIGINT/SIGTERM; `ready` is called once the
+/// SchemaRollout watch has synced.
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    on_ready: impl FnOnce(Store<SchemaRollout>) + Send + 'static,
+) {
+    let rollouts: Api<SchemaRollout> = Api::all(client.clone());
+    let jobs: Api<Job> = Api::all(client.clone());
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+
+    let controller = Controller::new(rollouts, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let for_deployments = store.clone();
+    let for_pods = store.clone();
+    let ready_store = store.clone();
+    tokio::spawn(async move {
+        if ready_store.wait_until_ready().await.is_ok() {
+            on_ready(ready_store);
+        }
+    });
+
+    let ctx = Arc::new(Context::new(client, metrics));
+    controller
+        .owns(
+            jobs,
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                job::MANAGED_BY.0,
+                job::MANAGED_BY.1
+            )),
+        )
+        .watches(
+            deployments,
+            watcher::Config::default(),
+            move |d: Deployment| naming(&for_deployments, d.namespace(), &d.name_any()),
+        )
+        .watches(
+            pods,
+            watcher::Config::default(),
+            move |p: Pod| match deployment_of(&p) {
+                Some(name) => naming(&for_pods, p.namespace(), &name),
+                None => vec![],
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+}
+
+/// The object reference events are published against.
+fn reference(rollout: &SchemaRollout) -> k8s_openapi::api::core::v1::ObjectReference {
+    rollout.object_ref(&())
+}

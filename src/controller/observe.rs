@@ -1,0 +1,118 @@
+//! Reads what the planner needs from the API server: the workloads (with
+//! their ReplicaSets and pods, listed live rather than from counters) and the
+//! Job of each phase under its deterministic name.
+
+use super::Error;
+use crate::api::{SchemaRollout, Step};
+use crate::planner::Observed;
+use crate::planner::rollout::assess;
+use crate::planner::step::{self, observe_job};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use std::collections::BTreeMap;
+
+/// Observes everything `rollout` depends on.
+pub async fn observe(
+    client: &Client,
+    rollout: &SchemaRollout,
+    now: Timestamp,
+) -> Result<Observed, Error> {
+    let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+
+    let mut workloads = Vec::with_capacity(rollout.spec.workloads.len());
+    for w in &rollout.spec.workloads {
+        let deploy = deployments.get_opt(&w.name).await.map_err(Error::Kube)?;
+        let (sets, selected) = match deploy.as_ref().and_then(selector_of) {
+            Some(selector) => {
+                let lp = ListParams::default().labels(&selector);
+                let sets = replica_sets.list(&lp).await.map_err(Error::Kube)?.items;
+                let selected = pods.list(&lp).await.map_err(Error::Kube)?.items;
+                (sets, selected)
+            }
+            None => (vec![], vec![]),
+        };
+        workloads.push(assess(
+            w,
+            &rollout.name_any(),
+            deploy.as_ref(),
+            &sets,
+            &selected,
+        ));
+    }
+
+    let mut found = BTreeMap::new();
+    for s in [Step::Expand, Step::Transition, Step::Contract] {
+        let Some(spec) = step::job_spec(&rollout.spec, s) else {
+            continue;
+        };
+        let name = step::job_name(&rollout.name_any(), s, &step::digest(spec));
+        if let Some(job) = jobs.get_opt(&name).await.map_err(Error::Kube)? {
+            found.insert(s, observe_job(&job));
+        }
+    }
+    Ok(Observed {
+        workloads,
+        jobs: found,
+        now,
+    })
+}
+
+/// The Deployment's selector as a label-selector string, or `None` when it
+/// selects nothing.
+fn selector_of(deploy: &Deployment) -> Option<String> {
+    let selector = &deploy.spec.as_ref()?.selector;
+    let s = label_selector(selector);
+    (!s.is_empty()).then_some(s)
+}
+
+/// Renders a LabelSelector in the `key=value,key in (a,b)` syntax.
+pub fn label_selector(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_label_selectors() {
+        let s: LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"app": "api", "tier": "web"},
+            "matchExpressions": [
+                {"key": "env", "operator": "In", "values": ["a", "b"]},
+                {"key": "x", "operator": "NotIn", "values": ["c"]},
+                {"key": "y", "operator": "Exists"},
+                {"key": "z", "operator": "DoesNotExist"}]
+        }))
+        .unwrap();
+        assert_eq!(
+            label_selector(&s),
+            "app=api,tier=web,env in (a,b),x notin (c),y,!z"
+        );
+    }
+}

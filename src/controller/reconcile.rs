@@ -1,0 +1,166 @@
+//! One reconcile: observe, plan, apply the plan's side effects, write
+//! status, publish events.
+
+use super::{Context, Error, FIELD_MANAGER, job, observe, reference};
+use crate::api::{RolloutPhase, SchemaRollout};
+use crate::planner::rollout::PAUSED_BY_ANNOTATION;
+use crate::planner::{self, Action as PlanAction, EventKind, Plan};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Reconciles one SchemaRollout.
+pub async fn reconcile(rollout: Arc<SchemaRollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_once(&rollout, &ctx).await;
+    ctx.metrics.reconciled(
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    if result.is_ok() {
+        ctx.reset_backoff(&rollout);
+    }
+    result
+}
+
+async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let observed = observe::observe(&ctx.client, rollout, now).await?;
+    let plan = planner::plan(rollout, &observed);
+    for action in &plan.actions {
+        apply(ctx, rollout, action).await?;
+    }
+    write_status(ctx, rollout, &plan).await?;
+    record(ctx, rollout, &plan, now).await;
+    Ok(match plan.requeue_after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// Carries out one side effect. Creating a Job that already exists counts as
+/// success: the name is deterministic, so it is the same Job.
+async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> Result<(), Error> {
+    let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
+    let name = rollout.name_any();
+    match action {
+        PlanAction::CreateJob {
+            step,
+            name: job_name,
+        } => {
+            let Some(manifest) = job::build(rollout, *step, job_name) else {
+                return Ok(());
+            };
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+            match jobs
+                .create(
+                    &PostParams {
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..Default::default()
+                    },
+                    &manifest,
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(rollout = %name, namespace = %ns, job = %job_name, step = step.as_str(), "created Job")
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    tracing::info!(rollout = %name, namespace = %ns, job = %job_name, "Job already exists")
+                }
+                Err(e) => return Err(Error::Kube(e)),
+            }
+        }
+        PlanAction::PauseWorkload(deploy) | PlanAction::ResumeWorkload(deploy) => {
+            let pause = matches!(action, PlanAction::PauseWorkload(_));
+            let marker = if pause {
+                json!(name)
+            } else {
+                serde_json::Value::Null
+            };
+            let patch = json!({
+                "metadata": {"annotations": {PAUSED_BY_ANNOTATION: marker}},
+                "spec": {"paused": pause},
+            });
+            let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+            deployments
+                .patch(deploy, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::Kube)?;
+            tracing::info!(rollout = %name, namespace = %ns, deployment = %deploy, paused = pause, "gate");
+        }
+    }
+    Ok(())
+}
+
+/// Writes the planned status with server-side apply (field manager
+/// `bellows`), unless nothing changed.
+async fn write_status(ctx: &Context, rollout: &SchemaRollout, plan: &Plan) -> Result<(), Error> {
+    if rollout.status.as_ref() == Some(&plan.status) {
+        return Ok(());
+    }
+    let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<SchemaRollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({
+        "apiVersion": SchemaRollout::api_version(&()),
+        "kind": SchemaRollout::kind(&()),
+        "status": plan.status,
+    });
+    api.patch_status(
+        &rollout.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// Publishes the plan's events and records phase metrics. A failed event is
+/// logged, never retried: events are best effort.
+async fn record(ctx: &Context, rollout: &SchemaRollout, plan: &Plan, now: Timestamp) {
+    let prev = rollout.status.as_ref();
+    let prev_phase = prev.and_then(|s| s.phase);
+    let phase = plan.phase();
+    if prev_phase != Some(phase) {
+        let spent = prev
+            .and_then(|s| s.phase_since.as_ref())
+            .map(|t| now.duration_since(t.0).unsigned_abs());
+        ctx.metrics.transition(prev_phase.zip(spent), phase);
+        tracing::info!(
+            rollout = %rollout.name_any(),
+            namespace = rollout.namespace().unwrap_or_default(),
+            from = prev_phase.map_or("-", RolloutPhase::as_str),
+            to = phase.as_str(),
+            message = plan.status.message.as_deref().unwrap_or_default(),
+            "phase changed"
+        );
+    }
+    if let Some(reason) = plan.hold_reason
+        && plan.events.iter().any(|e| e.reason == "ContractHeld")
+    {
+        ctx.metrics.contract_held(reason);
+    }
+    for e in &plan.events {
+        let event = Event {
+            type_: match e.kind {
+                EventKind::Normal => EventType::Normal,
+                EventKind::Warning => EventType::Warning,
+            },
+            reason: e.reason.into(),
+            note: Some(e.note.clone()),
+            action: phase.as_str().into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&event, &reference(rollout)).await {
+            tracing::warn!(rollout = %rollout.name_any(), reason = e.reason, error = %err, "could not publish event");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! `/metrics`, `/healthz` and `/readyz` on one port.
+
+use super::metrics::Metrics;
+use crate::api::SchemaRollout;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use kube::runtime::reflector::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What the endpoints read.
+#[derive(Clone)]
+pub struct Probe {
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The controller's cache of SchemaRollouts (for the phase gauge).
+    pub store: Store<SchemaRollout>,
+    /// Set once the watches have synced.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The router serving the three endpoints.
+pub fn router(probe: Probe) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(probe)
+}
+
+async fn metrics(State(p): State<Probe>) -> impl IntoResponse {
+    p.metrics
+        .count_rollouts(p.store.state().iter().map(|r| r.as_ref()));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        p.metrics.encode(),
+    )
+}
+
+async fn readyz(State(p): State<Probe>) -> impl IntoResponse {
+    if p.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "watches not synced")
+    }
+}
+
+/// Serves the endpoints on `addr` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    probe: Probe,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, router(probe))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

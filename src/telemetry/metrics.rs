@@ -1,0 +1,230 @@
+//! Prometheus metrics: controller-runtime-compatible reconcile metrics and
+//! bellows' domain metrics. Labels are low-cardinality only (no object names,
+//! no error text).
+
+use crate::api::{RolloutPhase, SchemaRollout};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// Name of the controller in the controller-runtime metrics.
+const CONTROLLER: &str = "schemarollout";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    controller: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: &'static str,
+    error: &'static str,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    registry: Registry,
+    reconcile_total: Family<ResultLabels, Counter>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_time: Family<ControllerLabels, Histogram>,
+    phase_transitions: Family<PhaseLabels, Counter>,
+    phase_duration: Family<PhaseLabels, Histogram>,
+    rollouts: Family<PhaseLabels, Gauge>,
+    contract_held: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let reconcile_total = Family::<ResultLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_time = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        let phase_transitions = Family::<PhaseLabels, Counter>::default();
+        let phase_duration = Family::<PhaseLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 4.0, 10))
+        });
+        let rollouts = Family::<PhaseLabels, Gauge>::default();
+        let contract_held = Family::<ReasonLabels, Counter>::default();
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "controller_runtime_reconcile",
+            "Total number of reconciliations per controller",
+            reconcile_total.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_errors",
+            "Total number of reconciliation errors per controller",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Length of time per reconciliation per controller",
+            reconcile_time.clone(),
+        );
+        registry.register(
+            "bellows_phase_transitions",
+            "Rollouts entering each phase",
+            phase_transitions.clone(),
+        );
+        registry.register(
+            "bellows_phase_duration_seconds",
+            "Time rollouts spent in a phase before leaving it",
+            phase_duration.clone(),
+        );
+        registry.register(
+            "bellows_rollouts",
+            "SchemaRollouts by current phase",
+            rollouts.clone(),
+        );
+        registry.register(
+            "bellows_contract_held",
+            "Times contract was held, by reason",
+            contract_held.clone(),
+        );
+        Self {
+            registry,
+            reconcile_total,
+            reconcile_errors,
+            reconcile_time,
+            phase_transitions,
+            phase_duration,
+            rollouts,
+            contract_held,
+        }
+    }
+
+    /// Records a finished reconcile.
+    pub fn reconciled(&self, took: Duration, error: Option<&'static str>) {
+        let result = if error.is_some() { "error" } else { "success" };
+        self.reconcile_total
+            .get_or_create(&ResultLabels {
+                controller: CONTROLLER,
+                result,
+            })
+            .inc();
+        if let Some(error) = error {
+            self.reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    controller: CONTROLLER,
+                    error,
+                })
+                .inc();
+        }
+        self.reconcile_time
+            .get_or_create(&ControllerLabels {
+                controller: CONTROLLER,
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records a rollout leaving `from` (after `spent`) for `to`.
+    pub fn transition(&self, from: Option<(RolloutPhase, Duration)>, to: RolloutPhase) {
+        if let Some((phase, spent)) = from {
+            self.phase_duration
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str(),
+                })
+                .observe(spent.as_secs_f64());
+        }
+        self.phase_transitions
+            .get_or_create(&PhaseLabels { phase: to.as_str() })
+            .inc();
+    }
+
+    /// Records contract being held for `reason`.
+    pub fn contract_held(&self, reason: &'static str) {
+        self.contract_held
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Sets the `bellows_rollouts` gauge from the current set of rollouts.
+    pub fn count_rollouts<'a>(&self, rollouts: impl IntoIterator<Item = &'a SchemaRollout>) {
+        let mut counts = [0i64; RolloutPhase::ALL.len()];
+        for r in rollouts {
+            let phase = r
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or(RolloutPhase::Pending);
+            counts[RolloutPhase::ALL
+                .iter()
+                .position(|p| *p == phase)
+                .unwrap_or(0)] += 1;
+        }
+        for (phase, n) in RolloutPhase::ALL.iter().zip(counts) {
+            self.rollouts
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str(),
+                })
+                .set(n);
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_the_controller_runtime_and_domain_names() {
+        let m = Metrics::new();
+        m.reconciled(Duration::from_millis(20), None);
+        m.reconciled(Duration::from_millis(20), Some("kube"));
+        m.transition(
+            Some((RolloutPhase::Expanding, Duration::from_secs(3))),
+            RolloutPhase::AwaitingRollout,
+        );
+        m.contract_held("RolledBack");
+        m.count_rollouts([]);
+        let text = m.encode();
+        for name in [
+            "controller_runtime_reconcile_total{controller=\"schemarollout\",result=\"success\"} 1",
+            "controller_runtime_reconcile_errors_total{controller=\"schemarollout\",error=\"kube\"} 1",
+            "controller_runtime_reconcile_time_seconds_bucket",
+            "bellows_phase_transitions_total{phase=\"AwaitingRollout\"} 1",
+            "bellows_phase_duration_seconds_count{phase=\"Expanding\"} 1",
+            "bellows_rollouts{phase=\"Succeeded\"} 0",
+            "bellows_contract_held_total{reason=\"RolledBack\"} 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Reconciler tests against a mocked API server (the kube-rs `tower-test`
+//! pattern): each test scripts the requests the reconciler must make, in
+//! order, and the answers it gets.
+
+use bellows::api::SchemaRollout;
+use bellows::controller::{Context, reconcile};
+use bellows::telemetry::metrics::Metrics;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tower_test::mock::{Handle, pair};
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+fn rollout() -> SchemaRollout {
+    let job = json!({"template": {"spec": {"containers": [{"name": "migrate", "image": "postgres:16"}]}}});
+    serde_json::from_value(json!({
+        "apiVersion": "bellows.dev/v1alpha1", "kind": "SchemaRollout",
+        "metadata": {"name": "users", "namespace": "shop", "uid": "uid-1", "generation": 1},
+        "spec": {
+            "workloads": [{"name": "api", "version": {"image": {"container": "api", "tag": "2.0.0"}}}],
+            "expand": {"job": job.clone()}, "contract": {"job": job}
+        }
+    }))
+    .unwrap()
+}
+
+/// The app still runs v1, so expand is next.
+fn deployment_v1() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "shop", "uid": "d-1", "generation": 1,
+                     "annotations": {"deployment.kubernetes.io/revision": "1"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "api", "image": "shop/api:1.0.0"}]}}},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}
+    })
+}
+
+fn list(kind: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": []})
+}
+
+fn not_found() -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+/// Expects one request, checks it, answers it; returns its body.
+async fn expect(
+    handle: &mut ApiHandle,
+    method: Method,
+    path: &str,
+    answer: (StatusCode, Value),
+) -> (String, Value) {
+    let (request, send) = handle
+        .next_request()
+        .await
+        .expect("the reconciler made no further request");
+    assert_eq!(request.method(), method, "{}", request.uri());
+    let uri = request.uri().to_string();
+    assert!(uri.starts_with(path), "expected {method} {path}, got {uri}");
+    let body = request.into_body().collect().await.unwrap().to_bytes();
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap()
+    };
+    let bytes = serde_json::to_vec(&answer.1).unwrap();
+    send.send_response(
+        Response::builder()
+            .status(answer.0)
+            .body(Body::from(bytes))
+            .unwrap(),
+    );
+    (uri, value)
+}
+
+fn ok(v: Value) -> (StatusCode, Value) {
+    (StatusCode::OK, v)
+}
+
+/// Answers the reads of one reconcile: the Deployment, its ReplicaSets and
+/// pods, and the (absent) Jobs of both phases.
+async fn observe_fresh_rollout(h: &mut ApiHandle) {
+    expect(
+        h,
+        Method::GET,
+        "/apis/apps/v1/namespaces/shop/deployments/api",
+        ok(deployment_v1()),
+    )
+    .await;
+    let (uri, _) = expect(
+        h,
+        Method::GET,
+        "/apis/apps/v1/namespaces/shop/replicasets?",
+        ok(list("ReplicaSet")),
+    )
+    .await;
+    assert!(uri.contains("labelSelector=app%3Dapi"), "{uri}");
+    expect(
+        h,
+        Method::GET,
+        "/api/v1/namespaces/shop/pods?",
+        ok(list("Pod")),
+    )
+    .await;
+    expect(
+        h,
+        Method::GET,
+        "/apis/batch/v1/namespaces/shop/jobs/users-expand-",
+        not_found(),
+    )
+    .await;
+    expect(
+        h,
+        Method::GET,
+        "/apis/batch/v1/namespaces/shop/jobs/users-contract-",
+        not_found(),
+    )
+    .await;
+}
+
+async fn run(
+    script: impl FnOnce(ApiHandle) -> tokio::task::JoinHandle<()>,
+) -> (Result<Action, bellows::controller::Error>, Arc<Metrics>) {
+    let (service, handle) = pair::<Request<Body>, Response<Body>>();
+    let verifier = script(handle);
+    let client = kube::Client::new(service, "default");
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(Context::new(client, metrics.clone()));
+    let result = reconcile(Arc::new(rollout()), ctx).await;
+    tokio::time::timeout(Duration::from_secs(5), verifier)
+        .await
+        .expect("the script timed out")
+        .expect("the script failed");
+    (result, metrics)
+}
+
+#[tokio::test]
+async fn creates_the_expand_job_then_writes_status_then_publishes_an_event() {
+    let (result, metrics) = run(|mut h| {
+        tokio::spawn(async move {
+            observe_fresh_rollout(&mut h).await;
+            let (_, job) = expect(
+                &mut h,
+                Method::POST,
+                "/apis/batch/v1/namespaces/shop/jobs?",
+                (StatusCode::CREATED, json!({})),
+            )
+            .await;
+            assert!(
+                job["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("users-expand-")
+            );
+            assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+            assert_eq!(job["metadata"]["ownerReferences"][0]["controller"], true);
+            assert_eq!(job["spec"]["backoffLimit"], 0);
+            assert_eq!(job["spec"]["activeDeadlineSeconds"], 1800);
+            assert!(job["spec"].get("ttlSecondsAfterFinished").is_none());
+
+            let (uri, status) = expect(
+                &mut h,
+                Method::PATCH,
+                "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?",
+                ok(serde_json::to_value(rollout()).unwrap()),
+            )
+            .await;
+            assert!(
+                uri.contains("fieldManager=bellows") && uri.contains("force=true"),
+                "server-side apply: {uri}"
+            );
+            assert_eq!(status["status"]["phase"], "Expanding");
+            assert_eq!(status["status"]["observedGeneration"], 1);
+            let ready = status["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .unwrap();
+            assert_eq!(ready["status"], "False");
+
+            let (_, event) = expect(
+                &mut h,
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/shop/events?",
+                (StatusCode::CREATED, json!({})),
+            )
+            .await;
+            assert_eq!(event["reason"], "ExpandStarted");
+            assert_eq!(event["type"], "Normal");
+            assert_eq!(event["regarding"]["name"], "users");
+            assert!(h.next_request().await.is_none() || panic!("unexpected extra request"));
+        })
+    })
+    .await;
+    assert!(matches!(result, Ok(a) if a == Action::await_change()));
+    assert!(
+        metrics
+            .encode()
+            .contains("bellows_phase_transitions_total{phase=\"Expanding\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn an_existing_job_counts_as_created() {
+    let (result, _) = run(|mut h| {
+        tokio::spawn(async move {
+            observe_fresh_rollout(&mut h).await;
+            let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"});
+            expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (StatusCode::CONFLICT, conflict)).await;
+            let (_, status) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
+            assert_eq!(status["status"]["phase"], "Expanding");
+            expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events?", (StatusCode::CREATED, json!({}))).await;
+        })
+    })
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_failed_job_create_writes_no_status_and_reports_an_error() {
+    let (result, metrics) = run(|mut h| {
+        tokio::spawn(async move {
+            observe_fresh_rollout(&mut h).await;
+            let denied = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403, "message": "no"});
+            expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (StatusCode::FORBIDDEN, denied)).await;
+        })
+    })
+    .await;
+    let err = result.expect_err("a forbidden create must fail the reconcile");
+    assert_eq!(err.metric_label(), "kube");
+    assert!(metrics.encode().contains(
+        "controller_runtime_reconcile_errors_total{controller=\"schemarollout\",error=\"kube\"} 1"
+    ));
+}
