@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -132,8 +132,8 @@ fn deployment_of(pod: &Pod) -> Option<String> {
         .and_then(|o| o.name.strip_suffix(&format!("-{hash}")).map(str::to_owned))
 }
 
-/// Runs the controller until SIGINT/SIGTERM; `ready` is called once the
-/// SchemaRollout watch has synced.
+/// Runs the controller until SIGINT/SIGTERM; `on_ready` is called once the
+/// SchemaRollout watch has listed everything (the cache is complete).
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
@@ -144,19 +144,24 @@ pub async fn run(
     let deployments: Api<Deployment> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
 
-    let controller = Controller::new(rollouts, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    let (store, writer) = reflector::store();
+    let mut on_ready = Some((on_ready, store.clone()));
+    let trigger = watcher::watcher(rollouts, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event
+                && let Some((ready, store)) = on_ready.take()
+            {
+                ready(store);
+            }
+        })
+        .applied_objects();
     let for_deployments = store.clone();
     let for_pods = store.clone();
-    let ready_store = store.clone();
-    tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
-            on_ready(ready_store);
-        }
-    });
 
     let ctx = Arc::new(Context::new(client, metrics));
-    controller
+    Controller::for_stream(trigger, store)
         .owns(
             jobs,
             watcher::Config::default().labels(&format!(

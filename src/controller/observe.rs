@@ -6,15 +6,15 @@ use super::Error;
 use crate::api::{SchemaRollout, Step};
 use crate::planner::Observed;
 use crate::planner::rollout::assess;
-use crate::planner::step::{self, observe_job};
+use crate::planner::step::{self, Reference, observe_job};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Observes everything `rollout` depends on.
 pub async fn observe(
@@ -50,20 +50,45 @@ pub async fn observe(
     }
 
     let mut found = BTreeMap::new();
+    let mut references = BTreeSet::new();
     for s in [Step::Expand, Step::Transition, Step::Contract] {
         let Some(spec) = step::job_spec(&rollout.spec, s) else {
             continue;
         };
+        references.extend(step::references(spec));
         let name = step::job_name(&rollout.name_any(), s, &step::digest(spec));
         if let Some(job) = jobs.get_opt(&name).await.map_err(Error::Kube)? {
             found.insert(s, observe_job(&job));
         }
     }
+    let mut missing = vec![];
+    for r in references {
+        if !exists(client, &ns, &r).await? {
+            missing.push(r);
+        }
+    }
     Ok(Observed {
         workloads,
         jobs: found,
+        missing,
         now,
     })
+}
+
+/// Whether the referenced object exists. Only metadata is read: a Secret's
+/// content never reaches the operator.
+async fn exists(client: &Client, ns: &str, r: &Reference) -> Result<bool, Error> {
+    let found = match r {
+        Reference::Secret(name) => Api::<Secret>::namespaced(client.clone(), ns)
+            .get_metadata_opt(name)
+            .await
+            .map(|o| o.is_some()),
+        Reference::ConfigMap(name) => Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get_metadata_opt(name)
+            .await
+            .map(|o| o.is_some()),
+    };
+    found.map_err(Error::Kube)
 }
 
 /// The Deployment's selector as a label-selector string, or `None` when it

@@ -23,8 +23,11 @@ impl<'a> Builder<'a> {
     }
 
     /// Sets condition `type_`, keeping its transition time if its status is
-    /// unchanged.
+    /// unchanged. An empty message is replaced by the reason: some API
+    /// servers' server-side apply turns an empty string into null, which a
+    /// required string field rejects.
     pub fn set(&mut self, type_: &str, status: bool, reason: &str, message: &str) {
+        let message = if message.is_empty() { reason } else { message };
         let status = if status { "True" } else { "False" };
         let last_transition_time = self
             .prev

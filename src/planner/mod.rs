@@ -35,6 +35,8 @@ pub struct Observed {
     /// The Job found under each phase's deterministic name for the current
     /// spec (absent when no such Job exists).
     pub jobs: BTreeMap<Step, JobObservation>,
+    /// Secrets and ConfigMaps the phases' Jobs need that do not exist.
+    pub missing: Vec<step::Reference>,
     /// The current time.
     pub now: Timestamp,
 }
@@ -351,6 +353,16 @@ impl<'a> Planner<'a> {
         }
         if let Some(d) = self.started(Step::Contract, contract) {
             return d;
+        }
+
+        // I6: a Job that could not start its pods is never created, in any
+        // phase, so no migration is left half done.
+        if let Some(r) = self.observed.missing.first() {
+            return Decision::stalled(
+                self.prev.phase.unwrap_or(RolloutPhase::Pending),
+                r.missing_reason(),
+                format!("{r} needed by a migration Job does not exist"),
+            );
         }
 
         // I6: a workload that cannot be found starts nothing.

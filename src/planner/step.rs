@@ -39,6 +39,82 @@ pub fn job_name(rollout: &str, step: Step, digest: &str) -> String {
     format!("{}{}", prefix.trim_end_matches(['-', '.']), suffix)
 }
 
+/// A Secret or ConfigMap a phase's pods read their environment from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reference {
+    /// A Secret, by name.
+    Secret(String),
+    /// A ConfigMap, by name.
+    ConfigMap(String),
+}
+
+impl Reference {
+    /// CamelCase reason when the object is missing.
+    pub fn missing_reason(&self) -> &'static str {
+        match self {
+            Self::Secret(_) => "SecretNotFound",
+            Self::ConfigMap(_) => "ConfigMapNotFound",
+        }
+    }
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Secret(n) => write!(f, "Secret {n:?}"),
+            Self::ConfigMap(n) => write!(f, "ConfigMap {n:?}"),
+        }
+    }
+}
+
+/// The non-optional Secrets and ConfigMaps that the containers of `job`
+/// take environment variables from (`env[].valueFrom`, `envFrom`), sorted
+/// and without duplicates.
+pub fn references(job: &JobSpec) -> Vec<Reference> {
+    let mut refs = std::collections::BTreeSet::new();
+    let pod = job.template.spec.as_ref();
+    let containers = pod.iter().flat_map(|p| {
+        p.containers
+            .iter()
+            .chain(p.init_containers.iter().flatten())
+    });
+    for c in containers {
+        for from in c.env.iter().flatten().filter_map(|e| e.value_from.as_ref()) {
+            if let Some(r) = from
+                .secret_key_ref
+                .as_ref()
+                .filter(|r| r.optional != Some(true))
+            {
+                refs.insert(Reference::Secret(r.name.clone()));
+            }
+            if let Some(r) = from
+                .config_map_key_ref
+                .as_ref()
+                .filter(|r| r.optional != Some(true))
+            {
+                refs.insert(Reference::ConfigMap(r.name.clone()));
+            }
+        }
+        for from in c.env_from.iter().flatten() {
+            if let Some(r) = from
+                .secret_ref
+                .as_ref()
+                .filter(|r| r.optional != Some(true))
+            {
+                refs.insert(Reference::Secret(r.name.clone()));
+            }
+            if let Some(r) = from
+                .config_map_ref
+                .as_ref()
+                .filter(|r| r.optional != Some(true))
+            {
+                refs.insert(Reference::ConfigMap(r.name.clone()));
+            }
+        }
+    }
+    refs.into_iter().collect()
+}
+
 /// What an observed Job says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobObservation {
@@ -139,6 +215,27 @@ mod tests {
         assert!(name.ends_with(&format!("-transition-{d}")));
         let dashed = format!("{}-x", "b".repeat(40));
         assert!(!job_name(&dashed, Step::Transition, &d).contains("--"));
+    }
+
+    #[test]
+    fn references_lists_required_secrets_and_config_maps() {
+        let job: JobSpec = serde_json::from_value(serde_json::json!({"template": {"spec": {
+            "initContainers": [{"name": "i", "envFrom": [{"configMapRef": {"name": "cfg"}}]}],
+            "containers": [{"name": "m", "env": [
+                {"name": "A", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}},
+                {"name": "B", "valueFrom": {"secretKeyRef": {"name": "db", "key": "user"}}},
+                {"name": "C", "valueFrom": {"secretKeyRef": {"name": "opt", "key": "k", "optional": true}}},
+                {"name": "D", "value": "plain"}],
+                "envFrom": [{"secretRef": {"name": "extra"}}]}]}}}))
+        .unwrap();
+        assert_eq!(
+            references(&job),
+            [
+                Reference::Secret("db".into()),
+                Reference::Secret("extra".into()),
+                Reference::ConfigMap("cfg".into())
+            ]
+        );
     }
 
     #[test]

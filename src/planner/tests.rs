@@ -72,6 +72,7 @@ fn observed(workloads: Vec<Assessment>, jobs: &[(Step, JobObservation)], now: i6
     Observed {
         workloads,
         jobs: jobs.iter().cloned().collect(),
+        missing: vec![],
         now: at(now),
     }
 }
@@ -711,4 +712,16 @@ fn conditions_keep_their_transition_time_and_events_fire_once() {
         ["ExpandSucceeded", "ContractStarted", "RolloutObserved"]
     );
     assert_eq!(cond(&p3, condition::EXPANDED).status, "True");
+}
+
+#[test]
+fn i6_a_missing_secret_stalls_before_any_job() {
+    let r = rollout(spec(json!({})));
+    let mut o = observed(both_rolled_out(), &[], 0);
+    o.missing = vec![super::step::Reference::Secret("shop-db".into())];
+    let p = plan(&r, &o);
+    assert!(p.actions.is_empty());
+    assert_eq!(cond(&p, condition::STALLED).reason, "SecretNotFound");
+    assert!(cond(&p, condition::STALLED).message.contains("shop-db"));
+    assert_eq!(p.events[0].kind, EventKind::Warning);
 }
