@@ -7,8 +7,11 @@ set -euo pipefail
 
 CACHE="${BELLOWS_CACHE:-$HOME/.cache/bellows}"
 K8S_VERSION=v1.20.2
-BIN="$CACHE/k8s-$K8S_VERSION"
-PKGS=(golang-go etcd-server rsync jq postgresql postgresql-client mariadb-server make)
+# -r1: built with reflect2 1.0.2 / json-iterator 1.1.12 (see below).
+BIN="$CACHE/k8s-$K8S_VERSION-r1"
+PKGS=(golang-go etcd-server rsync jq openssl postgresql postgresql-client mariadb-server make
+      golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
+command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
 
 need=()
 for p in "${PKGS[@]}"; do
@@ -57,6 +60,16 @@ fi
 rm -rf build && mkdir build
 tar -xzf kubernetes_*.orig.tar.gz -C build --strip-components=1
 cd build
+# Kubernetes 1.20 vendors reflect2 1.0.1 and json-iterator 1.1.10, whose map
+# iteration crashes (SIGSEGV in mapiterinit) when built with Go >= 1.18, the
+# first time a custom resource is created. Debian packages the fixed
+# releases; put them in place of the vendored copies.
+for pkg in github.com/modern-go/reflect2 github.com/json-iterator/go; do
+  rm -f "vendor/$pkg"/*.go
+  for f in /usr/share/gocode/src/"$pkg"/*.go; do
+    case "$f" in *_test.go) ;; *) cp "$f" "vendor/$pkg/" ;; esac
+  done
+done
 echo "building kube-apiserver and kube-controller-manager (several minutes on 2 cores)" >&2
 make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2
 mkdir -p "$BIN"

@@ -1,0 +1,155 @@
+//! A real control plane on loopback: etcd, kube-apiserver and
+//! kube-controller-manager v1.20.2 (built from Debian's source package by
+//! `e2e/scripts/prepare.sh`), with an admin token and a kubeconfig.
+
+use super::process::{Proc, free_port, run};
+use super::wait::until;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const TOKEN: &str = "bellows-e2e-admin-token";
+
+/// A running control plane; every process stops when it is dropped.
+pub struct Cluster {
+    /// Path of the admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Admin client.
+    pub client: Client,
+    _procs: Vec<Proc>,
+}
+
+/// Runs `e2e/scripts/prepare.sh` (installs packages, builds Kubernetes once)
+/// and returns the directory holding the Kubernetes binaries.
+pub fn prepare() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/scripts/prepare.sh");
+    let out = run("e2e/scripts/prepare.sh", Command::new("bash").arg(script));
+    PathBuf::from(
+        out.lines()
+            .last()
+            .expect("prepare.sh prints the bin dir")
+            .trim(),
+    )
+}
+
+impl Cluster {
+    /// Starts etcd, kube-apiserver and kube-controller-manager in `dir`.
+    pub async fn start(bin: &Path, dir: &Path) -> Cluster {
+        let etcd_port = free_port();
+        let peer_port = free_port();
+        let api_port = free_port();
+        let etcd_data = dir.join("etcd");
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+
+        let mut etcd = Command::new("etcd");
+        etcd.args(["--name", "e2e", "--data-dir"])
+            .arg(&etcd_data)
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_port}"
+            ))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"
+            ))
+            .arg(format!(
+                "--initial-cluster=e2e=http://127.0.0.1:{peer_port}"
+            ))
+            .args(["--log-level", "warn"]);
+        let etcd = Proc::spawn("etcd", etcd, &dir.join("etcd.log"));
+
+        let sa_key = dir.join("sa.key");
+        run(
+            "openssl genrsa",
+            Command::new("openssl")
+                .args(["genrsa", "-out"])
+                .arg(&sa_key)
+                .arg("2048"),
+        );
+        let tokens = dir.join("tokens.csv");
+        std::fs::write(&tokens, format!("{TOKEN},admin,admin,system:masters\n")).unwrap();
+
+        let mut api = Command::new(bin.join("kube-apiserver"));
+        api.arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--insecure-port=0",
+            ])
+            .arg(format!("--secure-port={api_port}"))
+            .arg(format!("--cert-dir={}", certs.display()))
+            .arg(format!("--token-auth-file={}", tokens.display()))
+            .arg("--authorization-mode=RBAC")
+            .arg(format!("--service-account-key-file={}", sa_key.display()))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                sa_key.display()
+            ))
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            // No kubelet means no service-account tokens to mount.
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .arg("--profiling=false");
+        let api = Proc::spawn("kube-apiserver", api, &dir.join("kube-apiserver.log"));
+
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: admin, namespace: default}}\ncurrent-context: e2e\n"
+            ),
+        )
+        .unwrap();
+        let client = client_for(&kubeconfig).await;
+        until("kube-apiserver ready", Duration::from_secs(60), || async {
+            client.apiserver_version().await.ok()
+        })
+        .await;
+
+        let mut kcm = Command::new(bin.join("kube-controller-manager"));
+        kcm.arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--service-account-private-key-file={}", sa_key.display()))
+            .arg(format!("--root-ca-file={}", certs.join("apiserver.crt").display()))
+            .args(["--leader-elect=false", "--use-service-account-credentials=false", "--port=0", "--secure-port=0"])
+            .arg("--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service,-attachdetach,-persistentvolume-binder")
+            .arg("--concurrent-deployment-syncs=10")
+            .arg("--concurrent-replicaset-syncs=10");
+        let kcm = Proc::spawn(
+            "kube-controller-manager",
+            kcm,
+            &dir.join("kube-controller-manager.log"),
+        );
+
+        Cluster {
+            kubeconfig,
+            client,
+            _procs: vec![kcm, api, etcd],
+        }
+    }
+
+    /// Uses an existing cluster (the kind profile): nothing is started.
+    pub async fn existing(kubeconfig: PathBuf) -> Cluster {
+        let client = client_for(&kubeconfig).await;
+        client
+            .apiserver_version()
+            .await
+            .expect("the cluster in KUBECONFIG answers");
+        Cluster {
+            kubeconfig,
+            client,
+            _procs: vec![],
+        }
+    }
+}
+
+/// A client for the cluster in `kubeconfig`.
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is valid");
+    Client::try_from(config).expect("client")
+}

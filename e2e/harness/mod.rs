@@ -1,0 +1,448 @@
+//! The e2e harness: a real control plane, a stand-in kubelet, a throwaway
+//! PostgreSQL and the `bellows` binary, plus helpers the scenarios share.
+
+pub mod cluster;
+pub mod kubelet;
+pub mod operator;
+pub mod postgres;
+pub mod process;
+pub mod wait;
+
+use bellows::api::{RolloutPhase, SchemaRollout};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wait::until;
+
+/// Everything a scenario uses.
+pub struct Env {
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    pub pg: postgres::Postgres,
+    /// The stand-in kubelet (absent against an existing cluster).
+    pub kubelet: Option<kubelet::Kubelet>,
+    pub operator: tokio::sync::Mutex<operator::Operator>,
+}
+
+impl Env {
+    /// The stand-in kubelet; scenarios that need it only run with it.
+    pub fn kubelet(&self) -> &kubelet::Kubelet {
+        self.kubelet
+            .as_ref()
+            .expect("this scenario needs the stand-in kubelet")
+    }
+
+    /// A fresh namespace with its own database and a Secret `db` (key `url`)
+    /// pointing at it.
+    pub async fn namespace(&self, name: &str) -> Ns {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        self.pg.create_database(name);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "db"}, "stringData": {"url": self.pg.url(name)}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(self.client.clone(), name)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        Ns {
+            name: name.into(),
+            client: self.client.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            pg_url: self.pg.local_url(name),
+        }
+    }
+}
+
+/// A scenario's namespace.
+pub struct Ns {
+    pub name: String,
+    pub client: Client,
+    kubeconfig: PathBuf,
+    pg_url: String,
+}
+
+/// Options of a test Deployment.
+#[derive(Clone, Default)]
+pub struct App<'a> {
+    pub replicas: i32,
+    /// Pod template annotations (the kubelet knobs).
+    pub annotations: &'a [(&'a str, &'a str)],
+    pub progress_deadline_seconds: Option<i32>,
+}
+
+impl Ns {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Creates Deployment `name` running `image` in container `app` and waits
+    /// until it is available.
+    pub async fn deploy(&self, name: &str, image: &str, app: App<'_>) {
+        let annotations: serde_json::Map<String, Value> = app
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": app.replicas,
+                "progressDeadlineSeconds": app.progress_deadline_seconds.unwrap_or(600),
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}, "annotations": annotations},
+                    "spec": {"terminationGracePeriodSeconds": 30,
+                             "containers": [{"name": "app", "image": image}]}
+                }
+            }
+        }))
+        .unwrap();
+        self.api::<Deployment>()
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+        self.wait_available(name, app.replicas).await;
+    }
+
+    /// Waits until Deployment `name` has `replicas` updated, available replicas.
+    pub async fn wait_available(&self, name: &str, replicas: i32) {
+        let api = self.api::<Deployment>();
+        until(
+            &format!("deployment {name} available"),
+            Duration::from_secs(60),
+            || async {
+                let d = api.get(name).await.ok()?;
+                let s = d.status?;
+                (s.observed_generation >= d.metadata.generation
+                    && s.updated_replicas == Some(replicas)
+                    && s.available_replicas == Some(replicas)
+                    && s.replicas == Some(replicas))
+                .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Changes the image of container `app` (a deploy of a new version).
+    pub async fn set_image(&self, deploy: &str, image: &str) {
+        self.patch_template(
+            deploy,
+            json!({"spec": {"containers": [{"name": "app", "image": image}]}}),
+        )
+        .await;
+    }
+
+    /// Strategic-merge patches the pod template of `deploy`.
+    pub async fn patch_template(&self, deploy: &str, template: Value) {
+        self.api::<Deployment>()
+            .patch(
+                deploy,
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"template": template}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn deployment(&self, name: &str) -> Deployment {
+        self.api::<Deployment>().get(name).await.unwrap()
+    }
+
+    /// Creates a SchemaRollout from its spec.
+    pub async fn create_rollout(
+        &self,
+        name: &str,
+        spec: Value,
+    ) -> Result<SchemaRollout, kube::Error> {
+        let r: SchemaRollout = serde_json::from_value(json!({
+            "apiVersion": "bellows.dev/v1alpha1", "kind": "SchemaRollout",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .expect("a well-typed spec");
+        self.api::<SchemaRollout>()
+            .create(&PostParams::default(), &r)
+            .await
+    }
+
+    /// Creates a SchemaRollout from raw JSON, bypassing the Rust types (for
+    /// input the types would refuse).
+    pub async fn create_raw(&self, name: &str, spec: Value) -> Result<(), kube::Error> {
+        let gvk = kube::api::GroupVersionKind::gvk("bellows.dev", "v1alpha1", "SchemaRollout");
+        let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, "schemarollouts");
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.name, &ar);
+        let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "bellows.dev/v1alpha1", "kind": "SchemaRollout",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &obj).await.map(|_| ())
+    }
+
+    pub async fn rollout(&self, name: &str) -> SchemaRollout {
+        self.api::<SchemaRollout>().get(name).await.unwrap()
+    }
+
+    /// Sets annotation `key` on the rollout.
+    pub async fn annotate_rollout(&self, name: &str, key: &str, value: &str) {
+        self.api::<SchemaRollout>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the rollout satisfies `check`, returning it.
+    pub async fn wait_rollout(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&SchemaRollout) -> bool,
+    ) -> SchemaRollout {
+        let api = self.api::<SchemaRollout>();
+        let check = &check;
+        let api = &api;
+        until(
+            &format!("{}/{name}: {what}", self.name),
+            timeout,
+            || async move { api.get(name).await.ok().filter(|r| check(r)) },
+        )
+        .await
+    }
+
+    /// Waits for `phase`.
+    pub async fn wait_phase(
+        &self,
+        name: &str,
+        phase: RolloutPhase,
+        timeout: Duration,
+    ) -> SchemaRollout {
+        self.wait_rollout(name, &format!("phase {}", phase.as_str()), timeout, |r| {
+            phase_of(r) == Some(phase)
+        })
+        .await
+    }
+
+    /// Waits for condition `type_` with `status` and, if given, `reason`.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+        timeout: Duration,
+    ) -> SchemaRollout {
+        self.wait_rollout(
+            name,
+            &format!("{type_}={status} {reason:?}"),
+            timeout,
+            |r| {
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.condition(type_))
+                    .is_some_and(|c| c.status == status && reason.is_none_or(|x| c.reason == x))
+            },
+        )
+        .await
+    }
+
+    /// Every Job in the namespace.
+    pub async fn jobs(&self) -> Vec<Job> {
+        self.api::<Job>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// The Jobs of phase `step` (expand, transition, contract).
+    pub async fn jobs_of(&self, step: &str) -> Vec<Job> {
+        self.jobs()
+            .await
+            .into_iter()
+            .filter(|j| j.labels().get("bellows.dev/phase").map(String::as_str) == Some(step))
+            .collect()
+    }
+
+    pub async fn pods(&self) -> Vec<Pod> {
+        self.api::<Pod>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// Events about the rollout `name`: (type, reason, note).
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
+        let mut events: Vec<Event> = self
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        events.retain(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name));
+        events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        events
+            .into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits for an event with `reason` (and `type_`) about `name`.
+    pub async fn wait_event(
+        &self,
+        name: &str,
+        type_: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> String {
+        until(
+            &format!("{type_} event {reason} on {name}"),
+            timeout,
+            || async {
+                self.events(name)
+                    .await
+                    .into_iter()
+                    .find(|(t, r, _)| t == type_ && r == reason)
+                    .map(|e| e.2)
+            },
+        )
+        .await
+    }
+
+    /// Runs kubectl in this namespace.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("kubectl")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    }
+
+    /// Runs `sql` in this namespace's database.
+    pub fn sql(&self, sql: &str) -> String {
+        process::run(
+            "psql",
+            Command::new("psql")
+                .arg(&self.pg_url)
+                .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql]),
+        )
+        .trim()
+        .to_owned()
+    }
+
+    /// Records every phase the rollout passes through, in order, and every
+    /// workload message its status showed.
+    pub fn record_phases(&self, name: &str) -> PhaseLog {
+        let log = PhaseLog::default();
+        let seen = log.clone();
+        let api = self.api::<SchemaRollout>();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut stream = watcher(api, config).boxed();
+            while let Some(Ok(event)) = stream.next().await {
+                if let watcher::Event::Apply(r) | watcher::Event::InitApply(r) = event {
+                    seen.record(&r);
+                }
+            }
+        });
+        log
+    }
+}
+
+/// Phases a rollout went through and the workload messages it showed.
+#[derive(Clone, Default)]
+pub struct PhaseLog {
+    phases: Arc<Mutex<Vec<RolloutPhase>>>,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl PhaseLog {
+    fn record(&self, r: &SchemaRollout) {
+        if let Some(p) = phase_of(r) {
+            let mut phases = self.phases.lock().unwrap();
+            if phases.last() != Some(&p) {
+                phases.push(p);
+            }
+        }
+        let mut messages = self.messages.lock().unwrap();
+        for m in r
+            .status
+            .iter()
+            .flat_map(|s| &s.workloads)
+            .filter_map(|w| w.message.clone())
+        {
+            if !messages.contains(&m) {
+                messages.push(m);
+            }
+        }
+    }
+
+    pub fn phases(&self) -> Vec<RolloutPhase> {
+        self.phases.lock().unwrap().clone()
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+pub fn phase_of(r: &SchemaRollout) -> Option<RolloutPhase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+/// The status of condition `type_` ("True"/"False") and its reason.
+pub fn condition_of(r: &SchemaRollout, type_: &str) -> (String, String) {
+    r.status
+        .as_ref()
+        .and_then(|s| s.condition(type_))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_default()
+}
+
+/// A JobSpec that runs `sql` with psql against the namespace's database.
+pub fn psql_job(sql: &str) -> Value {
+    json!({"template": {"spec": {"restartPolicy": "Never", "containers": [{
+        "name": "migrate", "image": "postgres:16",
+        "command": ["psql", "-v", "ON_ERROR_STOP=1"],
+        "args": ["$(DATABASE_URL)", "-c", sql],
+        "env": [{"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}]
+    }]}}})
+}
+
+/// A workload entry gated on image tag `tag` of container `app`.
+pub fn workload(name: &str, tag: &str) -> Value {
+    json!({"kind": "Deployment", "name": name, "version": {"image": {"container": "app", "tag": tag}}})
+}
+
+/// Re-exported for scenarios.
+pub use bellows::api::condition as cond;

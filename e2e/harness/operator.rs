@@ -1,0 +1,102 @@
+//! `bellows run` as a separate process, the way a user runs it out of
+//! cluster, with its metrics/probe port on loopback.
+
+use super::process::{Proc, free_port};
+use super::wait::until;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub struct Operator {
+    kubeconfig: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+    proc: Option<Proc>,
+    starts: u32,
+}
+
+impl Operator {
+    pub fn new(kubeconfig: &Path, dir: &Path) -> Operator {
+        Operator {
+            kubeconfig: kubeconfig.into(),
+            dir: dir.into(),
+            port: free_port(),
+            proc: None,
+            starts: 0,
+        }
+    }
+
+    /// Starts the operator without waiting for it to be ready.
+    pub fn spawn(&mut self) {
+        self.starts += 1;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bellows"));
+        cmd.args(["run", "--metrics-addr", &format!("127.0.0.1:{}", self.port)])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,bellows=debug");
+        let log = self.dir.join(format!("operator-{}.log", self.starts));
+        self.proc = Some(Proc::spawn("bellows", cmd, &log));
+    }
+
+    /// Starts the operator and waits for `/readyz`.
+    pub async fn start(&mut self) {
+        self.spawn();
+        let port = self.port;
+        let ready = tokio::time::timeout(
+            Duration::from_secs(30),
+            until("bellows /readyz", Duration::from_secs(30), || async move {
+                get(port, "/readyz").await.filter(|(code, _)| *code == 200)
+            }),
+        )
+        .await;
+        assert!(
+            ready.is_ok(),
+            "bellows did not become ready; its log:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn stop(&mut self, signal: i32) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop(signal);
+        }
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        get(self.port, "/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// Every log line the operator wrote, across restarts.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.join(format!("operator-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback: status code and body.
+pub async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}

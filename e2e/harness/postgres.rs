@@ -1,0 +1,145 @@
+//! A throwaway PostgreSQL from the system binaries: initdb into a temp dir,
+//! a free loopback port, trust authentication. As root it runs as the
+//! `postgres` user (PostgreSQL refuses root).
+
+use super::process::{Proc, free_port, run};
+use super::wait::until;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub struct Postgres {
+    pub port: u16,
+    /// Host in the URLs handed to Jobs (127.0.0.1 unless pods run elsewhere).
+    host: String,
+    _proc: Proc,
+}
+
+/// uid and gid of the `postgres` user when running as root.
+fn postgres_user() -> Option<(u32, u32)> {
+    // SAFETY: getuid has no preconditions; getpwnam returns a pointer into
+    // static storage that is read before any other call.
+    unsafe {
+        if libc::getuid() != 0 {
+            return None;
+        }
+        let pw = libc::getpwnam(c"postgres".as_ptr());
+        assert!(
+            !pw.is_null(),
+            "user postgres missing: install the postgresql package"
+        );
+        Some(((*pw).pw_uid, (*pw).pw_gid))
+    }
+}
+
+fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    if let Some((uid, gid)) = postgres_user() {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+impl Postgres {
+    /// initdb and start a server under `dir`. With `external_host`, it also
+    /// listens on every address and trusts every client, for pods of an
+    /// existing cluster that reach it at that host.
+    pub async fn start(dir: &Path, external_host: Option<String>) -> Postgres {
+        let data = dir.join("pgdata");
+        let sock = dir.join("pgsock");
+        for d in [&data, &sock] {
+            std::fs::create_dir_all(d).unwrap();
+            if let Some((uid, gid)) = postgres_user() {
+                std::os::unix::fs::chown(d, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        run(
+            "initdb",
+            as_postgres(format!("{BIN}/initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-A", "trust", "-U", "postgres", "--no-sync"]),
+        );
+        let listen = if external_host.is_some() {
+            let hba = data.join("pg_hba.conf");
+            let mut rules = std::fs::read_to_string(&hba).unwrap();
+            rules.push_str("host all all 0.0.0.0/0 trust\n");
+            std::fs::write(&hba, rules).unwrap();
+            "listen_addresses=*"
+        } else {
+            "listen_addresses=127.0.0.1"
+        };
+        let port = free_port();
+        let mut server = as_postgres(format!("{BIN}/postgres"));
+        server
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&sock)
+            .args(["-c", listen, "-c", "fsync=off", "-c", "max_connections=200"]);
+        let proc = Proc::spawn("postgres", server, &dir.join("postgres.log"));
+        let host = external_host.unwrap_or_else(|| "127.0.0.1".into());
+        let pg = Postgres {
+            port,
+            host,
+            _proc: proc,
+        };
+        until(
+            "PostgreSQL accepting connections",
+            Duration::from_secs(30),
+            || async {
+                Command::new(format!("{BIN}/pg_isready"))
+                    .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+            },
+        )
+        .await;
+        pg
+    }
+
+    /// A URL for `database` as the superuser, as Jobs reach it.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgresql://postgres@{}:{}/{database}",
+            self.host, self.port
+        )
+    }
+
+    /// A URL for `database` as this process reaches it.
+    pub fn local_url(&self, database: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates `database`.
+    pub fn create_database(&self, database: &str) {
+        self.query("postgres", &format!("CREATE DATABASE \"{database}\""));
+    }
+
+    /// Runs `sql` in `database` and returns its unaligned, tuples-only output.
+    pub fn query(&self, database: &str, sql: &str) -> String {
+        run(
+            "psql",
+            Command::new("psql").arg(self.local_url(database)).args([
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAc",
+                sql,
+            ]),
+        )
+        .trim()
+        .to_owned()
+    }
+}
+
+/// The directory for a run's files, traversable by the postgres user.
+pub fn shared_dir(dir: &Path) -> PathBuf {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir.to_path_buf()
+}

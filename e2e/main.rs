@@ -1,0 +1,227 @@
+//! The end-to-end suite: a real control plane on this machine (no Docker),
+//! the `bellows` binary run out of cluster, and one scenario per behaviour
+//! the design promises. `cargo test --test e2e [FILTER...]`.
+//!
+//! Prints each scenario's wall time and a closing `N passed, M failed` line.
+
+mod harness;
+mod scenarios;
+
+use harness::cluster::{self, Cluster};
+use harness::{Env, kubelet::Kubelet, operator::Operator, postgres::Postgres, wait::until};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Run = fn(Arc<Env>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A scenario: name, whether it needs the stand-in kubelet's knobs (slow
+/// termination, never-ready pods, its journal), and its body.
+struct Scenario {
+    name: &'static str,
+    needs_stand_in: bool,
+    run: Run,
+}
+
+macro_rules! scenario {
+    ($name:literal, $stand_in:literal, $f:path) => {
+        Scenario {
+            name: $name,
+            needs_stand_in: $stand_in,
+            run: (|env| Box::pin($f(env))) as Run,
+        }
+    };
+}
+
+fn scenarios() -> Vec<Scenario> {
+    vec![
+        scenario!(
+            "1_happy_path_rename_column",
+            false,
+            scenarios::happy_path::run
+        ),
+        scenario!(
+            "2_contract_waits_for_terminating_pods",
+            true,
+            scenarios::terminating::run
+        ),
+        scenario!(
+            "3_never_ready_version_never_contracts",
+            true,
+            scenarios::never_ready::run
+        ),
+        scenario!("4_rollback_holds_contract", false, scenarios::rollback::run),
+        scenario!(
+            "5_failed_expand_with_gate",
+            false,
+            scenarios::expand_fails::run
+        ),
+        scenario!(
+            "7_contract_waits_for_the_slower_workload",
+            true,
+            scenarios::two_workloads::run
+        ),
+        scenario!("8_bad_input", false, scenarios::bad_input::run),
+        scenario!("9_manual_approval", false, scenarios::approval::run),
+        scenario!(
+            "6_operator_sigkilled_20_times",
+            false,
+            scenarios::kills::run
+        ),
+    ]
+}
+
+fn main() -> ExitCode {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let external = std::env::var_os("BELLOWS_E2E_KUBECONFIG");
+    let selected: Vec<_> = scenarios()
+        .into_iter()
+        .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name.contains(f.as_str())))
+        .filter(|s| {
+            let runs = external.is_none() || !s.needs_stand_in;
+            if !runs {
+                println!(
+                    "e2e: {} needs the stand-in kubelet; not run against an existing cluster",
+                    s.name
+                );
+            }
+            runs
+        })
+        .collect();
+    if selected.is_empty() {
+        println!("e2e: no scenario matches {filters:?}");
+        println!("0 passed, 0 failed");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(selected, external.map(Into::into)))
+}
+
+async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> ExitCode {
+    let total = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix("bellows-e2e-")
+        .tempdir()
+        .expect("temp dir");
+    let path = harness::postgres::shared_dir(dir.path());
+
+    let setup = Instant::now();
+    let cluster = match &external {
+        Some(kubeconfig) => Cluster::existing(kubeconfig.clone()).await,
+        None => Cluster::start(&cluster::prepare(), &path).await,
+    };
+    install_crds(&cluster).await;
+    // Against an existing cluster, pods reach the database at this host.
+    let db_host = external.as_ref().map(|_| {
+        std::env::var("BELLOWS_E2E_DB_HOST")
+            .expect("BELLOWS_E2E_DB_HOST: an address of this machine the cluster's pods can reach")
+    });
+    let pg = Postgres::start(&path, db_host).await;
+    let kubelet = match external {
+        Some(_) => None,
+        None => Some(Kubelet::start(cluster.client.clone(), path.join("pods")).await),
+    };
+    let mut operator = Operator::new(&cluster.kubeconfig, &path);
+    operator.start().await;
+    let env = Arc::new(Env {
+        client: cluster.client.clone(),
+        kubeconfig: cluster.kubeconfig.clone(),
+        pg,
+        kubelet,
+        operator: tokio::sync::Mutex::new(operator),
+    });
+    println!(
+        "e2e: control plane, PostgreSQL, kubelet and bellows up in {:.1}s ({})",
+        setup.elapsed().as_secs_f64(),
+        path.display()
+    );
+
+    let mut results = vec![];
+    for Scenario { name, run, .. } in selected {
+        println!("e2e: {name} ...");
+        let started = Instant::now();
+        let outcome = tokio::spawn(run(env.clone())).await;
+        let secs = started.elapsed().as_secs_f64();
+        let ok = outcome.is_ok();
+        println!(
+            "e2e: {name} {} in {secs:.1}s",
+            if ok { "ok" } else { "FAILED" }
+        );
+        results.push((name, ok, secs));
+    }
+
+    println!("\n{:<45} {:>8} {:>9}", "scenario", "result", "seconds");
+    for (name, ok, secs) in &results {
+        println!(
+            "{name:<45} {:>8} {secs:>9.1}",
+            if *ok { "ok" } else { "FAILED" }
+        );
+    }
+    println!(
+        "{:<45} {:>8} {:>9.1}",
+        "total (setup included)",
+        "",
+        total.elapsed().as_secs_f64()
+    );
+    let failed = results.iter().filter(|r| !r.1).count();
+    if failed > 0 {
+        let kept = dir.keep();
+        println!("e2e: logs kept in {}", kept.display());
+        let logs = env.operator.lock().await.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+        println!("e2e: last operator log lines:");
+        for line in tail.into_iter().rev() {
+            println!("  {line}");
+        }
+    }
+    println!("{} passed, {failed} failed", results.len() - failed);
+    drop(env);
+    drop(cluster);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Creates the CRDs under `crds/` through the API (a 1.20 server drops the
+/// CEL rules it does not know) and waits until they are established.
+async fn install_crds(cluster: &Cluster) {
+    let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&text).expect("crds/ holds a CRD");
+        let name = crd.metadata.name.clone().unwrap();
+        match api.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("install CRD {name}: {e}"),
+        }
+        until(
+            &format!("CRD {name} established"),
+            Duration::from_secs(30),
+            || async {
+                let crd = api.get(&name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}

@@ -1,0 +1,106 @@
+//! One module per scenario of the e2e suite.
+
+pub mod approval;
+pub mod bad_input;
+pub mod expand_fails;
+pub mod happy_path;
+pub mod kills;
+pub mod never_ready;
+pub mod rollback;
+pub mod terminating;
+pub mod two_workloads;
+
+use crate::harness::Ns;
+use k8s_openapi::api::core::v1::Pod;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Generous limit for one step of a scenario on a loaded 2-core machine.
+pub const STEP: Duration = Duration::from_secs(90);
+
+/// Watches for the one thing bellows must never do: a contract Job existing
+/// while a pod of an old version exists. Jobs are listed before pods, so a
+/// hit means both existed at the moment the pods were listed.
+pub struct ContractGuard {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<std::collections::BTreeSet<String>>,
+}
+
+impl ContractGuard {
+    /// Guards the Deployments `new_images`: (deployment, image of the new
+    /// version). Any pod of such a Deployment running another image is old.
+    pub fn start(ns: &Ns, new_images: &[(&str, &str)]) -> ContractGuard {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let client = ns.client.clone();
+        let name = ns.name.clone();
+        let wanted: Vec<(String, String)> = new_images
+            .iter()
+            .map(|(d, i)| (d.to_string(), i.to_string()))
+            .collect();
+        let task = tokio::spawn(async move {
+            let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+                kube::Api::namespaced(client.clone(), &name);
+            let pods: kube::Api<Pod> = kube::Api::namespaced(client, &name);
+            let lp = kube::api::ListParams::default();
+            let mut violations = std::collections::BTreeSet::new();
+            while !flag.load(Ordering::Relaxed) {
+                let contract = jobs.list(&lp).await.map(|l| {
+                    l.items.iter().any(|j| {
+                        j.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("bellows.dev/phase"))
+                            .map(String::as_str)
+                            == Some("contract")
+                    })
+                });
+                if let (Ok(true), Ok(pods)) = (contract, pods.list(&lp).await) {
+                    for p in pods.items {
+                        let app = p
+                            .metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("app"))
+                            .cloned()
+                            .unwrap_or_default();
+                        let image = p
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.containers.first())
+                            .and_then(|c| c.image.clone())
+                            .unwrap_or_default();
+                        if wanted.iter().any(|(d, i)| *d == app && *i != image) {
+                            violations.insert(format!(
+                                "contract Job exists while old pod {} ({image}, terminating: {}) exists",
+                                p.metadata.name.unwrap_or_default(),
+                                p.metadata.deletion_timestamp.is_some()
+                            ));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            violations
+        });
+        ContractGuard { stop, task }
+    }
+
+    /// Stops guarding; panics on any violation seen.
+    pub async fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let violations = self.task.await.expect("guard task");
+        assert!(
+            violations.is_empty(),
+            "invariant I2 violated: {violations:#?}"
+        );
+    }
+}
+
+/// Whether `needle` items appear in `haystack` in this order (not
+/// necessarily adjacent).
+pub fn in_order<T: PartialEq>(haystack: &[T], needle: &[T]) -> bool {
+    let mut it = haystack.iter();
+    needle.iter().all(|n| it.any(|h| h == n))
+}

@@ -1,0 +1,65 @@
+//! Scenario 4: `kubectl rollout undo` after expand holds contract with a
+//! reason; rolling forward again lets it proceed.
+
+use super::{ContractGuard, STEP};
+use crate::harness::{App, Env, cond, condition_of, psql_job, workload};
+use bellows::api::{APPROVE_ANNOTATION, RolloutPhase::*};
+use serde_json::json;
+use std::sync::Arc;
+
+pub async fn run(env: Arc<Env>) {
+    let ns = env.namespace("rollback").await;
+    ns.deploy(
+        "api",
+        "shop/api:1.0.0",
+        App {
+            replicas: 2,
+            ..App::default()
+        },
+    )
+    .await;
+    ns.create_rollout(
+        "undo",
+        json!({
+            "workloads": [workload("api", "2.0.0")],
+            "expand": {"job": psql_job("SELECT 1")},
+            "contract": {"job": psql_job("SELECT 1"), "after": {"approval": "Manual"}},
+        }),
+    )
+    .await
+    .unwrap();
+    ns.wait_phase("undo", AwaitingRollout, STEP).await;
+    ns.set_image("api", "shop/api:2.0.0").await;
+    ns.wait_phase("undo", AwaitingApproval, STEP).await;
+
+    let guard = ContractGuard::start(&ns, &[("api", "shop/api:2.0.0")]);
+    let out = ns.kubectl(&["rollout", "undo", "deployment/api"]);
+    assert!(
+        out.status.success(),
+        "kubectl rollout undo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = ns
+        .wait_rollout("undo", "held: RolledBack", STEP, |r| {
+            r.status.as_ref().and_then(|s| s.hold_reason.as_deref()) == Some("RolledBack")
+        })
+        .await;
+    assert_eq!(
+        condition_of(&r, cond::ROLLED_OUT),
+        ("False".into(), "RolledBack".into())
+    );
+    let note = ns.wait_event("undo", "Warning", "ContractHeld", STEP).await;
+    assert!(note.contains("RolledBack"), "{note}");
+
+    // Approving while rolled back must not contract: the guard fails the
+    // scenario if a contract Job appears while any v1 pod exists.
+    ns.wait_available("api", 2).await;
+    let generation = r.metadata.generation.unwrap().to_string();
+    ns.annotate_rollout("undo", APPROVE_ANNOTATION, &generation)
+        .await;
+
+    ns.set_image("api", "shop/api:2.0.0").await;
+    ns.wait_phase("undo", Succeeded, STEP).await;
+    guard.finish().await;
+    assert_eq!(ns.jobs_of("contract").await.len(), 1);
+}

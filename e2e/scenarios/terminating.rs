@@ -1,0 +1,83 @@
+//! Scenario 2: contract waits for Terminating pods of the old version.
+
+use super::{ContractGuard, STEP};
+use crate::harness::kubelet::TERMINATE_AFTER_MS;
+use crate::harness::{App, Env, psql_job, workload};
+use bellows::api::RolloutPhase::*;
+use jiff::Timestamp;
+use kube::ResourceExt;
+use serde_json::json;
+use std::sync::Arc;
+
+/// How long old pods stay Terminating.
+const TERMINATE_MS: &str = "6000";
+
+pub async fn run(env: Arc<Env>) {
+    let ns = env.namespace("terminating").await;
+    let app = App {
+        replicas: 2,
+        annotations: &[(TERMINATE_AFTER_MS, TERMINATE_MS)],
+        ..App::default()
+    };
+    ns.deploy("api", "shop/api:1.0.0", app).await;
+    ns.create_rollout(
+        "slow-stop",
+        json!({
+            "workloads": [workload("api", "2.0.0")],
+            "expand": {"job": psql_job("SELECT 1")},
+            "contract": {"job": psql_job("SELECT 1")},
+        }),
+    )
+    .await
+    .unwrap();
+    ns.wait_phase("slow-stop", AwaitingRollout, STEP).await;
+
+    let log = ns.record_phases("slow-stop");
+    let guard = ContractGuard::start(&ns, &[("api", "shop/api:2.0.0")]);
+    let deployed = Timestamp::now();
+    ns.set_image("api", "shop/api:2.0.0").await;
+    ns.wait_phase("slow-stop", Succeeded, STEP).await;
+    guard.finish().await;
+    let messages = log.messages();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("(1 terminating)") || m.contains("(2 terminating)")),
+        "status should have said old pods were terminating: {messages:?}"
+    );
+
+    let new_hash = ns
+        .pods()
+        .await
+        .iter()
+        .find_map(|p| p.labels().get("pod-template-hash").cloned())
+        .expect("new pods");
+    let last_old_gone = env
+        .kubelet()
+        .journal
+        .removed
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.namespace == ns.name && r.template_hash.as_deref() != Some(new_hash.as_str()))
+        .map(|r| r.at)
+        .max()
+        .expect("old pods were removed");
+    let contract = ns.jobs_of("contract").await;
+    assert_eq!(contract.len(), 1);
+    let created = contract[0].metadata.creation_timestamp.clone().unwrap().0;
+    // creationTimestamp has whole seconds: compare at that resolution.
+    assert!(
+        created.as_second() >= last_old_gone.as_second(),
+        "contract Job created at {created}, before the last old pod was gone at {last_old_gone}"
+    );
+    let waited = last_old_gone.duration_since(deployed);
+    assert!(
+        waited.as_secs_f64() >= 5.0,
+        "old pods should have been Terminating for ~6s, were gone after {waited:?}"
+    );
+    println!(
+        "e2e:   last old pod gone {:.1}s after the deploy; contract Job created at {created}",
+        waited.as_secs_f64()
+    );
+}
