@@ -7,4 +7,6 @@ export BELLOWS_CACHE="${BELLOWS_CACHE:-$HOME/.cache/bellows}"
 # Build outside the clone so a fresh checkout reuses the slow build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BELLOWS_CACHE/target}"
 
-cargo test --locked --workspace
+# --all-targets: every unit, integration and e2e test (no doc tests: the
+# docs hold no runnable examples).
+cargo test --locked --workspace --all-targets

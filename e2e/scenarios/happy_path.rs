@@ -140,6 +140,13 @@ pub async fn run(env: Arc<Env>) {
         assert!(metrics.contains(line), "/metrics lacks {line}");
     }
 
+    let out = ns.kubectl(&["explain", "schemarollout.spec.workloads.version"]);
+    let explain = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        explain.contains("What \"the new version\" of this workload means"),
+        "kubectl explain: {explain}"
+    );
+
     let out = ns.kubectl(&["get", "sro", "rename"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
