@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod controller;
+pub mod db;
 pub mod planner;
 pub mod telemetry;

@@ -125,6 +125,29 @@ fn cel_rules_reject_what_the_schema_alone_cannot() {
             "workload names must be unique",
         ),
     ];
+    let both = {
+        let mut s = spec(json!([{"name": "api", "version": {"labels": {"v": "2"}}}]));
+        s["contract"]["sql"] = json!(["drop table old"]);
+        s
+    };
+    let err = cel(&both).expect_err("job and sql together");
+    assert!(err.contains("exactly one of job or sql"), "{err}");
+    let mut neither = spec(json!([{"name": "api", "version": {"labels": {"v": "2"}}}]));
+    neither["expand"] = json!({});
+    assert!(
+        cel(&neither)
+            .expect_err("neither")
+            .contains("exactly one of job or sql")
+    );
+    let mut db = spec(json!([{"name": "api", "version": {"labels": {"v": "2"}}}]));
+    db["database"] = json!({"engine": "postgres"});
+    assert!(
+        cel(&db)
+            .expect_err("no connection")
+            .contains("exactly one of secretRef or host")
+    );
+    db["database"] = json!({"engine": "postgres", "host": "db"});
+    assert_eq!(cel(&db), Ok(()));
     for (workloads, message) in cases {
         let err = cel(&spec(workloads.clone())).expect_err(&workloads.to_string());
         assert!(err.contains(message), "{workloads}: {err}");

@@ -57,6 +57,14 @@ pub struct SchemaRolloutSpec {
     /// sync triggers), run before the new version of the workloads starts.
     pub expand: PhaseSpec,
 
+    /// The database the migration changes. Needed for inline `sql` phases and
+    /// contract `checks`; with it, every phase (Job phases too) is recorded
+    /// in a ledger table there, so deleting and re-applying the same
+    /// SchemaRollout never runs a finished phase again, and phases of
+    /// rollouts on the same database run one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSpec>,
+
     /// Optional gate on the workloads while expand runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Gate>,
@@ -138,26 +146,33 @@ pub struct ImageVersion {
     pub reference: Option<String>,
 }
 
-/// One phase of the migration.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+/// One phase of the migration: exactly one of `job` or `sql`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = kube::core::Rule::new("has(self.job) != has(self.sql)").message("a phase needs exactly one of job or sql"))]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseSpec {
     /// A batch/v1 JobSpec, exactly what a Job's `.spec` holds. bellows
     /// creates the Job once, owned by the SchemaRollout; `backoffLimit`
     /// defaults to 0 and `activeDeadlineSeconds` to the phase's timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "job_spec_schema")]
-    pub job: JobSpec,
+    pub job: Option<JobSpec>,
+    /// SQL statements bellows runs itself against `spec.database`, in order.
+    /// On PostgreSQL they run in one transaction (all or nothing); on MySQL,
+    /// where DDL commits implicitly, one by one, recording how far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    pub sql: Option<Vec<String>>,
 }
 
-/// The contract phase and the conditions that must hold before it starts.
+/// The contract phase and the conditions that must hold before it starts
+/// (the flattened PhaseSpec brings its job-or-sql rule along).
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ContractSpec {
-    /// A batch/v1 JobSpec, exactly what a Job's `.spec` holds. bellows
-    /// creates the Job once, owned by the SchemaRollout; `backoffLimit`
-    /// defaults to 0 and `activeDeadlineSeconds` to the contract timeout.
-    #[schemars(schema_with = "job_spec_schema")]
-    pub job: JobSpec,
+    /// The contract step itself: a `job` or `sql`, as in expand.
+    #[serde(flatten)]
+    pub run: PhaseSpec,
     /// What must hold, beyond every workload being rolled out, before
     /// contract starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +193,105 @@ pub struct ContractAfter {
     /// `bellows.dev/approve: "<metadata.generation>"`.
     #[serde(default)]
     pub approval: Approval,
+    /// SQL guards against `spec.database`, each returning one boolean row;
+    /// all must be true, checked again right before contract starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub checks: Vec<Check>,
+}
+
+/// A SQL guard on the contract phase.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    /// Name shown in conditions and events when the check holds contract.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// A query returning one row with one boolean column, e.g.
+    /// `select count(*) = 0 from users where first_name is null`.
+    #[schemars(length(min = 1))]
+    pub sql: String,
+}
+
+/// The database a rollout migrates: exactly one of `secretRef` (a URL) or
+/// `host` (discrete fields).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new("has(self.secretRef) != has(self.host)").message("database needs exactly one of secretRef or host"))]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// `postgres` or `mysql` (MySQL and MariaDB).
+    pub engine: Engine,
+    /// A key of a Secret in this namespace holding the database URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// Host name or address of the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub host: Option<String>,
+    /// Port of the server (default 5432 for postgres, 3306 for mysql).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// Database name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub database: Option<String>,
+    /// User name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub user: Option<String>,
+    /// A key of a Secret in this namespace holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// TLS mode: disable, prefer (default), require, verify-ca or verify-full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_mode: Option<SslMode>,
+    /// Longest wait for a table lock in inline SQL (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub lock_timeout: Option<String>,
+    /// Longest run of one inline statement or check (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub statement_timeout: Option<String>,
+}
+
+/// A database engine.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
+}
+
+/// TLS mode of the database connection.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS when the server offers it.
+    Prefer,
+    /// TLS, any certificate.
+    Require,
+    /// TLS, certificate signed by a trusted CA.
+    VerifyCa,
+    /// TLS, trusted certificate for this host name.
+    VerifyFull,
+}
+
+/// A key of a Secret in the rollout's namespace.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 /// Who approves the contract phase.

@@ -167,8 +167,12 @@ pub struct WorkloadStatus {
 pub struct StepStatus {
     /// The phase.
     pub step: Step,
-    /// Name of the Job bellows created for it.
-    pub job_name: String,
+    /// Name of the Job bellows created for it (Job phases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Number of inline statements (SQL phases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statements: Option<i32>,
     /// Digest of the phase's spec the Job was created from.
     pub digest: String,
     /// Running, Succeeded or Failed.

@@ -39,6 +39,12 @@ pub enum Error {
     /// A patch could not be serialized.
     #[error("could not serialize a patch: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The database could not be used (the text never holds a credential).
+    #[error("database: {0}")]
+    Database(#[from] crate::db::DbError),
+    /// An inline SQL phase or ledger write without `spec.database`.
+    #[error("spec.database is not set")]
+    NoDatabase,
 }
 
 impl Error {
@@ -48,6 +54,8 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::MissingNamespace => "missing_namespace",
             Self::Serialize(_) => "serialize",
+            Self::Database(_) => "database",
+            Self::NoDatabase => "no_database",
         }
     }
 }
@@ -60,6 +68,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
+    /// Connection pools of the rollouts' databases.
+    pub pools: crate::db::Pools,
     /// Consecutive failures per rollout, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<SchemaRollout>, u32>>,
 }
@@ -76,6 +86,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            pools: Default::default(),
             failures: Mutex::default(),
         }
     }

@@ -3,10 +3,11 @@
 //! Job of each phase under its deterministic name.
 
 use super::Error;
-use crate::api::{SchemaRollout, Step};
-use crate::planner::Observed;
+use crate::api::{SchemaRollout, Step, StepState};
+use crate::db::{self, DbError, LedgerKey, LedgerState, Pools, Target};
 use crate::planner::rollout::assess;
 use crate::planner::step::{self, Reference, observe_job};
+use crate::planner::{CheckResult, Observed};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -19,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Observes everything `rollout` depends on.
 pub async fn observe(
     client: &Client,
+    pools: &Pools,
     rollout: &SchemaRollout,
     now: Timestamp,
 ) -> Result<Observed, Error> {
@@ -52,11 +54,14 @@ pub async fn observe(
     let mut found = BTreeMap::new();
     let mut references = BTreeSet::new();
     for s in [Step::Expand, Step::Transition, Step::Contract] {
-        let Some(spec) = step::job_spec(&rollout.spec, s) else {
+        let (Some(phase), Some(job)) = (
+            step::phase(&rollout.spec, s),
+            step::job_spec(&rollout.spec, s),
+        ) else {
             continue;
         };
-        references.extend(step::references(spec));
-        let name = step::job_name(&rollout.name_any(), s, &step::digest(spec));
+        references.extend(step::references(job));
+        let name = step::job_name(&rollout.name_any(), s, &step::digest(phase));
         if let Some(job) = jobs.get_opt(&name).await.map_err(Error::Kube)? {
             found.insert(s, observe_job(&job));
         }
@@ -67,11 +72,80 @@ pub async fn observe(
             missing.push(r);
         }
     }
-    Ok(Observed {
+    let mut observed = Observed {
         workloads,
         jobs: found,
         missing,
+        ledger: BTreeMap::new(),
+        checks: None,
+        database_error: None,
+        lock_holder: None,
         now,
+    };
+    if let Some(spec) = &rollout.spec.database {
+        let result = match db::target(client, &ns, spec).await {
+            Ok(target) => observe_database(&target, pools, rollout, &mut observed).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            observed.database_error = Some((e.reason(), e.to_string()));
+        }
+    }
+    Ok(observed)
+}
+
+/// The ledger of every phase, the lock holder, and (once expand succeeded and
+/// until contract started) the contract checks.
+async fn observe_database(
+    target: &Target,
+    pools: &Pools,
+    rollout: &SchemaRollout,
+    observed: &mut Observed,
+) -> Result<(), DbError> {
+    for s in [Step::Expand, Step::Transition, Step::Contract] {
+        if let Some(key) = ledger_key(rollout, s)
+            && let Some(state) = target.ledger(pools, &key).await?
+        {
+            observed.ledger.insert(s, state);
+        }
+    }
+    observed.lock_holder = target.lock_holder(pools).await?;
+    let status = rollout.status.clone().unwrap_or_default();
+    let expanded = observed.ledger.get(&Step::Expand) == Some(&LedgerState::Succeeded)
+        || status
+            .step(Step::Expand)
+            .is_some_and(|s| s.state == StepState::Succeeded);
+    let contract_started =
+        observed.ledger.contains_key(&Step::Contract) || status.step(Step::Contract).is_some();
+    let checks = rollout
+        .spec
+        .contract
+        .after
+        .as_ref()
+        .map(|a| a.checks.as_slice())
+        .unwrap_or_default();
+    if expanded && !contract_started && !checks.is_empty() {
+        let mut results = Vec::with_capacity(checks.len());
+        for c in checks {
+            let result = target.check(pools, &c.sql).await.map_err(|e| e.to_string());
+            results.push(CheckResult {
+                name: c.name.clone(),
+                result,
+            });
+        }
+        observed.checks = Some(results);
+    }
+    Ok(())
+}
+
+/// The ledger key of `step` for the current spec, if the rollout has it.
+pub fn ledger_key(rollout: &SchemaRollout, step: Step) -> Option<LedgerKey> {
+    let phase = step::phase(&rollout.spec, step)?;
+    Some(LedgerKey {
+        namespace: rollout.namespace().unwrap_or_default(),
+        rollout: rollout.name_any(),
+        step,
+        digest: step::digest(phase),
     })
 }
 

@@ -3,7 +3,9 @@
 
 use super::{Context, Error, FIELD_MANAGER, job, observe, reference};
 use crate::api::{RolloutPhase, SchemaRollout};
+use crate::db::{self, Runner, Target};
 use crate::planner::rollout::PAUSED_BY_ANNOTATION;
+use crate::planner::step;
 use crate::planner::{self, Action as PlanAction, EventKind, Plan};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -32,7 +34,7 @@ pub async fn reconcile(rollout: Arc<SchemaRollout>, ctx: Arc<Context>) -> Result
 
 async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
-    let observed = observe::observe(&ctx.client, rollout, now).await?;
+    let observed = observe::observe(&ctx.client, &ctx.pools, rollout, now).await?;
     let plan = planner::plan(rollout, &observed);
     for action in &plan.actions {
         apply(ctx, rollout, action).await?;
@@ -58,6 +60,14 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
             let Some(manifest) = job::build(rollout, *step, job_name) else {
                 return Ok(());
             };
+            // The ledger learns of the Job before it exists: a re-created
+            // rollout then finds it there even if the Job is gone.
+            if let Some(target) = database(ctx, rollout).await? {
+                let key = observe::ledger_key(rollout, *step).expect("the phase exists");
+                target
+                    .record_start(&ctx.pools, &key, &Runner::Job(job_name.clone()))
+                    .await?;
+            }
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
             match jobs
                 .create(
@@ -77,6 +87,22 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
                 }
                 Err(e) => return Err(Error::Kube(e)),
             }
+        }
+        PlanAction::RunSql(step) => {
+            let target = database(ctx, rollout).await?.ok_or(Error::NoDatabase)?;
+            let key = observe::ledger_key(rollout, *step).expect("the phase exists");
+            let statements = step::phase(&rollout.spec, *step)
+                .and_then(|p| p.sql.clone())
+                .unwrap_or_default();
+            tracing::info!(rollout = %name, namespace = %ns, step = step.as_str(), statements = statements.len(), "running inline SQL");
+            target.run_inline(&ctx.pools, &key, &statements).await?;
+        }
+        PlanAction::Record { step, failure } => {
+            let target = database(ctx, rollout).await?.ok_or(Error::NoDatabase)?;
+            let key = observe::ledger_key(rollout, *step).expect("the phase exists");
+            target
+                .record_finish(&ctx.pools, &key, failure.as_deref())
+                .await?;
         }
         PlanAction::PauseWorkload(deploy) | PlanAction::ResumeWorkload(deploy) => {
             let pause = matches!(action, PlanAction::PauseWorkload(_));
@@ -98,6 +124,15 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
         }
     }
     Ok(())
+}
+
+/// The rollout's database, if it names one.
+async fn database(ctx: &Context, rollout: &SchemaRollout) -> Result<Option<Target>, Error> {
+    let Some(spec) = &rollout.spec.database else {
+        return Ok(None);
+    };
+    let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
+    Ok(Some(db::target(&ctx.client, &ns, spec).await?))
 }
 
 /// Writes the planned status with server-side apply (field manager

@@ -19,6 +19,7 @@ use crate::api::{
     APPROVE_ANNOTATION, Approval, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step,
     StepState, StepStatus, WorkloadStatus, condition,
 };
+use crate::db::LedgerState;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -37,8 +38,25 @@ pub struct Observed {
     pub jobs: BTreeMap<Step, JobObservation>,
     /// Secrets and ConfigMaps the phases' Jobs need that do not exist.
     pub missing: Vec<step::Reference>,
+    /// The database ledger's row of each phase (empty without a database).
+    pub ledger: BTreeMap<Step, LedgerState>,
+    /// Results of the contract checks, when they were evaluated.
+    pub checks: Option<Vec<CheckResult>>,
+    /// Why `spec.database` cannot be used (reason, message), if it cannot.
+    pub database_error: Option<(&'static str, String)>,
+    /// Which other rollout holds the database lock, if one does.
+    pub lock_holder: Option<String>,
     /// The current time.
     pub now: Timestamp,
+}
+
+/// The result of one contract check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckResult {
+    /// The check's name.
+    pub name: String,
+    /// Its boolean, or why it could not be evaluated.
+    pub result: Result<bool, String>,
 }
 
 /// A side effect the controller must carry out.
@@ -50,6 +68,16 @@ pub enum Action {
         step: Step,
         /// Its deterministic Job name.
         name: String,
+    },
+    /// Run the inline SQL of `step` under the database lock.
+    RunSql(Step),
+    /// Record in the ledger that the Job of `step` finished (`failure` says
+    /// why it failed).
+    Record {
+        /// The phase.
+        step: Step,
+        /// Why it failed, if it did.
+        failure: Option<String>,
     },
     /// Set `spec.paused` on a Deployment and mark it as paused by bellows.
     PauseWorkload(String),
@@ -228,25 +256,46 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    /// Outcome of `step` for the current spec, recording it in `steps`.
+    /// Outcome of `step` for the current spec, recording it in `steps` (and,
+    /// for a finished Job, in the ledger).
     fn outcome(&mut self, step: Step) -> Outcome {
-        let Some(job) = step::job_spec(&self.rollout.spec, step) else {
+        let Some(phase) = step::phase(&self.rollout.spec, step) else {
             return Outcome::Succeeded;
         };
-        let digest = step::digest(job);
-        let outcome = step::outcome(&self.prev, step, &digest, self.observed.jobs.get(&step));
+        let digest = step::digest(phase);
+        let ledger = self.observed.ledger.get(&step);
+        let outcome = step::outcome(
+            &self.prev,
+            step,
+            phase,
+            ledger,
+            self.observed.jobs.get(&step),
+        );
         let state = match &outcome {
             Outcome::Running => StepState::Running,
             Outcome::Succeeded => StepState::Succeeded,
             Outcome::Failed(_) => StepState::Failed,
             Outcome::NotStarted | Outcome::Vanished => return outcome,
         };
-        let now = self.now();
-        let name = step::job_name(&self.rollout.name_any(), step, &digest);
         let message = match &outcome {
             Outcome::Failed(m) => Some(m.clone()),
             _ => None,
         };
+        let ledger_final = matches!(
+            ledger,
+            Some(LedgerState::Succeeded | LedgerState::Failed(_))
+        );
+        if self.rollout.spec.database.is_some()
+            && phase.job.is_some()
+            && state != StepState::Running
+            && !ledger_final
+        {
+            self.actions.push(Action::Record {
+                step,
+                failure: message.clone(),
+            });
+        }
+        let now = self.now();
         match self
             .steps
             .iter_mut()
@@ -258,7 +307,7 @@ impl<'a> Planner<'a> {
                     self.events.push(EventIntent {
                         kind: EventKind::Normal,
                         reason: step_event(step, StepState::Succeeded),
-                        note: format!("Job {} completed", record.job_name),
+                        note: format!("{} completed", runner_text(record)),
                     });
                 }
                 record.state = state;
@@ -266,24 +315,38 @@ impl<'a> Planner<'a> {
                 record.message = message;
             }
             None => {
-                // Status was lost but the Job exists: adopt it.
+                // Status was lost (or the rollout re-created) but the Job or
+                // the ledger knows: adopt that.
+                let mut record = self.new_record(step, phase, digest);
+                record.state = state;
+                record.finished_at = (state != StepState::Running).then_some(now);
+                record.message = message;
                 self.steps.retain(|s| s.step != step);
-                self.steps.push(StepStatus {
-                    step,
-                    job_name: name,
-                    digest,
-                    state,
-                    started_at: Some(now.clone()),
-                    finished_at: (state != StepState::Running).then_some(now),
-                    message,
-                });
+                self.steps.push(record);
             }
         }
         outcome
     }
 
-    /// Starts `step` now unless the rollout is paused; `waiting` is the phase
-    /// to show while paused.
+    fn new_record(&self, step: Step, phase: &crate::api::PhaseSpec, digest: String) -> StepStatus {
+        StepStatus {
+            step,
+            job_name: phase
+                .job
+                .as_ref()
+                .map(|_| step::job_name(&self.rollout.name_any(), step, &digest)),
+            statements: phase.sql.as_ref().map(|s| s.len() as i32),
+            digest,
+            state: StepState::Running,
+            started_at: Some(self.now()),
+            finished_at: None,
+            message: None,
+        }
+    }
+
+    /// Starts `step` now unless the rollout is paused or, for inline SQL,
+    /// another rollout holds the database; `waiting` is the phase to show
+    /// meanwhile.
     fn start(&mut self, step: Step, waiting: RolloutPhase) -> Decision {
         if self.rollout.spec.paused {
             return Decision::held(
@@ -292,29 +355,37 @@ impl<'a> Planner<'a> {
                 format!("paused before {}", step.as_str()),
             );
         }
-        let job = step::job_spec(&self.rollout.spec, step).expect("started steps exist");
-        let digest = step::digest(job);
-        let name = step::job_name(&self.rollout.name_any(), step, &digest);
-        self.actions.push(Action::CreateJob {
-            step,
-            name: name.clone(),
+        let phase = step::phase(&self.rollout.spec, step).expect("started steps exist");
+        if let (Some(_), Some(holder)) = (&phase.sql, &self.observed.lock_holder) {
+            let mut d = Decision::held(
+                waiting,
+                "DatabaseBusy",
+                format!("waiting for the database lock held by {holder}"),
+            );
+            d.requeue_after = Some(RETRY_DATABASE);
+            return d;
+        }
+        let record = self.new_record(step, phase, step::digest(phase));
+        self.actions.push(match &record.job_name {
+            Some(name) => Action::CreateJob {
+                step,
+                name: name.clone(),
+            },
+            None => Action::RunSql(step),
         });
         self.events.push(EventIntent {
             kind: EventKind::Normal,
             reason: step_event(step, StepState::Running),
-            note: format!("created Job {name}"),
+            note: format!("started {}", runner_text(&record)),
         });
         self.steps.retain(|s| s.step != step);
-        self.steps.push(StepStatus {
-            step,
-            job_name: name.clone(),
-            digest,
-            state: StepState::Running,
-            started_at: Some(self.now()),
-            finished_at: None,
-            message: None,
-        });
-        Decision::at(step_phase(step))
+        self.steps.push(record);
+        let mut d = Decision::at(step_phase(step));
+        if phase.sql.is_some() {
+            // The statements run in this reconcile; look at the ledger next.
+            d.requeue_after = Some(Duration::ZERO);
+        }
+        d
     }
 
     /// The decision for a phase whose Job exists or existed.
@@ -363,6 +434,17 @@ impl<'a> Planner<'a> {
                 r.missing_reason(),
                 format!("{r} needed by a migration Job does not exist"),
             );
+        }
+
+        // The database is needed for ledger, checks and inline SQL.
+        if let Some((reason, message)) = &self.observed.database_error {
+            let mut d = Decision::stalled(
+                self.prev.phase.unwrap_or(RolloutPhase::Pending),
+                reason,
+                message.clone(),
+            );
+            d.requeue_after = Some(RETRY_DATABASE);
+            return d;
         }
 
         // I6: a workload that cannot be found starts nothing.
@@ -456,6 +538,10 @@ impl<'a> Planner<'a> {
                 ),
             );
         }
+        // I2: every check true, evaluated in this very reconcile.
+        if let Some(d) = self.check_hold() {
+            return d;
+        }
         let waiting = if approval == Approval::Manual {
             RolloutPhase::AwaitingApproval
         } else if !durations.bake_time.is_zero() {
@@ -506,6 +592,42 @@ impl<'a> Planner<'a> {
             }
         }
         Some(decision)
+    }
+
+    /// Why the contract checks hold contract, if they do.
+    fn check_hold(&self) -> Option<Decision> {
+        let checks = self
+            .rollout
+            .spec
+            .contract
+            .after
+            .as_ref()
+            .map(|a| a.checks.as_slice())
+            .unwrap_or_default();
+        if checks.is_empty() {
+            return None;
+        }
+        let phase = RolloutPhase::AwaitingRollout;
+        let mut d = match &self.observed.checks {
+            None => Decision::held(
+                phase,
+                "ChecksPending",
+                "contract checks not evaluated yet".into(),
+            ),
+            Some(results) => match results.iter().find(|c| c.result != Ok(true)) {
+                None => return None,
+                Some(CheckResult {
+                    name,
+                    result: Ok(_),
+                }) => Decision::held(phase, "CheckFailed", format!("check {name} is false")),
+                Some(CheckResult {
+                    name,
+                    result: Err(e),
+                }) => Decision::held(phase, "CheckError", format!("check {name} failed: {e}")),
+            },
+        };
+        d.requeue_after = Some(RETRY_CHECKS);
+        Some(d)
     }
 
     fn approved(&self) -> bool {
@@ -669,6 +791,19 @@ impl<'a> Planner<'a> {
             requeue_after: d.requeue_after,
             hold_reason: d.hold.map(|h| h.0),
         }
+    }
+}
+
+/// How soon a check that holds contract is evaluated again.
+const RETRY_CHECKS: Duration = Duration::from_secs(10);
+/// How soon an unusable or busy database is tried again.
+const RETRY_DATABASE: Duration = Duration::from_secs(15);
+
+/// `Job NAME` or `N SQL statements`, for events.
+fn runner_text(record: &StepStatus) -> String {
+    match (&record.job_name, record.statements) {
+        (Some(name), _) => format!("Job {name}"),
+        (None, n) => format!("{} SQL statement(s)", n.unwrap_or_default()),
     }
 }
 

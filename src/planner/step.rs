@@ -1,7 +1,8 @@
 //! Identity and outcome of a phase's Job: deterministic names, spec digests,
 //! and what an observed Job says about its phase.
 
-use crate::api::{SchemaRolloutSpec, SchemaRolloutStatus, Step, StepState};
+use crate::api::{PhaseSpec, SchemaRolloutSpec, SchemaRolloutStatus, Step, StepState};
+use crate::db::LedgerState;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use sha2::{Digest, Sha256};
 
@@ -11,19 +12,24 @@ const MAX_NAME: usize = 63;
 /// Hex characters of the spec digest kept in names and status.
 const DIGEST_LEN: usize = 10;
 
-/// The JobSpec of `step`, if the rollout has that phase.
-pub fn job_spec(spec: &SchemaRolloutSpec, step: Step) -> Option<&JobSpec> {
+/// The spec of `step`, if the rollout has that phase.
+pub fn phase(spec: &SchemaRolloutSpec, step: Step) -> Option<&PhaseSpec> {
     match step {
-        Step::Expand => Some(&spec.expand.job),
-        Step::Transition => spec.transition.as_ref().map(|t| &t.job),
-        Step::Contract => Some(&spec.contract.job),
+        Step::Expand => Some(&spec.expand),
+        Step::Transition => spec.transition.as_ref(),
+        Step::Contract => Some(&spec.contract.run),
     }
 }
 
-/// Short, stable digest of a phase's JobSpec: a changed spec gets a new Job,
-/// an unchanged one never does.
-pub fn digest(job: &JobSpec) -> String {
-    let bytes = serde_json::to_vec(job).expect("a JobSpec always serializes");
+/// The JobSpec of `step`, if the rollout has that phase and it is a Job.
+pub fn job_spec(spec: &SchemaRolloutSpec, step: Step) -> Option<&JobSpec> {
+    phase(spec, step)?.job.as_ref()
+}
+
+/// Short, stable digest of a phase's spec (its Job or its statements): a
+/// changed spec gets a new Job and ledger row, an unchanged one never does.
+pub fn digest(phase: &PhaseSpec) -> String {
+    let bytes = serde_json::to_vec(phase).expect("a PhaseSpec always serializes");
     let hash = Sha256::digest(&bytes);
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     hex[..DIGEST_LEN].to_owned()
@@ -166,19 +172,46 @@ pub enum Outcome {
     Vanished,
 }
 
-/// Combines what status recorded for `step` (for the same digest) with the
-/// Job observed under the deterministic name. A phase recorded as finished
-/// stays finished even if its Job was deleted, so it never runs twice.
+/// Combines what the database ledger and status recorded for `step` (for
+/// the same digest) with the Job observed under the deterministic name. A
+/// phase recorded as finished stays finished even if its Job was deleted or
+/// the rollout re-created, so it never runs twice.
 pub fn outcome(
     status: &SchemaRolloutStatus,
     step: Step,
-    digest: &str,
+    phase: &PhaseSpec,
+    ledger: Option<&LedgerState>,
     observed: Option<&JobObservation>,
 ) -> Outcome {
+    let digest = digest(phase);
     let recorded = status
         .step(step)
         .filter(|s| s.digest == digest)
         .map(|s| s.state);
+    match ledger {
+        Some(LedgerState::Succeeded) => return Outcome::Succeeded,
+        Some(LedgerState::Failed(m)) => return Outcome::Failed(m.clone()),
+        Some(LedgerState::Started { done }) if phase.job.is_none() => {
+            return Outcome::Failed(format!(
+                "inline SQL was interrupted after {done} statement(s); repair the schema by hand and change the spec"
+            ));
+        }
+        _ => {}
+    }
+    if phase.job.is_none() {
+        // Inline SQL: status `Running` without a ledger row means the run
+        // never committed (PostgreSQL rolls it back), so it may run again.
+        return match recorded {
+            Some(StepState::Succeeded) => Outcome::Succeeded,
+            Some(StepState::Failed) => Outcome::Failed(
+                status
+                    .step(step)
+                    .and_then(|s| s.message.clone())
+                    .unwrap_or_default(),
+            ),
+            _ => Outcome::NotStarted,
+        };
+    }
     match (recorded, observed) {
         (Some(StepState::Succeeded), _) | (_, Some(JobObservation::Succeeded)) => {
             Outcome::Succeeded
@@ -202,9 +235,9 @@ mod tests {
 
     #[test]
     fn job_names_are_deterministic_and_fit_63_chars() {
-        let d = digest(&JobSpec::default());
+        let d = digest(&PhaseSpec::default());
         assert_eq!(d.len(), DIGEST_LEN);
-        assert_eq!(digest(&JobSpec::default()), d);
+        assert_eq!(digest(&PhaseSpec::default()), d);
         assert_eq!(
             job_name("users", Step::Expand, &d),
             format!("users-expand-{d}")
@@ -240,9 +273,17 @@ mod tests {
 
     #[test]
     fn a_changed_spec_gets_a_new_digest() {
-        let mut spec = JobSpec::default();
+        let mut spec = PhaseSpec {
+            job: Some(JobSpec::default()),
+            sql: None,
+        };
         let before = digest(&spec);
-        spec.backoff_limit = Some(3);
+        spec.job.as_mut().unwrap().backoff_limit = Some(3);
         assert_ne!(digest(&spec), before);
+        let sql = PhaseSpec {
+            job: None,
+            sql: Some(vec!["select 1".into()]),
+        };
+        assert_ne!(digest(&sql), before);
     }
 }

@@ -5,6 +5,7 @@ use super::rollout::{Assessment, Problem, Verdict, Wait};
 use super::step::JobObservation;
 use super::*;
 use crate::api::SchemaRolloutSpec;
+use crate::db::LedgerState;
 use serde_json::json;
 
 const T0: i64 = 1_700_000_000;
@@ -73,6 +74,10 @@ fn observed(workloads: Vec<Assessment>, jobs: &[(Step, JobObservation)], now: i6
         workloads,
         jobs: jobs.iter().cloned().collect(),
         missing: vec![],
+        ledger: BTreeMap::new(),
+        checks: None,
+        database_error: None,
+        lock_holder: None,
         now: at(now),
     }
 }
@@ -129,7 +134,7 @@ fn expanded(r: &mut SchemaRollout) {
 fn happy_path_walks_every_phase_in_order() {
     let mut r = rollout(spec(json!({
         "transition": transition_job(),
-        "contract": {"job": spec(json!({})).contract.job, "after": {"bakeTime": "10m", "approval": "Manual"}},
+        "contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": "10m", "approval": "Manual"}},
     })));
     let mut seen = vec![];
     let old = vec![
@@ -290,7 +295,7 @@ fn i2_contract_starts_once_the_last_old_pod_is_gone() {
 #[test]
 fn i2_bake_time_counts_from_the_last_workload_becoming_rolled_out() {
     let mut r = rollout(spec(
-        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"bakeTime": "10m"}}}),
+        json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": "10m"}}}),
     ));
     expanded(&mut r);
     let e = [(Step::Expand, Succeeded)];
@@ -319,7 +324,7 @@ fn i2_bake_time_counts_from_the_last_workload_becoming_rolled_out() {
 #[test]
 fn i2_bake_time_restarts_when_a_workload_stops_being_rolled_out() {
     let mut r = rollout(spec(
-        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"bakeTime": "60s"}}}),
+        json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": "60s"}}}),
     ));
     expanded(&mut r);
     let e = [(Step::Expand, Succeeded)];
@@ -342,7 +347,7 @@ fn i2_bake_time_restarts_when_a_workload_stops_being_rolled_out() {
 #[test]
 fn i2_manual_approval_waits_for_the_annotation_of_the_current_generation() {
     let mut r = rollout(spec(
-        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"approval": "Manual"}}}),
+        json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"approval": "Manual"}}}),
     ));
     expanded(&mut r);
     let e = [(Step::Expand, Succeeded)];
@@ -395,7 +400,7 @@ fn i3_a_started_or_finished_contract_is_never_created_again() {
 #[test]
 fn i3_a_finished_expand_job_deleted_later_does_not_run_again() {
     let mut r = rollout(spec(
-        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"approval": "Manual"}}}),
+        json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"approval": "Manual"}}}),
     ));
     expanded(&mut r);
     let p = step(&mut r, &observed(both_rolled_out(), &[], 5));
@@ -421,7 +426,7 @@ fn i3_an_existing_job_is_adopted_when_status_was_lost() {
 #[test]
 fn i4_rollback_after_expand_holds_contract_until_rolled_forward() {
     let mut r = rollout(spec(
-        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"bakeTime": "5m"}}}),
+        json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": "5m"}}}),
     ));
     expanded(&mut r);
     let e = [(Step::Expand, Succeeded)];
@@ -491,7 +496,13 @@ fn i5_gate_keeps_workloads_paused_until_expand_succeeds_and_after_it_fails() {
             Action::PauseWorkload("worker".into()),
             Action::CreateJob {
                 step: Step::Expand,
-                name: p.status.step(Step::Expand).unwrap().job_name.clone()
+                name: p
+                    .status
+                    .step(Step::Expand)
+                    .unwrap()
+                    .job_name
+                    .clone()
+                    .unwrap()
             },
         ]
     );
@@ -614,7 +625,7 @@ fn i6_invalid_spec_stalls_without_creating_jobs() {
         json!({"expand": {"job": {"template": {"spec": {"containers": []}}}}}),
         json!({"timeouts": {"expand": "-5m"}}),
         json!({"timeouts": {"contract": "0s"}}),
-        json!({"contract": {"job": spec(json!({})).contract.job, "after": {"bakeTime": "10 minutes"}}}),
+        json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": "10 minutes"}}}),
     ];
     for case in cases {
         let mut r = rollout(spec(case.clone()));
@@ -724,4 +735,173 @@ fn i6_a_missing_secret_stalls_before_any_job() {
     assert_eq!(cond(&p, condition::STALLED).reason, "SecretNotFound");
     assert!(cond(&p, condition::STALLED).message.contains("shop-db"));
     assert_eq!(p.events[0].kind, EventKind::Warning);
+}
+
+fn with_database(extra: serde_json::Value) -> SchemaRolloutSpec {
+    let mut s = spec(extra);
+    s.database = Some(serde_json::from_value(json!({"engine": "postgres", "host": "db"})).unwrap());
+    s
+}
+
+fn sql_phase(statement: &str) -> crate::api::PhaseSpec {
+    crate::api::PhaseSpec {
+        job: None,
+        sql: Some(vec![statement.into()]),
+    }
+}
+
+#[test]
+fn inline_sql_runs_in_the_reconcile_and_reads_its_outcome_from_the_ledger() {
+    let mut s = with_database(json!({}));
+    s.expand = sql_phase("alter table users add column x int");
+    let mut r = rollout(s);
+    let before = || {
+        vec![
+            waiting("api", Wait::TemplateNotUpdated),
+            rolled_out("worker"),
+        ]
+    };
+    let p = step(&mut r, &observed(before(), &[], 0));
+    assert_eq!(p.actions, [Action::RunSql(Step::Expand)]);
+    assert_eq!(
+        p.requeue_after,
+        Some(Duration::ZERO),
+        "look at the ledger right away"
+    );
+    assert_eq!(p.status.step(Step::Expand).unwrap().statements, Some(1));
+    // The run never committed (no ledger row): it may run again.
+    let p = plan(&r, &observed(before(), &[], 1));
+    assert_eq!(p.actions, [Action::RunSql(Step::Expand)]);
+    let mut o = observed(before(), &[], 2);
+    o.ledger.insert(Step::Expand, LedgerState::Succeeded);
+    let p = step(&mut r, &o);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.phase(), RolloutPhase::AwaitingRollout);
+    assert!(reasons(&p).contains(&"ExpandSucceeded"));
+}
+
+#[test]
+fn a_failed_or_interrupted_inline_phase_fails_and_never_reruns() {
+    for ledger in [
+        LedgerState::Failed("statement 2 of 2 failed".into()),
+        LedgerState::Started { done: 1 },
+    ] {
+        let mut s = with_database(json!({}));
+        s.expand = sql_phase("select 1");
+        let r = rollout(s);
+        let mut o = observed(both_rolled_out(), &[], 0);
+        o.ledger.insert(Step::Expand, ledger.clone());
+        let p = plan(&r, &o);
+        assert_eq!(p.phase(), RolloutPhase::Failed, "{ledger:?}");
+        assert!(p.actions.is_empty(), "{ledger:?}");
+        assert_eq!(cond(&p, condition::STALLED).reason, "ExpandFailed");
+    }
+}
+
+#[test]
+fn i3_the_ledger_keeps_a_recreated_rollout_from_rerunning_phases() {
+    // A fresh object (no status), but the database remembers both phases.
+    let r = rollout(with_database(json!({})));
+    let mut o = observed(both_rolled_out(), &[], 0);
+    o.ledger.insert(Step::Expand, LedgerState::Succeeded);
+    o.ledger.insert(Step::Contract, LedgerState::Succeeded);
+    let p = plan(&r, &o);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.phase(), RolloutPhase::Succeeded);
+}
+
+#[test]
+fn finished_jobs_are_recorded_in_the_ledger_once() {
+    let mut r = rollout(with_database(json!({})));
+    let before = || {
+        vec![
+            waiting("api", Wait::TemplateNotUpdated),
+            rolled_out("worker"),
+        ]
+    };
+    step(&mut r, &observed(before(), &[], 0));
+    let p = step(&mut r, &observed(before(), &[(Step::Expand, Succeeded)], 1));
+    assert_eq!(
+        p.actions,
+        [Action::Record {
+            step: Step::Expand,
+            failure: None
+        }]
+    );
+    let mut o = observed(before(), &[(Step::Expand, Succeeded)], 2);
+    o.ledger.insert(Step::Expand, LedgerState::Succeeded);
+    assert!(plan(&r, &o).actions.is_empty());
+}
+
+#[test]
+fn i2_checks_hold_contract_until_all_are_true() {
+    let checks = json!([{"name": "backfill-done", "sql": "select true"}, {"name": "no-nulls", "sql": "select true"}]);
+    let mut r = rollout(with_database(
+        json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"checks": checks}}}),
+    ));
+    expanded(&mut r);
+    let e = [(Step::Expand, Succeeded)];
+    let result = |a: Result<bool, &str>, b: Result<bool, &str>| {
+        let mut o = observed(both_rolled_out(), &e, 5);
+        o.checks = Some(vec![
+            CheckResult {
+                name: "backfill-done".into(),
+                result: a.map_err(str::to_owned),
+            },
+            CheckResult {
+                name: "no-nulls".into(),
+                result: b.map_err(str::to_owned),
+            },
+        ]);
+        o
+    };
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 4));
+    assert_eq!(p.status.hold_reason.as_deref(), Some("ChecksPending"));
+    assert!(!creates_any(&p));
+    let p = step(&mut r, &result(Ok(true), Ok(false)));
+    assert!(!creates_any(&p));
+    assert_eq!(p.status.hold_reason.as_deref(), Some("CheckFailed"));
+    assert!(cond(&p, condition::READY).message.contains("no-nulls"));
+    assert_eq!(p.requeue_after, Some(RETRY_CHECKS));
+    let p = step(&mut r, &result(Err("relation does not exist"), Ok(true)));
+    assert!(!creates_any(&p));
+    assert_eq!(p.status.hold_reason.as_deref(), Some("CheckError"));
+    assert!(cond(&p, condition::READY).message.contains("backfill-done"));
+    let p = step(&mut r, &result(Ok(true), Ok(true)));
+    assert!(creates(&p, Step::Contract));
+}
+
+#[test]
+fn database_problems_stall_and_a_busy_lock_holds_inline_sql() {
+    let mut s = with_database(json!({}));
+    s.expand = sql_phase("select 1");
+    let r = rollout(s);
+    let mut o = observed(both_rolled_out(), &[], 0);
+    o.database_error = Some((
+        "DatabaseUnavailable",
+        "cannot connect to postgres database (Secret db/url): refused".into(),
+    ));
+    let p = plan(&r, &o);
+    assert!(p.actions.is_empty());
+    assert_eq!(cond(&p, condition::STALLED).reason, "DatabaseUnavailable");
+    assert_eq!(p.requeue_after, Some(RETRY_DATABASE));
+    let mut o = observed(both_rolled_out(), &[], 0);
+    o.lock_holder = Some("shop/other expand".into());
+    let p = plan(&r, &o);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.status.hold_reason.as_deref(), Some("DatabaseBusy"));
+    assert!(p.status.message.unwrap().contains("shop/other expand"));
+}
+
+#[test]
+fn sql_and_checks_need_a_database() {
+    let mut s = spec(json!({}));
+    s.expand = sql_phase("select 1");
+    let p = plan(&rollout(s), &observed(both_rolled_out(), &[], 0));
+    assert_eq!(cond(&p, condition::STALLED).reason, "InvalidSpec");
+    assert!(
+        cond(&p, condition::STALLED)
+            .message
+            .contains("spec.expand.sql needs spec.database")
+    );
 }

@@ -3,7 +3,7 @@
 //! enforces them itself before it runs anything.
 
 use crate::api::{SchemaRolloutSpec, Step, parse_duration};
-use crate::planner::step::job_spec;
+use crate::planner::step::phase;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -67,16 +67,45 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
             _ => problems.push(format!("{at}.version needs exactly one of image or labels")),
         }
     }
+    let has_database = spec.database.is_some();
     for step in [Step::Expand, Step::Transition, Step::Contract] {
-        let Some(job) = job_spec(spec, step) else {
+        let Some(p) = phase(spec, step) else {
             continue;
         };
-        let containers = job.template.spec.as_ref().map_or(0, |s| s.containers.len());
-        if containers == 0 {
-            problems.push(format!(
-                "spec.{}.job.template.spec.containers must list at least one container",
-                step.as_str()
-            ));
+        let at = format!("spec.{}", step.as_str());
+        match (&p.job, &p.sql) {
+            (Some(job), None) => {
+                let containers = job.template.spec.as_ref().map_or(0, |s| s.containers.len());
+                if containers == 0 {
+                    problems.push(format!(
+                        "{at}.job.template.spec.containers must list at least one container"
+                    ));
+                }
+            }
+            (None, Some(sql)) => {
+                if sql.is_empty() || sql.iter().any(|s| s.trim().is_empty()) {
+                    problems.push(format!("{at}.sql must list non-empty statements"));
+                }
+                if !has_database {
+                    problems.push(format!("{at}.sql needs spec.database"));
+                }
+            }
+            _ => problems.push(format!("{at} needs exactly one of job or sql")),
+        }
+    }
+    let checks = spec
+        .contract
+        .after
+        .as_ref()
+        .map(|a| a.checks.as_slice())
+        .unwrap_or_default();
+    if !checks.is_empty() && !has_database {
+        problems.push("spec.contract.after.checks need spec.database".to_owned());
+    }
+    let mut names = BTreeSet::new();
+    for c in checks {
+        if !names.insert(c.name.as_str()) {
+            problems.push(format!("check name {:?} is used twice", c.name));
         }
     }
     let read =

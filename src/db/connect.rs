@@ -1,0 +1,346 @@
+//! From `spec.database` and the Secrets it names to connect options, and a
+//! small pool per database, reused across reconciles.
+
+use super::{DbError, Timeouts};
+use crate::api::{DatabaseSpec, Engine, SecretKeyRef, SslMode, parse_duration};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::Api;
+use sha2::{Digest, Sha256};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long to wait for a connection (connect included).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections per database: one for a phase, one for checks and ledger.
+const MAX_CONNECTIONS: u32 = 2;
+
+/// A resolved database: how to connect, and how to name it in messages.
+#[derive(Clone)]
+pub struct Target {
+    /// Engine-specific connect options (hold the credentials).
+    options: Options,
+    /// Pool cache key: a digest of everything that identifies the login.
+    key: String,
+    /// Human name, e.g. `postgres database "shop" (Secret shop-db/url)`.
+    pub label: String,
+    /// Timeouts of inline SQL and checks.
+    pub timeouts: Timeouts,
+    /// Credential strings to scrub from any message.
+    secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+enum Options {
+    Postgres(PgConnectOptions),
+    Mysql(MySqlConnectOptions),
+}
+
+/// A connection pool of either engine.
+#[derive(Clone)]
+pub(super) enum Pool {
+    Postgres(PgPool),
+    Mysql(MySqlPool),
+}
+
+/// Pools by database, shared by every reconcile.
+#[derive(Default)]
+pub struct Pools(Mutex<HashMap<String, Pool>>);
+
+impl Pools {
+    /// The pool of `target`, created (lazily connecting) on first use.
+    pub(super) fn get(&self, target: &Target) -> Pool {
+        let mut pools = self.0.lock().expect("pool cache lock");
+        pools
+            .entry(target.key.clone())
+            .or_insert_with(|| match &target.options {
+                Options::Postgres(o) => Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(MAX_CONNECTIONS)
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
+                        .idle_timeout(Duration::from_secs(300))
+                        .connect_lazy_with(o.clone()),
+                ),
+                Options::Mysql(o) => Pool::Mysql(
+                    MySqlPoolOptions::new()
+                        .max_connections(MAX_CONNECTIONS)
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
+                        .idle_timeout(Duration::from_secs(300))
+                        .connect_lazy_with(o.clone()),
+                ),
+            })
+            .clone()
+    }
+}
+
+impl Target {
+    /// `text` with every credential string replaced by `***`.
+    pub(super) fn scrub(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(text.to_owned(), |t, s| t.replace(s.as_str(), "***"))
+    }
+}
+
+/// Reads the Secrets `spec` names and builds the target.
+pub async fn target(
+    client: &Client,
+    namespace: &str,
+    spec: &DatabaseSpec,
+) -> Result<Target, DbError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let url = match &spec.secret_ref {
+        Some(r) => Some(secret_value(&secrets, r).await?),
+        None => None,
+    };
+    let password = match &spec.password_secret_ref {
+        Some(r) => Some(secret_value(&secrets, r).await?),
+        None => None,
+    };
+    build(spec, url, password)
+}
+
+async fn secret_value(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<String, DbError> {
+    let secret = secrets
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| DbError::Config(format!("cannot read Secret {}: {e}", r.name)))?
+        .ok_or_else(|| DbError::Config(format!("Secret {} not found", r.name)))?;
+    let bytes = secret
+        .data
+        .and_then(|d| d.get(&r.key).cloned())
+        .ok_or_else(|| DbError::Config(format!("Secret {} has no key {}", r.name, r.key)))?;
+    String::from_utf8(bytes.0)
+        .map_err(|_| DbError::Config(format!("Secret {} key {} is not UTF-8", r.name, r.key)))
+}
+
+/// Builds the target from the spec and the Secret values. Pure.
+pub fn build(
+    spec: &DatabaseSpec,
+    url: Option<String>,
+    password: Option<String>,
+) -> Result<Target, DbError> {
+    let duration = |field: &str, value: &Option<String>, default| match value {
+        None => Ok(default),
+        Some(v) => {
+            parse_duration(v).map_err(|e| DbError::Config(format!("spec.database.{field}: {e}")))
+        }
+    };
+    let timeouts = Timeouts {
+        lock: duration("lockTimeout", &spec.lock_timeout, DEFAULT_LOCK_TIMEOUT)?,
+        statement: duration(
+            "statementTimeout",
+            &spec.statement_timeout,
+            DEFAULT_STATEMENT_TIMEOUT,
+        )?,
+    };
+    let source = match (&spec.secret_ref, &spec.password_secret_ref) {
+        (Some(r), _) => format!("Secret {}/{}", r.name, r.key),
+        (None, Some(r)) => format!("password in Secret {}/{}", r.name, r.key),
+        (None, None) => "no password".to_owned(),
+    };
+    let mut secrets: Vec<String> = url.iter().chain(password.iter()).cloned().collect();
+    let (options, identity) = match (&url, spec.engine) {
+        (Some(url), Engine::Postgres) => {
+            let o = PgConnectOptions::from_str(url).map_err(|_| {
+                DbError::Config(format!("{source} does not hold a valid postgres URL"))
+            })?;
+            if let Some(p) = url_password(url) {
+                secrets.push(p);
+            }
+            let id = format!(
+                "{}:{}/{}@{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or_default(),
+                o.get_username()
+            );
+            (Options::Postgres(o), id)
+        }
+        (Some(url), Engine::Mysql) => {
+            let o = MySqlConnectOptions::from_str(url).map_err(|_| {
+                DbError::Config(format!("{source} does not hold a valid mysql URL"))
+            })?;
+            if let Some(p) = url_password(url) {
+                secrets.push(p);
+            }
+            let id = format!(
+                "{}:{}/{}@{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or_default(),
+                o.get_username()
+            );
+            (Options::Mysql(o), id)
+        }
+        (None, engine) => {
+            let host = spec
+                .host
+                .as_deref()
+                .ok_or_else(|| DbError::Config("spec.database needs secretRef or host".into()))?;
+            let user = spec.user.as_deref().unwrap_or(match engine {
+                Engine::Postgres => "postgres",
+                Engine::Mysql => "root",
+            });
+            let database = spec.database.as_deref().unwrap_or_default();
+            let id = format!("{host}:{}/{database}@{user}", spec.port.unwrap_or_default());
+            let options = match engine {
+                Engine::Postgres => {
+                    let mut o = PgConnectOptions::new_without_pgpass()
+                        .host(host)
+                        .username(user)
+                        .ssl_mode(pg_ssl(spec.ssl_mode));
+                    if let Some(port) = spec.port {
+                        o = o.port(port);
+                    }
+                    if !database.is_empty() {
+                        o = o.database(database);
+                    }
+                    if let Some(p) = &password {
+                        o = o.password(p);
+                    }
+                    Options::Postgres(o)
+                }
+                Engine::Mysql => {
+                    let mut o = MySqlConnectOptions::new()
+                        .host(host)
+                        .username(user)
+                        .ssl_mode(mysql_ssl(spec.ssl_mode));
+                    if let Some(port) = spec.port {
+                        o = o.port(port);
+                    }
+                    if !database.is_empty() {
+                        o = o.database(database);
+                    }
+                    if let Some(p) = &password {
+                        o = o.password(p);
+                    }
+                    Options::Mysql(o)
+                }
+            };
+            (options, id)
+        }
+    };
+    let engine = match spec.engine {
+        Engine::Postgres => "postgres",
+        Engine::Mysql => "mysql",
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(identity.as_bytes());
+    for s in &secrets {
+        hasher.update(s.as_bytes());
+    }
+    let key = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let label = format!("{engine} database ({source})");
+    Ok(Target {
+        options,
+        key,
+        label,
+        timeouts,
+        secrets,
+    })
+}
+
+/// The password part of a URL, for scrubbing.
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    userinfo
+        .split_once(':')
+        .map(|(_, p)| p.to_owned())
+        .filter(|p| !p.is_empty())
+}
+
+fn pg_ssl(mode: Option<SslMode>) -> PgSslMode {
+    match mode.unwrap_or(SslMode::Prefer) {
+        SslMode::Disable => PgSslMode::Disable,
+        SslMode::Prefer => PgSslMode::Prefer,
+        SslMode::Require => PgSslMode::Require,
+        SslMode::VerifyCa => PgSslMode::VerifyCa,
+        SslMode::VerifyFull => PgSslMode::VerifyFull,
+    }
+}
+
+fn mysql_ssl(mode: Option<SslMode>) -> MySqlSslMode {
+    match mode.unwrap_or(SslMode::Prefer) {
+        SslMode::Disable => MySqlSslMode::Disabled,
+        SslMode::Prefer => MySqlSslMode::Preferred,
+        SslMode::Require => MySqlSslMode::Required,
+        SslMode::VerifyCa => MySqlSslMode::VerifyCa,
+        SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(v: serde_json::Value) -> DatabaseSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_bad_url_names_the_secret_not_the_url() {
+        let s = spec(json!({"engine": "postgres", "secretRef": {"name": "shop-db", "key": "url"}}));
+        let err = build(&s, Some("postgres://u:hunter2@[bad".into()), None).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("shop-db/url"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("[bad"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn scrub_removes_url_and_password() {
+        let s = spec(json!({"engine": "mysql", "secretRef": {"name": "db", "key": "url"}}));
+        let t = build(&s, Some("mysql://app:s3cret@db:3306/shop".into()), None).unwrap();
+        assert_eq!(
+            t.scrub("denied for mysql://app:s3cret@db:3306/shop, pw s3cret"),
+            "denied for ***, pw ***"
+        );
+        assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn discrete_fields_and_durations() {
+        let s = spec(
+            json!({"engine": "postgres", "host": "db", "port": 6543, "database": "shop", "user": "app",
+                            "passwordSecretRef": {"name": "pw", "key": "p"}, "lockTimeout": "2s", "statementTimeout": "1m"}),
+        );
+        let t = build(&s, None, Some("pa55".into())).unwrap();
+        assert_eq!(
+            t.timeouts,
+            Timeouts {
+                lock: Duration::from_secs(2),
+                statement: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(t.scrub("pa55"), "***");
+        assert!(t.label.contains("pw/p") && !t.label.contains("pa55"));
+        let bad = spec(json!({"engine": "postgres", "host": "db", "lockTimeout": "soon"}));
+        assert!(
+            matches!(build(&bad, None, None), Err(DbError::Config(m)) if m.contains("lockTimeout"))
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! The database a rollout migrates (`spec.database`): connections built
+//! from Secrets, the ledger of phases, the per-database lock, inline SQL
+//! phases and contract checks, on PostgreSQL and MySQL/MariaDB.
+//!
+//! Credentials are read from Secrets into connect options and nowhere else:
+//! every error leaving this module names the Secret, never its content
+//! (and is scrubbed of the password and URL as a second line of defence).
+
+mod connect;
+mod mysql;
+mod postgres;
+
+pub use connect::{Pools, Target, target};
+
+use crate::api::Step;
+use std::time::Duration;
+
+/// A database operation that failed; the text never holds a credential.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DbError {
+    /// The spec or a Secret it names cannot give a connection.
+    #[error("{0}")]
+    Config(String),
+    /// The server could not be reached or refused the login.
+    #[error("cannot connect to {target}: {reason}")]
+    Connect {
+        /// Which database, by engine, host and Secret.
+        target: String,
+        /// Why, scrubbed.
+        reason: String,
+    },
+    /// A statement or check failed.
+    #[error("{0}")]
+    Query(String),
+    /// Another rollout runs a phase on this database right now.
+    #[error("another rollout holds the lock on {0}")]
+    Busy(String),
+}
+
+impl DbError {
+    /// CamelCase reason for conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "DatabaseConfigInvalid",
+            Self::Connect { .. } => "DatabaseUnavailable",
+            Self::Query(_) => "DatabaseError",
+            Self::Busy(_) => "DatabaseBusy",
+        }
+    }
+}
+
+/// Identity of one phase in the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerKey {
+    /// Namespace of the rollout.
+    pub namespace: String,
+    /// Name of the rollout.
+    pub rollout: String,
+    /// The phase.
+    pub step: Step,
+    /// Digest of the phase's spec.
+    pub digest: String,
+}
+
+/// What the ledger says about a phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerState {
+    /// Started and not finished: a Job that runs, or inline SQL that was
+    /// interrupted after `done` statements (MySQL only: on PostgreSQL the
+    /// row is written in the phase's own transaction).
+    Started {
+        /// Statements applied so far (inline SQL).
+        done: i32,
+    },
+    /// Finished successfully.
+    Succeeded,
+    /// Failed, with why.
+    Failed(String),
+}
+
+/// What a phase's runner was: a Job or inline statements.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Runner {
+    /// The Job of that name.
+    Job(String),
+    /// This many inline statements.
+    Statements(usize),
+}
+
+/// Timeouts of inline SQL and checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Longest wait for a lock on a table.
+    pub lock: Duration,
+    /// Longest run of one statement or check.
+    pub statement: Duration,
+}
+
+impl Target {
+    /// The ledger row of `key`, creating the ledger table if absent.
+    pub async fn ledger(
+        &self,
+        pools: &Pools,
+        key: &LedgerKey,
+    ) -> Result<Option<LedgerState>, DbError> {
+        let result = match pools.get(self) {
+            connect::Pool::Postgres(p) => postgres::ledger(&p, key).await,
+            connect::Pool::Mysql(p) => mysql::ledger(&p, key).await,
+        };
+        result.map_err(|e| self.error(e))
+    }
+
+    /// Records that `key` started with `runner` (no-op if already recorded).
+    pub async fn record_start(
+        &self,
+        pools: &Pools,
+        key: &LedgerKey,
+        runner: &Runner,
+    ) -> Result<(), DbError> {
+        let result = match pools.get(self) {
+            connect::Pool::Postgres(p) => postgres::record_start(&p, key, runner).await,
+            connect::Pool::Mysql(p) => mysql::record_start(&p, key, runner).await,
+        };
+        result.map_err(|e| self.error(e))
+    }
+
+    /// Records that `key` finished; `failure` is why it failed, if it did.
+    pub async fn record_finish(
+        &self,
+        pools: &Pools,
+        key: &LedgerKey,
+        failure: Option<&str>,
+    ) -> Result<(), DbError> {
+        let result = match pools.get(self) {
+            connect::Pool::Postgres(p) => postgres::record_finish(&p, key, failure).await,
+            connect::Pool::Mysql(p) => mysql::record_finish(&p, key, failure).await,
+        };
+        result.map_err(|e| self.error(e))
+    }
+
+    /// Runs `statements` for `key` under the database lock and records the
+    /// outcome in the ledger. A phase the ledger shows as succeeded is not
+    /// run again. Statement failures are recorded, not returned: the next
+    /// observation of the ledger reports them.
+    pub async fn run_inline(
+        &self,
+        pools: &Pools,
+        key: &LedgerKey,
+        statements: &[String],
+    ) -> Result<(), DbError> {
+        let result = match pools.get(self) {
+            connect::Pool::Postgres(p) => {
+                postgres::run_inline(&p, key, statements, self.timeouts).await
+            }
+            connect::Pool::Mysql(p) => mysql::run_inline(&p, key, statements, self.timeouts).await,
+        };
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(DbError::Busy(self.label.clone())),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Which rollout holds the database lock, if one does.
+    pub async fn lock_holder(&self, pools: &Pools) -> Result<Option<String>, DbError> {
+        let result = match pools.get(self) {
+            connect::Pool::Postgres(p) => postgres::lock_holder(&p).await,
+            connect::Pool::Mysql(p) => mysql::lock_holder(&p).await,
+        };
+        result.map_err(|e| self.error(e))
+    }
+
+    /// Evaluates one check: its single boolean row.
+    pub async fn check(&self, pools: &Pools, sql: &str) -> Result<bool, DbError> {
+        let run = async {
+            match pools.get(self) {
+                connect::Pool::Postgres(p) => postgres::check(&p, sql).await,
+                connect::Pool::Mysql(p) => mysql::check(&p, sql).await,
+            }
+        };
+        match tokio::time::timeout(self.timeouts.statement, run).await {
+            Ok(result) => result.map_err(|e| self.error(e)),
+            Err(_) => Err(DbError::Query(format!(
+                "timed out after {:?}",
+                self.timeouts.statement
+            ))),
+        }
+    }
+
+    /// Turns a driver error into a DbError without any credential in it.
+    fn error(&self, e: sqlx::Error) -> DbError {
+        let text = self.scrub(&e.to_string());
+        // Login refused: PostgreSQL 28000/28P01, MySQL 1045 (28000).
+        let login = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| c.starts_with("28") || c == "1045");
+        match e {
+            sqlx::Error::Database(_) if !login => DbError::Query(text),
+            sqlx::Error::RowNotFound
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::Decode(_) => DbError::Query(text),
+            _ => DbError::Connect {
+                target: self.label.clone(),
+                reason: text,
+            },
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Ledger, lock, inline SQL and checks on MySQL and MariaDB. DDL commits
+//! implicitly there, so inline statements run one by one and the ledger
+//! records how many were applied.
+
+use super::postgres::state;
+use super::{LedgerKey, LedgerState, Runner, Timeouts};
+use sqlx::{AssertSqlSafe, MySqlPool, Row};
+
+const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS bellows_ledger (
+  namespace VARCHAR(63) NOT NULL,
+  rollout VARCHAR(253) NOT NULL,
+  phase VARCHAR(16) NOT NULL,
+  digest VARCHAR(16) NOT NULL,
+  state VARCHAR(16) NOT NULL,
+  started_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  finished_at TIMESTAMP(3) NULL,
+  duration_ms BIGINT NULL,
+  job_name VARCHAR(63) NULL,
+  statements INT NULL,
+  progress INT NOT NULL DEFAULT 0,
+  message TEXT NULL,
+  PRIMARY KEY (namespace, rollout, phase, digest)
+)";
+
+/// One lock per database: phases of rollouts on it run one at a time.
+const LOCK_NAME: &str = "CONCAT('bellows:', DATABASE())";
+
+const WHERE_KEY: &str = "WHERE namespace = ? AND rollout = ? AND phase = ? AND digest = ?";
+
+async fn ensure_ledger<'e, E: sqlx::MySqlExecutor<'e>>(db: E) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(LEDGER_DDL).execute(db).await.map(|_| ())
+}
+
+fn bind_key<'q>(
+    q: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
+    key: &'q LedgerKey,
+) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
+    q.bind(&key.namespace)
+        .bind(&key.rollout)
+        .bind(key.step.as_str())
+        .bind(&key.digest)
+}
+
+pub(super) async fn ledger(
+    pool: &MySqlPool,
+    key: &LedgerKey,
+) -> Result<Option<LedgerState>, sqlx::Error> {
+    ensure_ledger(pool).await?;
+    let sql = format!("SELECT state, progress, message FROM bellows_ledger {WHERE_KEY}");
+    let row = bind_key(sqlx::query(AssertSqlSafe(sql)), key)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| state(r.get("state"), r.get("progress"), r.get("message"))))
+}
+
+pub(super) async fn record_start(
+    pool: &MySqlPool,
+    key: &LedgerKey,
+    runner: &Runner,
+) -> Result<(), sqlx::Error> {
+    ensure_ledger(pool).await?;
+    let (job, statements) = match runner {
+        Runner::Job(name) => (Some(name.as_str()), None),
+        Runner::Statements(n) => (None, Some(*n as i32)),
+    };
+    sqlx::query(
+        "INSERT IGNORE INTO bellows_ledger (namespace, rollout, phase, digest, state, job_name, statements)
+         VALUES (?, ?, ?, ?, 'started', ?, ?)",
+    )
+    .bind(&key.namespace)
+    .bind(&key.rollout)
+    .bind(key.step.as_str())
+    .bind(&key.digest)
+    .bind(job)
+    .bind(statements)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+async fn finish<'e, E: sqlx::MySqlExecutor<'e>>(
+    db: E,
+    key: &LedgerKey,
+    failure: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "UPDATE bellows_ledger SET state = ?, message = ?, finished_at = CURRENT_TIMESTAMP(3),
+           duration_ms = TIMESTAMPDIFF(MICROSECOND, started_at, CURRENT_TIMESTAMP(3)) DIV 1000 {WHERE_KEY}"
+    );
+    let q = sqlx::query(AssertSqlSafe(sql))
+        .bind(if failure.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        })
+        .bind(failure);
+    bind_key(q, key).execute(db).await.map(|_| ())
+}
+
+pub(super) async fn record_finish(
+    pool: &MySqlPool,
+    key: &LedgerKey,
+    failure: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    finish(pool, key, failure).await
+}
+
+/// Runs the statements in order under the database lock, recording progress
+/// after each; returns false when another rollout holds the lock.
+pub(super) async fn run_inline(
+    pool: &MySqlPool,
+    key: &LedgerKey,
+    statements: &[String],
+    t: Timeouts,
+) -> Result<bool, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    ensure_ledger(&mut *conn).await?;
+    let locked: Option<i64> =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT GET_LOCK({LOCK_NAME}, 0)")))
+            .fetch_one(&mut *conn)
+            .await?;
+    if locked != Some(1) {
+        return Ok(false);
+    }
+    let result = run_locked(&mut conn, key, statements, t).await;
+    let unlocked = sqlx::query(AssertSqlSafe(format!("SELECT RELEASE_LOCK({LOCK_NAME})")))
+        .execute(&mut *conn)
+        .await;
+    result?;
+    unlocked?;
+    Ok(true)
+}
+
+async fn run_locked(
+    conn: &mut sqlx::MySqlConnection,
+    key: &LedgerKey,
+    statements: &[String],
+    t: Timeouts,
+) -> Result<(), sqlx::Error> {
+    let sql = format!("SELECT state FROM bellows_ledger {WHERE_KEY}");
+    let existing: Option<String> = bind_key(sqlx::query(AssertSqlSafe(sql)), key)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.get("state"));
+    if existing.is_some() {
+        // Finished, or interrupted part-way: never run statements twice.
+        return Ok(());
+    }
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET SESSION lock_wait_timeout = {}",
+        t.lock.as_secs().max(1)
+    )))
+    .execute(&mut *conn)
+    .await?;
+    // MariaDB's per-statement limit; MySQL has no equivalent for DDL.
+    let _ = sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET SESSION max_statement_time = {}",
+        t.statement.as_secs_f64()
+    )))
+    .execute(&mut *conn)
+    .await;
+    let (job, total) = (None::<&str>, statements.len() as i32);
+    sqlx::query(
+        "INSERT INTO bellows_ledger (namespace, rollout, phase, digest, state, job_name, statements)
+         VALUES (?, ?, ?, ?, 'started', ?, ?)",
+    )
+    .bind(&key.namespace)
+    .bind(&key.rollout)
+    .bind(key.step.as_str())
+    .bind(&key.digest)
+    .bind(job)
+    .bind(total)
+    .execute(&mut *conn)
+    .await?;
+    for (i, statement) in statements.iter().enumerate() {
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(statement.as_str()))
+            .execute(&mut *conn)
+            .await
+        {
+            let message = format!(
+                "statement {} of {total} failed after {i} were applied (MySQL commits DDL one statement at a time): {e}",
+                i + 1
+            );
+            return finish(&mut *conn, key, Some(&message)).await;
+        }
+        let sql = format!("UPDATE bellows_ledger SET progress = ? {WHERE_KEY}");
+        bind_key(sqlx::query(AssertSqlSafe(sql)).bind(i as i32 + 1), key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    finish(&mut *conn, key, None).await
+}
+
+pub(super) async fn lock_holder(pool: &MySqlPool) -> Result<Option<String>, sqlx::Error> {
+    let used: Option<i64> =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT IS_USED_LOCK({LOCK_NAME})")))
+            .fetch_one(pool)
+            .await?;
+    if used.is_none() {
+        return Ok(None);
+    }
+    ensure_ledger(pool).await?;
+    let row = sqlx::query(
+        "SELECT namespace, rollout, phase FROM bellows_ledger
+         WHERE state = 'started' AND statements IS NOT NULL ORDER BY started_at DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(Some(row.map_or_else(
+        || "another connection".to_owned(),
+        |r| {
+            format!(
+                "{}/{} {}",
+                r.get::<String, _>(0),
+                r.get::<String, _>(1),
+                r.get::<String, _>(2)
+            )
+        },
+    )))
+}
+
+pub(super) async fn check(pool: &MySqlPool, sql: &str) -> Result<bool, sqlx::Error> {
+    // The check is the user's own SQL, run as written by design.
+    let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(pool).await?;
+    // MySQL has no boolean type: `count(*) = 0` is an integer 0 or 1.
+    match row.try_get::<bool, _>(0) {
+        Ok(b) => Ok(b),
+        Err(_) => row.try_get::<i64, _>(0).map(|n| n != 0),
+    }
+}

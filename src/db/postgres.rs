@@ -1,0 +1,224 @@
+//! Ledger, lock, inline SQL and checks on PostgreSQL.
+
+use super::{LedgerKey, LedgerState, Runner, Timeouts};
+use sqlx::{AssertSqlSafe, PgPool, Row};
+
+const LEDGER_DDL: &str = "CREATE SCHEMA IF NOT EXISTS bellows;
+CREATE TABLE IF NOT EXISTS bellows.ledger (
+  namespace text NOT NULL,
+  rollout text NOT NULL,
+  phase text NOT NULL,
+  digest text NOT NULL,
+  state text NOT NULL,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz,
+  duration_ms bigint,
+  job_name text,
+  statements integer,
+  progress integer NOT NULL DEFAULT 0,
+  message text,
+  PRIMARY KEY (namespace, rollout, phase, digest)
+)";
+
+/// One lock per database: phases of rollouts on it run one at a time.
+const LOCK_KEY: &str = "hashtext('bellows:' || current_database())";
+
+async fn ensure_ledger<'e, E: sqlx::PgExecutor<'e>>(db: E) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(LEDGER_DDL).execute(db).await.map(|_| ())
+}
+
+pub(super) async fn ledger(
+    pool: &PgPool,
+    key: &LedgerKey,
+) -> Result<Option<LedgerState>, sqlx::Error> {
+    ensure_ledger(pool).await?;
+    let row = sqlx::query(
+        "SELECT state, progress, message FROM bellows.ledger
+         WHERE namespace = $1 AND rollout = $2 AND phase = $3 AND digest = $4",
+    )
+    .bind(&key.namespace)
+    .bind(&key.rollout)
+    .bind(key.step.as_str())
+    .bind(&key.digest)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| state(r.get("state"), r.get("progress"), r.get("message"))))
+}
+
+pub(super) fn state(state: &str, progress: i32, message: Option<String>) -> LedgerState {
+    match state {
+        "succeeded" => LedgerState::Succeeded,
+        "failed" => LedgerState::Failed(message.unwrap_or_default()),
+        _ => LedgerState::Started { done: progress },
+    }
+}
+
+pub(super) async fn record_start(
+    pool: &PgPool,
+    key: &LedgerKey,
+    runner: &Runner,
+) -> Result<(), sqlx::Error> {
+    ensure_ledger(pool).await?;
+    insert_started(pool, key, runner).await
+}
+
+async fn insert_started<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
+    key: &LedgerKey,
+    runner: &Runner,
+) -> Result<(), sqlx::Error> {
+    let (job, statements) = match runner {
+        Runner::Job(name) => (Some(name.as_str()), None),
+        Runner::Statements(n) => (None, Some(*n as i32)),
+    };
+    sqlx::query(
+        "INSERT INTO bellows.ledger (namespace, rollout, phase, digest, state, job_name, statements)
+         VALUES ($1, $2, $3, $4, 'started', $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(&key.namespace)
+    .bind(&key.rollout)
+    .bind(key.step.as_str())
+    .bind(&key.digest)
+    .bind(job)
+    .bind(statements)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+async fn finish<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
+    key: &LedgerKey,
+    failure: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE bellows.ledger SET state = $5, message = $6, finished_at = now(),
+           duration_ms = (extract(epoch FROM now() - started_at) * 1000)::bigint
+         WHERE namespace = $1 AND rollout = $2 AND phase = $3 AND digest = $4",
+    )
+    .bind(&key.namespace)
+    .bind(&key.rollout)
+    .bind(key.step.as_str())
+    .bind(&key.digest)
+    .bind(if failure.is_some() {
+        "failed"
+    } else {
+        "succeeded"
+    })
+    .bind(failure)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub(super) async fn record_finish(
+    pool: &PgPool,
+    key: &LedgerKey,
+    failure: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    finish(pool, key, failure).await
+}
+
+/// Runs the statements in one transaction under the database lock; returns
+/// false when another rollout holds the lock. The `started` row is written
+/// inside the transaction, so an interrupted run leaves no trace and runs
+/// again; a failed one is recorded after the rollback.
+pub(super) async fn run_inline(
+    pool: &PgPool,
+    key: &LedgerKey,
+    statements: &[String],
+    t: Timeouts,
+) -> Result<bool, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    ensure_ledger(&mut *conn).await?;
+    // Names the holder for lock_holder() of other rollouts.
+    sqlx::query("SELECT set_config('application_name', $1, false)")
+        .bind(format!(
+            "bellows {}/{} {}",
+            key.namespace,
+            key.rollout,
+            key.step.as_str()
+        ))
+        .execute(&mut *conn)
+        .await?;
+    let locked: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT pg_try_advisory_lock({LOCK_KEY})"
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    if !locked {
+        return Ok(false);
+    }
+    let result = run_locked(&mut conn, key, statements, t).await;
+    let unlocked = sqlx::query(AssertSqlSafe(format!(
+        "SELECT pg_advisory_unlock({LOCK_KEY})"
+    )))
+    .execute(&mut *conn)
+    .await;
+    result?;
+    unlocked?;
+    Ok(true)
+}
+
+async fn run_locked(
+    conn: &mut sqlx::PgConnection,
+    key: &LedgerKey,
+    statements: &[String],
+    t: Timeouts,
+) -> Result<(), sqlx::Error> {
+    let done = sqlx::query_scalar::<_, String>(
+        "SELECT state FROM bellows.ledger WHERE namespace = $1 AND rollout = $2 AND phase = $3 AND digest = $4",
+    )
+    .bind(&key.namespace)
+    .bind(&key.rollout)
+    .bind(key.step.as_str())
+    .bind(&key.digest)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if done.as_deref().is_some_and(|s| s != "started") {
+        return Ok(());
+    }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+        t.lock.as_millis(),
+        t.statement.as_millis()
+    )))
+    .execute(&mut *tx)
+    .await?;
+    insert_started(&mut *tx, key, &Runner::Statements(statements.len())).await?;
+    for (i, statement) in statements.iter().enumerate() {
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(statement.as_str()))
+            .execute(&mut *tx)
+            .await
+        {
+            tx.rollback().await?;
+            let message = format!(
+                "statement {} of {} failed, nothing applied: {e}",
+                i + 1,
+                statements.len()
+            );
+            insert_started(&mut *conn, key, &Runner::Statements(statements.len())).await?;
+            return finish(&mut *conn, key, Some(&message)).await;
+        }
+    }
+    finish(&mut *tx, key, None).await?;
+    tx.commit().await
+}
+
+pub(super) async fn lock_holder(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND a.application_name LIKE 'bellows %' LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .map(|h: Option<String>| h.map(|h| h.trim_start_matches("bellows ").to_owned()))
+}
+
+pub(super) async fn check(pool: &PgPool, sql: &str) -> Result<bool, sqlx::Error> {
+    // The check is the user's own SQL, run as written by design.
+    let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(pool).await?;
+    row.try_get::<bool, _>(0)
+}
