@@ -68,6 +68,11 @@ fn scenarios() -> Vec<Scenario> {
         scenario!("8_bad_input", false, scenarios::bad_input::run),
         scenario!("9_manual_approval", false, scenarios::approval::run),
         scenario!(
+            "10_inline_sql_with_check_and_ledger",
+            false,
+            scenarios::inline_sql::run
+        ),
+        scenario!(
             "6_operator_sigkilled_20_times",
             false,
             scenarios::kills::run

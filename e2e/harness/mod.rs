@@ -4,6 +4,8 @@
 pub mod cluster;
 pub mod kubelet;
 pub mod operator;
+// Shared with tests/database.rs, which uses parts the suite does not.
+#[allow(dead_code)]
 pub mod postgres;
 pub mod process;
 pub mod wait;

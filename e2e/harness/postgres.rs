@@ -14,6 +14,7 @@ const BIN: &str = "/usr/lib/postgresql/15/bin";
 
 pub struct Postgres {
     pub port: u16,
+    data: PathBuf,
     /// Host in the URLs handed to Jobs (127.0.0.1 unless pods run elsewhere).
     host: String,
     _proc: Proc,
@@ -86,6 +87,7 @@ impl Postgres {
         let host = external_host.unwrap_or_else(|| "127.0.0.1".into());
         let pg = Postgres {
             port,
+            data: data.clone(),
             host,
             _proc: proc,
         };
@@ -120,6 +122,29 @@ impl Postgres {
     /// Creates `database`.
     pub fn create_database(&self, database: &str) {
         self.query("postgres", &format!("CREATE DATABASE \"{database}\""));
+    }
+
+    /// From now on, TCP logins need `password` (scram-sha-256).
+    pub fn require_password(&self, password: &str) {
+        self.query(
+            "postgres",
+            &format!("ALTER USER postgres PASSWORD '{password}'"),
+        );
+        let hba = self.data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).unwrap();
+        let rules: String = rules
+            .lines()
+            .map(|l| {
+                if l.starts_with("host") {
+                    l.replace("trust", "scram-sha-256")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+        std::fs::write(&hba, rules).unwrap();
+        self.query("postgres", "SELECT pg_reload_conf()");
     }
 
     /// Runs `sql` in `database` and returns its unaligned, tuples-only output.

@@ -4,6 +4,7 @@ pub mod approval;
 pub mod bad_input;
 pub mod expand_fails;
 pub mod happy_path;
+pub mod inline_sql;
 pub mod kills;
 pub mod never_ready;
 pub mod rollback;

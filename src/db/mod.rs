@@ -10,7 +10,7 @@ mod connect;
 mod mysql;
 mod postgres;
 
-pub use connect::{Pools, Target, target};
+pub use connect::{Pools, Target, build, target};
 
 use crate::api::Step;
 use std::time::Duration;

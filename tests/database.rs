@@ -1,0 +1,344 @@
+//! `src/db` against real servers: PostgreSQL 15 and MariaDB started from the
+//! system binaries in temp dirs, one server per test (no shared state).
+
+#[path = "../e2e/harness/mariadb.rs"]
+mod mariadb;
+#[path = "../e2e/harness/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
+#[path = "../e2e/harness/process.rs"]
+#[allow(dead_code)]
+mod process;
+#[path = "../e2e/harness/wait.rs"]
+mod wait;
+
+use bellows::api::{DatabaseSpec, Step};
+use bellows::db::{DbError, LedgerKey, LedgerState, Pools, Runner, Target, build};
+use serde_json::json;
+use sqlx::{AssertSqlSafe, Connection};
+use std::time::Duration;
+
+const PG_PASSWORD: &str = "pg-test-pw-91c2";
+
+fn key(rollout: &str, step: Step) -> LedgerKey {
+    LedgerKey {
+        namespace: "shop".into(),
+        rollout: rollout.into(),
+        step,
+        digest: "d1".into(),
+    }
+}
+
+fn target(engine: &str, url: &str) -> Target {
+    let spec: DatabaseSpec =
+        serde_json::from_value(json!({"engine": engine, "secretRef": {"name": "shop-db", "key": "url"}, "lockTimeout": "2s"}))
+            .unwrap();
+    build(&spec, Some(url.to_owned()), None).unwrap()
+}
+
+fn statements(s: &[&str]) -> Vec<String> {
+    s.iter().map(|x| x.to_string()).collect()
+}
+
+/// Runs `sql` through a fresh connection and returns the first column of
+/// the first row as text.
+async fn scalar(url: &str, sql: &str) -> String {
+    if url.starts_with("mysql") {
+        let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+        let v: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        v.unwrap_or_default()
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let v: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        v.unwrap_or_default()
+    }
+}
+
+async fn pg() -> (tempfile::TempDir, postgres::Postgres, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("bellows-db-")
+        .tempdir()
+        .unwrap();
+    let path = postgres::shared_dir(dir.path());
+    let pg = postgres::Postgres::start(&path, None).await;
+    pg.create_database("shop");
+    pg.require_password(PG_PASSWORD);
+    let url = format!(
+        "postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{}/shop",
+        pg.port
+    );
+    (dir, pg, url)
+}
+
+async fn maria() -> (tempfile::TempDir, mariadb::MariaDb, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("bellows-db-")
+        .tempdir()
+        .unwrap();
+    let db = mariadb::MariaDb::start(dir.path()).await;
+    let url = db.database("shop", mariadb::PASSWORD);
+    (dir, db, url)
+}
+
+/// Inline expand then contract; a second run of a finished phase is a no-op.
+async fn inline_phases(engine: &str, url: &str) {
+    let t = target(engine, url);
+    let pools = Pools::default();
+    let expand = key("users", Step::Expand);
+    t.run_inline(
+        &pools,
+        &expand,
+        &statements(&[
+            "CREATE TABLE users (id int, full_name varchar(100))",
+            "ALTER TABLE users ADD COLUMN display_name varchar(100)",
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        t.ledger(&pools, &expand).await.unwrap(),
+        Some(LedgerState::Succeeded)
+    );
+    // Ran exactly once: a re-run would fail on CREATE TABLE.
+    t.run_inline(
+        &pools,
+        &expand,
+        &statements(&["CREATE TABLE users (id int)"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        t.ledger(&pools, &expand).await.unwrap(),
+        Some(LedgerState::Succeeded)
+    );
+    let contract = key("users", Step::Contract);
+    t.run_inline(
+        &pools,
+        &contract,
+        &statements(&["ALTER TABLE users DROP COLUMN full_name"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        t.ledger(&pools, &contract).await.unwrap(),
+        Some(LedgerState::Succeeded)
+    );
+    let columns = scalar(url, "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'full_name'").await;
+    assert_eq!(columns, "0");
+}
+
+/// Checks: true, false and an erroring query.
+async fn checks(engine: &str, url: &str) {
+    let t = target(engine, url);
+    let pools = Pools::default();
+    assert_eq!(t.check(&pools, "SELECT 1 = 1").await, Ok(true));
+    assert_eq!(
+        t.check(
+            &pools,
+            "SELECT COUNT(*) = 1 FROM (SELECT 1 AS x UNION ALL SELECT 2) AS t"
+        )
+        .await,
+        Ok(false)
+    );
+    let err = t
+        .check(&pools, "SELECT COUNT(*) = 0 FROM no_such_table")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DbError::Query(m) if m.contains("no_such_table")),
+        "{err:?}"
+    );
+}
+
+/// A wrong password and an unreachable host give a clear error that names
+/// the Secret and never holds the password.
+async fn bad_connections(engine: &str, url: &str, password: &str) {
+    let pools = Pools::default();
+    let wrong = url.replace(password, "wrong-password-xyz");
+    let err = target(engine, &wrong)
+        .check(&pools, "SELECT 1 = 1")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.reason(), "DatabaseUnavailable", "{text}");
+    assert!(text.contains("shop-db/url"), "{text}");
+    assert!(
+        !text.contains("wrong-password-xyz") && !text.contains(password),
+        "{text}"
+    );
+    let port = url.rsplit_once(':').unwrap().1.split('/').next().unwrap();
+    let unreachable = url.replace(&format!(":{port}/"), &format!(":{}/", process::free_port()));
+    let err = target(engine, &unreachable)
+        .check(&pools, "SELECT 1 = 1")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.reason(), "DatabaseUnavailable", "{text}");
+    assert!(!text.contains(password), "{text}");
+}
+
+/// The ledger survives the rollout: a new operator (fresh pools, fresh
+/// target) sees a Job phase that finished.
+async fn ledger_survives_recreate(engine: &str, url: &str) {
+    let k = key("recreated", Step::Expand);
+    {
+        let t = target(engine, url);
+        let pools = Pools::default();
+        assert_eq!(t.ledger(&pools, &k).await.unwrap(), None);
+        t.record_start(&pools, &k, &Runner::Job("recreated-expand-d1".into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            t.ledger(&pools, &k).await.unwrap(),
+            Some(LedgerState::Started { done: 0 })
+        );
+        t.record_finish(&pools, &k, None).await.unwrap();
+    }
+    let t = target(engine, url);
+    assert_eq!(
+        t.ledger(&Pools::default(), &k).await.unwrap(),
+        Some(LedgerState::Succeeded)
+    );
+}
+
+/// Two rollouts on one database: while one runs, the other is told the
+/// database is busy and who holds it.
+async fn rollouts_serialize(engine: &str, url: &str, sleep: &str) {
+    let t = target(engine, url);
+    let (pools_a, pools_b) = (Pools::default(), Pools::default());
+    let first = key("first", Step::Expand);
+    let slow = statements(&[sleep]);
+    let running = t.run_inline(&pools_a, &first, &slow);
+    let other = async {
+        let holder = wait::until(
+            "the first rollout holds the lock",
+            Duration::from_secs(10),
+            || async { t.lock_holder(&pools_b).await.unwrap() },
+        )
+        .await;
+        assert!(holder.contains("shop/first"), "holder {holder:?}");
+        t.run_inline(
+            &pools_b,
+            &key("second", Step::Expand),
+            &statements(&["SELECT 1"]),
+        )
+        .await
+    };
+    let (a, b) = tokio::join!(running, other);
+    a.unwrap();
+    assert!(matches!(b, Err(DbError::Busy(_))), "{b:?}");
+    assert_eq!(
+        t.lock_holder(&pools_b).await.unwrap(),
+        None,
+        "released after the run"
+    );
+    t.run_inline(
+        &pools_b,
+        &key("second", Step::Expand),
+        &statements(&["SELECT 1"]),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn postgres_inline_phases_and_checks() {
+    let (_dir, _pg, url) = pg().await;
+    inline_phases("postgres", &url).await;
+    checks("postgres", &url).await;
+}
+
+#[tokio::test]
+async fn postgres_failed_statement_applies_nothing() {
+    let (_dir, _pg, url) = pg().await;
+    let t = target("postgres", &url);
+    let pools = Pools::default();
+    let k = key("broken", Step::Expand);
+    t.run_inline(
+        &pools,
+        &k,
+        &statements(&[
+            "CREATE TABLE applied_first (id int)",
+            "ALTER TABLE missing ADD COLUMN x int",
+        ]),
+    )
+    .await
+    .unwrap();
+    match t.ledger(&pools, &k).await.unwrap() {
+        Some(LedgerState::Failed(m)) => assert!(
+            m.contains("statement 2 of 2") && m.contains("nothing applied"),
+            "{m}"
+        ),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(
+        scalar(&url, "SELECT CAST(to_regclass('applied_first') AS text)").await,
+        "",
+        "rolled back"
+    );
+}
+
+#[tokio::test]
+async fn postgres_connection_errors_ledger_and_lock() {
+    let (_dir, _pg, url) = pg().await;
+    bad_connections("postgres", &url, PG_PASSWORD).await;
+    ledger_survives_recreate("postgres", &url).await;
+    rollouts_serialize("postgres", &url, "SELECT pg_sleep(2)").await;
+}
+
+#[tokio::test]
+async fn mariadb_inline_phases_and_checks() {
+    let (_dir, _db, url) = maria().await;
+    inline_phases("mysql", &url).await;
+    checks("mysql", &url).await;
+}
+
+#[tokio::test]
+async fn mariadb_failed_statement_records_progress() {
+    let (_dir, _db, url) = maria().await;
+    let t = target("mysql", &url);
+    let pools = Pools::default();
+    let k = key("broken", Step::Expand);
+    t.run_inline(
+        &pools,
+        &k,
+        &statements(&[
+            "CREATE TABLE applied_first (id int)",
+            "ALTER TABLE missing ADD COLUMN x int",
+        ]),
+    )
+    .await
+    .unwrap();
+    match t.ledger(&pools, &k).await.unwrap() {
+        Some(LedgerState::Failed(m)) => assert!(
+            m.contains("statement 2 of 2 failed after 1 were applied"),
+            "{m}"
+        ),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    let progress = scalar(
+        &url,
+        "SELECT CAST(progress AS CHAR) FROM bellows_ledger WHERE rollout = 'broken'",
+    )
+    .await;
+    assert_eq!(progress, "1");
+    let table = scalar(&url, "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.tables WHERE table_name = 'applied_first'").await;
+    assert_eq!(
+        table, "1",
+        "MySQL keeps what it applied; the ledger says how far"
+    );
+}
+
+#[tokio::test]
+async fn mariadb_connection_errors_ledger_and_lock() {
+    let (_dir, _db, url) = maria().await;
+    bad_connections("mysql", &url, mariadb::PASSWORD).await;
+    ledger_survives_recreate("mysql", &url).await;
+    rollouts_serialize("mysql", &url, "SELECT SLEEP(2)").await;
+}
