@@ -247,6 +247,22 @@ async fn rollouts_serialize(engine: &str, url: &str, sleep: &str) {
     .unwrap();
 }
 
+/// Runs a phase whose second statement fails; returns the ledger's message.
+async fn failing_phase(engine: &str, url: &str) -> String {
+    let t = target(engine, url);
+    let pools = Pools::default();
+    let k = key("broken", Step::Expand);
+    let phase = statements(&[
+        "CREATE TABLE applied_first (id int)",
+        "ALTER TABLE missing ADD COLUMN x int",
+    ]);
+    t.run_inline(&pools, &k, &phase).await.unwrap();
+    match t.ledger(&pools, &k).await.unwrap() {
+        Some(LedgerState::Failed(m)) => m,
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn postgres_inline_phases_and_checks() {
     let (_dir, _pg, url) = pg().await;
@@ -257,26 +273,11 @@ async fn postgres_inline_phases_and_checks() {
 #[tokio::test]
 async fn postgres_failed_statement_applies_nothing() {
     let (_dir, _pg, url) = pg().await;
-    let t = target("postgres", &url);
-    let pools = Pools::default();
-    let k = key("broken", Step::Expand);
-    t.run_inline(
-        &pools,
-        &k,
-        &statements(&[
-            "CREATE TABLE applied_first (id int)",
-            "ALTER TABLE missing ADD COLUMN x int",
-        ]),
-    )
-    .await
-    .unwrap();
-    match t.ledger(&pools, &k).await.unwrap() {
-        Some(LedgerState::Failed(m)) => assert!(
-            m.contains("statement 2 of 2") && m.contains("nothing applied"),
-            "{m}"
-        ),
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    let m = failing_phase("postgres", &url).await;
+    assert!(
+        m.contains("statement 2 of 2") && m.contains("nothing applied"),
+        "{m}"
+    );
     assert_eq!(
         scalar(&url, "SELECT CAST(to_regclass('applied_first') AS text)").await,
         "",
@@ -302,26 +303,11 @@ async fn mariadb_inline_phases_and_checks() {
 #[tokio::test]
 async fn mariadb_failed_statement_records_progress() {
     let (_dir, _db, url) = maria().await;
-    let t = target("mysql", &url);
-    let pools = Pools::default();
-    let k = key("broken", Step::Expand);
-    t.run_inline(
-        &pools,
-        &k,
-        &statements(&[
-            "CREATE TABLE applied_first (id int)",
-            "ALTER TABLE missing ADD COLUMN x int",
-        ]),
-    )
-    .await
-    .unwrap();
-    match t.ledger(&pools, &k).await.unwrap() {
-        Some(LedgerState::Failed(m)) => assert!(
-            m.contains("statement 2 of 2 failed after 1 were applied"),
-            "{m}"
-        ),
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    let m = failing_phase("mysql", &url).await;
+    assert!(
+        m.contains("statement 2 of 2 failed after 1 were applied"),
+        "{m}"
+    );
     let progress = scalar(
         &url,
         "SELECT CAST(progress AS CHAR) FROM bellows_ledger WHERE rollout = 'broken'",

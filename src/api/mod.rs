@@ -146,6 +146,17 @@ pub struct ImageVersion {
     pub reference: Option<String>,
 }
 
+impl SchemaRolloutSpec {
+    /// The contract checks (empty when none are set).
+    pub fn checks(&self) -> &[Check] {
+        self.contract
+            .after
+            .as_ref()
+            .map(|a| a.checks.as_slice())
+            .unwrap_or_default()
+    }
+}
+
 /// One phase of the migration: exactly one of `job` or `sql`.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = kube::core::Rule::new("has(self.job) != has(self.sql)").message("a phase needs exactly one of job or sql"))]

@@ -117,13 +117,7 @@ async fn observe_database(
             .is_some_and(|s| s.state == StepState::Succeeded);
     let contract_started =
         observed.ledger.contains_key(&Step::Contract) || status.step(Step::Contract).is_some();
-    let checks = rollout
-        .spec
-        .contract
-        .after
-        .as_ref()
-        .map(|a| a.checks.as_slice())
-        .unwrap_or_default();
+    let checks = rollout.spec.checks();
     if expanded && !contract_started && !checks.is_empty() {
         let mut results = Vec::with_capacity(checks.len());
         for c in checks {

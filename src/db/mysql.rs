@@ -59,6 +59,14 @@ pub(super) async fn record_start(
     runner: &Runner,
 ) -> Result<(), sqlx::Error> {
     ensure_ledger(pool).await?;
+    insert_started(pool, key, runner).await
+}
+
+async fn insert_started<'e, E: sqlx::MySqlExecutor<'e>>(
+    db: E,
+    key: &LedgerKey,
+    runner: &Runner,
+) -> Result<(), sqlx::Error> {
     let (job, statements) = match runner {
         Runner::Job(name) => (Some(name.as_str()), None),
         Runner::Statements(n) => (None, Some(*n as i32)),
@@ -73,7 +81,7 @@ pub(super) async fn record_start(
     .bind(&key.digest)
     .bind(job)
     .bind(statements)
-    .execute(pool)
+    .execute(db)
     .await
     .map(|_| ())
 }
@@ -159,19 +167,8 @@ async fn run_locked(
     )))
     .execute(&mut *conn)
     .await;
-    let (job, total) = (None::<&str>, statements.len() as i32);
-    sqlx::query(
-        "INSERT INTO bellows_ledger (namespace, rollout, phase, digest, state, job_name, statements)
-         VALUES (?, ?, ?, ?, 'started', ?, ?)",
-    )
-    .bind(&key.namespace)
-    .bind(&key.rollout)
-    .bind(key.step.as_str())
-    .bind(&key.digest)
-    .bind(job)
-    .bind(total)
-    .execute(&mut *conn)
-    .await?;
+    let total = statements.len();
+    insert_started(&mut *conn, key, &Runner::Statements(total)).await?;
     for (i, statement) in statements.iter().enumerate() {
         if let Err(e) = sqlx::raw_sql(AssertSqlSafe(statement.as_str()))
             .execute(&mut *conn)

@@ -596,14 +596,7 @@ impl<'a> Planner<'a> {
 
     /// Why the contract checks hold contract, if they do.
     fn check_hold(&self) -> Option<Decision> {
-        let checks = self
-            .rollout
-            .spec
-            .contract
-            .after
-            .as_ref()
-            .map(|a| a.checks.as_slice())
-            .unwrap_or_default();
+        let checks = self.rollout.spec.checks();
         if checks.is_empty() {
             return None;
         }

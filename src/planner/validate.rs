@@ -93,12 +93,7 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
             _ => problems.push(format!("{at} needs exactly one of job or sql")),
         }
     }
-    let checks = spec
-        .contract
-        .after
-        .as_ref()
-        .map(|a| a.checks.as_slice())
-        .unwrap_or_default();
+    let checks = spec.checks();
     if !checks.is_empty() && !has_database {
         problems.push("spec.contract.after.checks need spec.database".to_owned());
     }
