@@ -219,7 +219,7 @@ async fn rollouts_serialize(engine: &str, url: &str, sleep: &str) {
         let holder = wait::until(
             "the first rollout holds the lock",
             Duration::from_secs(10),
-            || async { t.lock_holder(&pools_b).await.unwrap() },
+            || async { t.lock_holder(&pools_b, "shop", "second").await.unwrap() },
         )
         .await;
         assert!(holder.contains("shop/first"), "holder {holder:?}");
@@ -234,7 +234,7 @@ async fn rollouts_serialize(engine: &str, url: &str, sleep: &str) {
     a.unwrap();
     assert!(matches!(b, Err(DbError::Busy(_))), "{b:?}");
     assert_eq!(
-        t.lock_holder(&pools_b).await.unwrap(),
+        t.lock_holder(&pools_b, "shop", "second").await.unwrap(),
         None,
         "released after the run"
     );

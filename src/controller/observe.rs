@@ -109,7 +109,13 @@ async fn observe_database(
             observed.ledger.insert(s, state);
         }
     }
-    observed.lock_holder = target.lock_holder(pools).await?;
+    observed.lock_holder = target
+        .lock_holder(
+            pools,
+            &rollout.namespace().unwrap_or_default(),
+            &rollout.name_any(),
+        )
+        .await?;
     let status = rollout.status.clone().unwrap_or_default();
     let expanded = observed.ledger.get(&Step::Expand) == Some(&LedgerState::Succeeded)
         || status

@@ -49,6 +49,9 @@ impl DbError {
     }
 }
 
+/// How long a started Job phase of another rollout holds the database.
+pub const JOB_LEASE: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// Identity of one phase in the ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerKey {
@@ -161,11 +164,25 @@ impl Target {
         }
     }
 
-    /// Which rollout holds the database lock, if one does.
-    pub async fn lock_holder(&self, pools: &Pools) -> Result<Option<String>, DbError> {
+    /// Which other rollout holds the database, if one does: one running
+    /// inline SQL under the lock, or one whose migration Job is active (its
+    /// ledger row says started; rows older than [`JOB_LEASE`] are taken
+    /// for abandoned). `namespace`/`rollout` name the asking rollout.
+    pub async fn lock_holder(
+        &self,
+        pools: &Pools,
+        namespace: &str,
+        rollout: &str,
+    ) -> Result<Option<String>, DbError> {
         let result = match pools.get(self) {
-            connect::Pool::Postgres(p) => postgres::lock_holder(&p).await,
-            connect::Pool::Mysql(p) => mysql::lock_holder(&p).await,
+            connect::Pool::Postgres(p) => match postgres::lock_holder(&p).await {
+                Ok(None) => postgres::active_job(&p, namespace, rollout).await,
+                other => other,
+            },
+            connect::Pool::Mysql(p) => match mysql::lock_holder(&p).await {
+                Ok(None) => mysql::active_job(&p, namespace, rollout).await,
+                other => other,
+            },
         };
         result.map_err(|e| self.error(e))
     }

@@ -216,6 +216,24 @@ pub(super) async fn lock_holder(pool: &MySqlPool) -> Result<Option<String>, sqlx
     )))
 }
 
+pub(super) async fn active_job(
+    pool: &MySqlPool,
+    namespace: &str,
+    rollout: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    ensure_ledger(pool).await?;
+    sqlx::query_scalar(
+        "SELECT CONCAT(namespace, '/', rollout, ' ', phase) FROM bellows_ledger
+         WHERE state = 'started' AND job_name IS NOT NULL AND NOT (namespace = ? AND rollout = ?)
+           AND started_at > NOW(3) - INTERVAL ? SECOND ORDER BY started_at LIMIT 1",
+    )
+    .bind(namespace)
+    .bind(rollout)
+    .bind(super::JOB_LEASE.as_secs() as i64)
+    .fetch_optional(pool)
+    .await
+}
+
 pub(super) async fn check(pool: &MySqlPool, sql: &str) -> Result<bool, sqlx::Error> {
     // The check is the user's own SQL, run as written by design.
     let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(pool).await?;

@@ -217,6 +217,24 @@ pub(super) async fn lock_holder(pool: &PgPool) -> Result<Option<String>, sqlx::E
     .map(|h: Option<String>| h.map(|h| h.trim_start_matches("bellows ").to_owned()))
 }
 
+pub(super) async fn active_job(
+    pool: &PgPool,
+    namespace: &str,
+    rollout: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    ensure_ledger(pool).await?;
+    sqlx::query_scalar(
+        "SELECT namespace || '/' || rollout || ' ' || phase FROM bellows.ledger
+         WHERE state = 'started' AND job_name IS NOT NULL AND NOT (namespace = $1 AND rollout = $2)
+           AND started_at > now() - make_interval(secs => $3) ORDER BY started_at LIMIT 1",
+    )
+    .bind(namespace)
+    .bind(rollout)
+    .bind(super::JOB_LEASE.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+}
+
 pub(super) async fn check(pool: &PgPool, sql: &str) -> Result<bool, sqlx::Error> {
     // The check is the user's own SQL, run as written by design.
     let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(pool).await?;

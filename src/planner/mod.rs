@@ -344,8 +344,8 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Starts `step` now unless the rollout is paused or, for inline SQL,
-    /// another rollout holds the database; `waiting` is the phase to show
+    /// Starts `step` now unless the rollout is paused or another rollout
+    /// holds the database (one phase at a time per database); `waiting` is the phase to show
     /// meanwhile.
     fn start(&mut self, step: Step, waiting: RolloutPhase) -> Decision {
         if self.rollout.spec.paused {
@@ -356,7 +356,7 @@ impl<'a> Planner<'a> {
             );
         }
         let phase = step::phase(&self.rollout.spec, step).expect("started steps exist");
-        if let (Some(_), Some(holder)) = (&phase.sql, &self.observed.lock_holder) {
+        if let Some(holder) = &self.observed.lock_holder {
             let mut d = Decision::held(
                 waiting,
                 "DatabaseBusy",

@@ -905,3 +905,14 @@ fn sql_and_checks_need_a_database() {
             .contains("spec.expand.sql needs spec.database")
     );
 }
+
+#[test]
+fn another_rollouts_active_job_holds_every_phase_kind() {
+    let r = rollout(with_database(json!({})));
+    let mut o = observed(both_rolled_out(), &[], 0);
+    o.lock_holder = Some("shop/other contract".into());
+    let p = plan(&r, &o);
+    assert!(!creates_any(&p), "a Job phase waits for the database too");
+    assert_eq!(p.status.hold_reason.as_deref(), Some("DatabaseBusy"));
+    assert_eq!(p.phase(), RolloutPhase::Pending);
+}
