@@ -20,7 +20,11 @@ pub struct MariaDb {
 impl MariaDb {
     pub async fn start(dir: &Path) -> MariaDb {
         let data = dir.join("mariadb");
+        // A private tmpdir: concurrent servers sharing /tmp collide on the
+        // names of their internal temporary tables.
+        let tmp = dir.join("mariadb-tmp");
         std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&tmp).unwrap();
         run(
             "mariadb-install-db",
             Command::new("mariadb-install-db")
@@ -29,7 +33,11 @@ impl MariaDb {
                     "--user=root",
                     "--auth-root-authentication-method=normal",
                     "--skip-test-db",
-                ]),
+                    // Plain I/O: several servers at once can exhaust the
+                    // kernel's AIO contexts.
+                    "--innodb-use-native-aio=0",
+                ])
+                .arg(format!("--tmpdir={}", tmp.display())),
         );
         let port = free_port();
         let socket = dir.join("mariadb.sock").display().to_string();
@@ -44,7 +52,9 @@ impl MariaDb {
             .arg(format!("--port={port}"))
             .arg(format!("--socket={socket}"))
             .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
-            .arg("--innodb-flush-log-at-trx-commit=0");
+            .arg("--innodb-flush-log-at-trx-commit=0")
+            .arg("--innodb-use-native-aio=0")
+            .arg(format!("--tmpdir={}", tmp.display()));
         let proc = Proc::spawn("mariadbd", server, &dir.join("mariadb.log"));
         let db = MariaDb {
             port,

@@ -109,22 +109,22 @@ mod tests {
     }
 
     #[test]
-    fn user_settings_win_over_defaults_except_ttl() {
+    fn user_deadline_is_kept_and_ttl_never_set() {
         let r = rollout(
             json!({}),
-            json!({"backoffLimit": 2, "activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 10,
-                   "template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "m"}]}}}),
+            json!({"backoffLimit": 0, "activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 10,
+                   "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "m"}]}}}),
         );
         let job = build(&r, Step::Expand, "n").unwrap();
         let spec = job.spec.unwrap();
         assert_eq!(
             (spec.backoff_limit, spec.active_deadline_seconds),
-            (Some(2), Some(60))
+            (Some(0), Some(60))
         );
         assert_eq!(spec.ttl_seconds_after_finished, None);
         assert_eq!(
             spec.template.spec.unwrap().restart_policy.as_deref(),
-            Some("OnFailure")
+            Some("Never")
         );
         assert!(
             build(&r, Step::Transition, "n").is_none(),

@@ -3,10 +3,11 @@
 //! Job of each phase under its deterministic name.
 
 use super::Error;
+use super::job;
 use crate::api::{SchemaRollout, Step, StepState};
 use crate::db::{self, DbError, LedgerKey, LedgerState, Pools, Target};
 use crate::planner::rollout::assess;
-use crate::planner::step::{self, Reference, observe_job};
+use crate::planner::step::{self, JobObservation, Reference, observe_job};
 use crate::planner::{CheckResult, Observed};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -63,7 +64,16 @@ pub async fn observe(
         references.extend(step::references(job));
         let name = step::job_name(&rollout.name_any(), s, &step::digest(phase));
         if let Some(job) = jobs.get_opt(&name).await.map_err(Error::Kube)? {
-            found.insert(s, observe_job(&job));
+            // Only a Job this rollout created counts as its phase.
+            let ours = job.labels().get(job::ROLLOUT_UID_LABEL) == rollout.uid().as_ref();
+            let observation = if ours {
+                observe_job(&job)
+            } else {
+                JobObservation::Failed(format!(
+                    "Job {name} exists but belongs to another SchemaRollout"
+                ))
+            };
+            found.insert(s, observation);
         }
     }
     let mut missing = vec![];
@@ -121,8 +131,11 @@ async fn observe_database(
         || status
             .step(Step::Expand)
             .is_some_and(|s| s.state == StepState::Succeeded);
-    let contract_started =
-        observed.ledger.contains_key(&Step::Contract) || status.step(Step::Contract).is_some();
+    let contract_digest = ledger_key(rollout, Step::Contract).map(|k| k.digest);
+    let contract_started = observed.ledger.contains_key(&Step::Contract)
+        || status
+            .step(Step::Contract)
+            .is_some_and(|s| Some(&s.digest) == contract_digest.as_ref());
     let checks = rollout.spec.checks();
     if expanded && !contract_started && !checks.is_empty() {
         let mut results = Vec::with_capacity(checks.len());

@@ -60,25 +60,12 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
             let Some(manifest) = job::build(rollout, *step, job_name) else {
                 return Ok(());
             };
-            // The ledger learns of the Job before it exists: a re-created
-            // rollout then finds it there even if the Job is gone.
-            if let Some(target) = database(ctx, rollout).await? {
-                let key = observe::ledger_key(rollout, *step).expect("the phase exists");
-                target
-                    .record_start(&ctx.pools, &key, &Runner::Job(job_name.clone()))
-                    .await?;
-            }
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-            match jobs
-                .create(
-                    &PostParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &manifest,
-                )
-                .await
-            {
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match jobs.create(&params, &manifest).await {
                 Ok(_) => {
                     tracing::info!(rollout = %name, namespace = %ns, job = %job_name, step = step.as_str(), "created Job")
                 }
@@ -86,6 +73,15 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
                     tracing::info!(rollout = %name, namespace = %ns, job = %job_name, "Job already exists")
                 }
                 Err(e) => return Err(Error::Kube(e)),
+            }
+            // Recorded once the Job exists: from here on a re-created rollout
+            // finds the phase in the ledger even if the Job is gone (and a
+            // crash before this line leaves the Job, which observe finds).
+            if let Some(target) = database(ctx, rollout).await? {
+                let key = observe::ledger_key(rollout, *step).expect("the phase exists");
+                target
+                    .record_start(&ctx.pools, &key, &Runner::Job(job_name.clone()))
+                    .await?;
             }
         }
         PlanAction::RunSql(step) => {
@@ -100,6 +96,14 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
         PlanAction::Record { step, failure } => {
             let target = database(ctx, rollout).await?.ok_or(Error::NoDatabase)?;
             let key = observe::ledger_key(rollout, *step).expect("the phase exists");
+            let job = step::job_spec(&rollout.spec, *step)
+                .map(|_| step::job_name(&name, *step, &key.digest))
+                .unwrap_or_default();
+            // The start row may be missing if bellows crashed right after
+            // creating the Job.
+            target
+                .record_start(&ctx.pools, &key, &Runner::Job(job))
+                .await?;
             target
                 .record_finish(&ctx.pools, &key, failure.as_deref())
                 .await?;

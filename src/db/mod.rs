@@ -110,7 +110,11 @@ impl Target {
             connect::Pool::Postgres(p) => postgres::ledger(&p, key).await,
             connect::Pool::Mysql(p) => mysql::ledger(&p, key).await,
         };
-        result.map_err(|e| self.error(e))
+        // Messages hold driver text; scrub it before it reaches status.
+        match result.map_err(|e| self.error(e))? {
+            Some(LedgerState::Failed(m)) => Ok(Some(LedgerState::Failed(self.scrub(&m)))),
+            other => Ok(other),
+        }
     }
 
     /// Records that `key` started with `runner` (no-op if already recorded).

@@ -237,6 +237,13 @@ pub(super) async fn active_job(
 
 pub(super) async fn check(pool: &PgPool, sql: &str) -> Result<bool, sqlx::Error> {
     // The check is the user's own SQL, run as written by design.
-    let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(pool).await?;
+    let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
+    // Exactly one row: a query that returns several must not pass on its first.
+    let [row] = rows.as_slice() else {
+        return Err(sqlx::Error::Protocol(format!(
+            "a check must return exactly one row, got {}",
+            rows.len()
+        )));
+    };
     row.try_get::<bool, _>(0)
 }

@@ -41,8 +41,18 @@ pub fn digest(phase: &PhaseSpec) -> String {
 pub fn job_name(rollout: &str, step: Step, digest: &str) -> String {
     let suffix = format!("-{}-{}", step.as_str(), digest);
     let room = MAX_NAME - suffix.len();
-    let prefix: String = rollout.chars().take(room).collect();
-    format!("{}{}", prefix.trim_end_matches(['-', '.']), suffix)
+    if rollout.len() <= room {
+        return format!("{rollout}{suffix}");
+    }
+    // Truncated names keep a hash of the full name, so two long names with
+    // a common prefix never share a Job.
+    let hash: String = Sha256::digest(rollout.as_bytes())
+        .iter()
+        .take(3)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let prefix: String = rollout.chars().take(room - hash.len() - 1).collect();
+    format!("{}-{hash}{suffix}", prefix.trim_end_matches(['-', '.']))
 }
 
 /// A Secret or ConfigMap a phase's pods read their environment from.
@@ -196,6 +206,13 @@ pub fn outcome(
                 "inline SQL was interrupted after {done} statement(s); repair the schema by hand and change the spec"
             ));
         }
+        // The ledger knows the Job was created; if it is gone and status
+        // does not say how it ended, it must not be created again.
+        Some(LedgerState::Started { .. })
+            if observed.is_none() && recorded != Some(StepState::Succeeded) =>
+        {
+            return Outcome::Vanished;
+        }
         _ => {}
     }
     if phase.job.is_none() {
@@ -248,6 +265,13 @@ mod tests {
         assert!(name.ends_with(&format!("-transition-{d}")));
         let dashed = format!("{}-x", "b".repeat(40));
         assert!(!job_name(&dashed, Step::Transition, &d).contains("--"));
+        let (a, b) = (format!("{long}-v1"), format!("{long}-v2"));
+        assert_ne!(
+            job_name(&a, Step::Expand, &d),
+            job_name(&b, Step::Expand, &d),
+            "common prefix, distinct Jobs"
+        );
+        assert!(job_name(&a, Step::Expand, &d).len() <= MAX_NAME);
     }
 
     #[test]

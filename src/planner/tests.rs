@@ -624,6 +624,8 @@ fn i6_invalid_spec_stalls_without_creating_jobs() {
             {"name": "api", "version": {"labels": {"v": "2"}}}]}),
         json!({"expand": {"job": {"template": {"spec": {"containers": []}}}}}),
         json!({"timeouts": {"expand": "-5m"}}),
+        json!({"expand": {"job": {"backoffLimit": 2, "template": {"spec": {"containers": [{"name": "m"}]}}}}}),
+        json!({"expand": {"job": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "m"}]}}}}}),
         json!({"timeouts": {"contract": "0s"}}),
         json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": "10 minutes"}}}),
     ];
@@ -915,4 +917,18 @@ fn another_rollouts_active_job_holds_every_phase_kind() {
     assert!(!creates_any(&p), "a Job phase waits for the database too");
     assert_eq!(p.status.hold_reason.as_deref(), Some("DatabaseBusy"));
     assert_eq!(p.phase(), RolloutPhase::Pending);
+}
+
+#[test]
+fn i3_a_job_the_ledger_knows_is_never_created_again_when_it_is_gone() {
+    // Re-created rollout (no status); the ledger says the contract Job was
+    // created, and the Job is gone (garbage-collected with the old object).
+    let r = rollout(with_database(json!({})));
+    let mut o = observed(both_rolled_out(), &[], 0);
+    o.ledger.insert(Step::Expand, LedgerState::Succeeded);
+    o.ledger
+        .insert(Step::Contract, LedgerState::Started { done: 0 });
+    let p = plan(&r, &o);
+    assert!(!creates_any(&p), "{:?}", p.actions);
+    assert_eq!(cond(&p, condition::STALLED).reason, "JobMissing");
 }

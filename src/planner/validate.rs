@@ -81,6 +81,23 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
                         "{at}.job.template.spec.containers must list at least one container"
                     ));
                 }
+                // At most once (I3): no retries of a migration pod.
+                if job.backoff_limit.is_some_and(|b| b != 0) {
+                    problems.push(format!(
+                        "{at}.job.backoffLimit must be 0: a migration runs at most once"
+                    ));
+                }
+                if job
+                    .template
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.restart_policy.as_deref())
+                    == Some("OnFailure")
+                {
+                    problems.push(format!(
+                        "{at}.job.template.spec.restartPolicy must be Never: a migration runs at most once"
+                    ));
+                }
             }
             (None, Some(sql)) => {
                 if sql.is_empty() || sql.iter().any(|s| s.trim().is_empty()) {
