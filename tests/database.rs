@@ -245,6 +245,52 @@ async fn rollouts_serialize(engine: &str, url: &str, sleep: &str) {
     )
     .await
     .unwrap();
+
+    // A migration Job claims the database under the lock before it exists;
+    // another rollout's claim or inline run is then refused, and the Job's
+    // rollout is named as the holder until its phase is recorded finished.
+    let job = key("jobber", Step::Contract);
+    t.claim_job(&pools_a, &job, "jobber-contract-d1")
+        .await
+        .unwrap();
+    assert_eq!(
+        t.ledger(&pools_a, &job).await.unwrap(),
+        Some(LedgerState::Claimed)
+    );
+    let other = t
+        .claim_job(&pools_b, &key("third", Step::Contract), "third-contract-d1")
+        .await;
+    assert!(matches!(other, Err(DbError::Busy(_))), "{other:?}");
+    let inline = t
+        .run_inline(
+            &pools_b,
+            &key("third", Step::Expand),
+            &statements(&["SELECT 1"]),
+        )
+        .await;
+    assert!(matches!(inline, Err(DbError::Busy(_))), "{inline:?}");
+    t.record_start(&pools_a, &job, &Runner::Job("jobber-contract-d1".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.ledger(&pools_a, &job).await.unwrap(),
+        Some(LedgerState::Started { done: 0 })
+    );
+    let holder = t.lock_holder(&pools_b, "shop", "third").await.unwrap();
+    assert_eq!(holder.as_deref(), Some("shop/jobber contract"));
+    assert_eq!(
+        t.lock_holder(&pools_b, "shop", "jobber").await.unwrap(),
+        None,
+        "not held against itself"
+    );
+    t.record_finish(&pools_a, &job, None).await.unwrap();
+    assert_eq!(
+        t.lock_holder(&pools_b, "shop", "third").await.unwrap(),
+        None
+    );
+    t.claim_job(&pools_b, &key("third", Step::Contract), "third-contract-d1")
+        .await
+        .unwrap();
 }
 
 /// Runs a phase whose second statement fails; returns the ledger's message.

@@ -132,7 +132,10 @@ async fn observe_database(
             .step(Step::Expand)
             .is_some_and(|s| s.state == StepState::Succeeded);
     let contract_digest = ledger_key(rollout, Step::Contract).map(|k| k.digest);
-    let contract_started = observed.ledger.contains_key(&Step::Contract)
+    let contract_started = observed
+        .ledger
+        .get(&Step::Contract)
+        .is_some_and(|l| *l != LedgerState::Claimed)
         || status
             .step(Step::Contract)
             .is_some_and(|s| Some(&s.digest) == contract_digest.as_ref());

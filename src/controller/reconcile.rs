@@ -60,6 +60,13 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
             let Some(manifest) = job::build(rollout, *step, job_name) else {
                 return Ok(());
             };
+            // One phase at a time per database: claim it under the lock
+            // before the Job exists.
+            let target = database(ctx, rollout).await?;
+            let key = observe::ledger_key(rollout, *step).expect("the phase exists");
+            if let Some(target) = &target {
+                target.claim_job(&ctx.pools, &key, job_name).await?;
+            }
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
             let params = PostParams {
                 field_manager: Some(FIELD_MANAGER.into()),
@@ -77,8 +84,7 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
             // Recorded once the Job exists: from here on a re-created rollout
             // finds the phase in the ledger even if the Job is gone (and a
             // crash before this line leaves the Job, which observe finds).
-            if let Some(target) = database(ctx, rollout).await? {
-                let key = observe::ledger_key(rollout, *step).expect("the phase exists");
+            if let Some(target) = &target {
                 target
                     .record_start(&ctx.pools, &key, &Runner::Job(job_name.clone()))
                     .await?;

@@ -75,6 +75,9 @@ pub enum LedgerState {
         /// Statements applied so far (inline SQL).
         done: i32,
     },
+    /// A Job phase claimed the database but its Job was not (yet) seen
+    /// created; the phase may still be started.
+    Claimed,
     /// Finished successfully.
     Succeeded,
     /// Failed, with why.
@@ -117,7 +120,28 @@ impl Target {
         }
     }
 
-    /// Records that `key` started with `runner` (no-op if already recorded).
+    /// Claims the database for the Job `job` of `key` under the lock, unless
+    /// another rollout runs a phase on it ([`DbError::Busy`]). Called before
+    /// the Job is created, so two rollouts never start Jobs at once.
+    pub async fn claim_job(
+        &self,
+        pools: &Pools,
+        key: &LedgerKey,
+        job: &str,
+    ) -> Result<(), DbError> {
+        let result = match pools.get(self) {
+            connect::Pool::Postgres(p) => postgres::claim(&p, key, job).await,
+            connect::Pool::Mysql(p) => mysql::claim(&p, key, job).await,
+        };
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(DbError::Busy(self.label.clone())),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Records that `key` started with `runner` (a claim becomes started;
+    /// a finished row stays as it is).
     pub async fn record_start(
         &self,
         pools: &Pools,

@@ -72,8 +72,9 @@ async fn insert_started<'e, E: sqlx::MySqlExecutor<'e>>(
         Runner::Statements(n) => (None, Some(*n as i32)),
     };
     sqlx::query(
-        "INSERT IGNORE INTO bellows_ledger (namespace, rollout, phase, digest, state, job_name, statements)
-         VALUES (?, ?, ?, ?, 'started', ?, ?)",
+        "INSERT INTO bellows_ledger (namespace, rollout, phase, digest, state, job_name, statements)
+         VALUES (?, ?, ?, ?, 'started', ?, ?)
+         ON DUPLICATE KEY UPDATE state = IF(state = 'claimed', 'started', state)",
     )
     .bind(&key.namespace)
     .bind(&key.rollout)
@@ -123,20 +124,76 @@ pub(super) async fn run_inline(
 ) -> Result<bool, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     ensure_ledger(&mut *conn).await?;
-    let locked: Option<i64> =
-        sqlx::query_scalar(AssertSqlSafe(format!("SELECT GET_LOCK({LOCK_NAME}, 0)")))
-            .fetch_one(&mut *conn)
-            .await?;
-    if locked != Some(1) {
+    if !try_lock(&mut conn).await? {
+        return Ok(false);
+    }
+    if active_job(&mut *conn, &key.namespace, &key.rollout)
+        .await?
+        .is_some()
+    {
+        unlock(&mut conn).await?;
         return Ok(false);
     }
     let result = run_locked(&mut conn, key, statements, t).await;
-    let unlocked = sqlx::query(AssertSqlSafe(format!("SELECT RELEASE_LOCK({LOCK_NAME})")))
-        .execute(&mut *conn)
-        .await;
+    let unlocked = unlock(&mut conn).await;
     result?;
     unlocked?;
     Ok(true)
+}
+
+async fn try_lock(conn: &mut sqlx::MySqlConnection) -> Result<bool, sqlx::Error> {
+    let locked: Option<i64> =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT GET_LOCK({LOCK_NAME}, 0)")))
+            .fetch_one(conn)
+            .await?;
+    Ok(locked == Some(1))
+}
+
+async fn unlock(conn: &mut sqlx::MySqlConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(AssertSqlSafe(format!("SELECT RELEASE_LOCK({LOCK_NAME})")))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Claims the database for `key`'s Job under the lock; false when another
+/// rollout runs a phase on it. The claim becomes `started` once the Job
+/// exists (`record_start`).
+pub(super) async fn claim(
+    pool: &MySqlPool,
+    key: &LedgerKey,
+    job: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    ensure_ledger(&mut *conn).await?;
+    if !try_lock(&mut conn).await? {
+        return Ok(false);
+    }
+    let result = async {
+        if active_job(&mut *conn, &key.namespace, &key.rollout)
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT IGNORE INTO bellows_ledger (namespace, rollout, phase, digest, state, job_name)
+             VALUES (?, ?, ?, ?, 'claimed', ?)",
+        )
+        .bind(&key.namespace)
+        .bind(&key.rollout)
+        .bind(key.step.as_str())
+        .bind(&key.digest)
+        .bind(job)
+        .execute(&mut *conn)
+        .await
+        .map(|_| true)
+    }
+    .await;
+    let unlocked = unlock(&mut conn).await;
+    let claimed = result?;
+    unlocked?;
+    Ok(claimed)
 }
 
 async fn run_locked(
@@ -216,21 +273,20 @@ pub(super) async fn lock_holder(pool: &MySqlPool) -> Result<Option<String>, sqlx
     )))
 }
 
-pub(super) async fn active_job(
-    pool: &MySqlPool,
+pub(super) async fn active_job<'e, E: sqlx::MySqlExecutor<'e>>(
+    db: E,
     namespace: &str,
     rollout: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    ensure_ledger(pool).await?;
     sqlx::query_scalar(
         "SELECT CONCAT(namespace, '/', rollout, ' ', phase) FROM bellows_ledger
-         WHERE state = 'started' AND job_name IS NOT NULL AND NOT (namespace = ? AND rollout = ?)
+         WHERE state IN ('claimed', 'started') AND job_name IS NOT NULL AND NOT (namespace = ? AND rollout = ?)
            AND started_at > NOW(3) - INTERVAL ? SECOND ORDER BY started_at LIMIT 1",
     )
     .bind(namespace)
     .bind(rollout)
     .bind(super::JOB_LEASE.as_secs() as i64)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 

@@ -49,6 +49,7 @@ pub(super) fn state(state: &str, progress: i32, message: Option<String>) -> Ledg
     match state {
         "succeeded" => LedgerState::Succeeded,
         "failed" => LedgerState::Failed(message.unwrap_or_default()),
+        "claimed" => LedgerState::Claimed,
         _ => LedgerState::Started { done: progress },
     }
 }
@@ -73,7 +74,9 @@ async fn insert_started<'e, E: sqlx::PgExecutor<'e>>(
     };
     sqlx::query(
         "INSERT INTO bellows.ledger (namespace, rollout, phase, digest, state, job_name, statements)
-         VALUES ($1, $2, $3, $4, 'started', $5, $6) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, 'started', $5, $6)
+         ON CONFLICT (namespace, rollout, phase, digest) DO UPDATE SET state = 'started'
+         WHERE bellows.ledger.state = 'claimed'",
     )
     .bind(&key.namespace)
     .bind(&key.rollout)
@@ -141,23 +144,74 @@ pub(super) async fn run_inline(
         ))
         .execute(&mut *conn)
         .await?;
-    let locked: bool = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT pg_try_advisory_lock({LOCK_KEY})"
-    )))
-    .fetch_one(&mut *conn)
-    .await?;
-    if !locked {
+    if !try_lock(&mut conn).await? {
+        return Ok(false);
+    }
+    if active_job(&mut *conn, &key.namespace, &key.rollout)
+        .await?
+        .is_some()
+    {
+        unlock(&mut conn).await?;
         return Ok(false);
     }
     let result = run_locked(&mut conn, key, statements, t).await;
-    let unlocked = sqlx::query(AssertSqlSafe(format!(
-        "SELECT pg_advisory_unlock({LOCK_KEY})"
-    )))
-    .execute(&mut *conn)
-    .await;
+    let unlocked = unlock(&mut conn).await;
     result?;
     unlocked?;
     Ok(true)
+}
+
+async fn try_lock(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT pg_try_advisory_lock({LOCK_KEY})"
+    )))
+    .fetch_one(conn)
+    .await
+}
+
+async fn unlock(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT pg_advisory_unlock({LOCK_KEY})"
+    )))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Claims the database for `key`'s Job under the lock; false when another
+/// rollout runs a phase on it. The claim becomes `started` once the Job
+/// exists (`record_start`).
+pub(super) async fn claim(pool: &PgPool, key: &LedgerKey, job: &str) -> Result<bool, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    ensure_ledger(&mut *conn).await?;
+    if !try_lock(&mut conn).await? {
+        return Ok(false);
+    }
+    let result = async {
+        if active_job(&mut *conn, &key.namespace, &key.rollout)
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO bellows.ledger (namespace, rollout, phase, digest, state, job_name)
+             VALUES ($1, $2, $3, $4, 'claimed', $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&key.namespace)
+        .bind(&key.rollout)
+        .bind(key.step.as_str())
+        .bind(&key.digest)
+        .bind(job)
+        .execute(&mut *conn)
+        .await
+        .map(|_| true)
+    }
+    .await;
+    let unlocked = unlock(&mut conn).await;
+    let claimed = result?;
+    unlocked?;
+    Ok(claimed)
 }
 
 async fn run_locked(
@@ -217,21 +271,20 @@ pub(super) async fn lock_holder(pool: &PgPool) -> Result<Option<String>, sqlx::E
     .map(|h: Option<String>| h.map(|h| h.trim_start_matches("bellows ").to_owned()))
 }
 
-pub(super) async fn active_job(
-    pool: &PgPool,
+pub(super) async fn active_job<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
     namespace: &str,
     rollout: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    ensure_ledger(pool).await?;
     sqlx::query_scalar(
         "SELECT namespace || '/' || rollout || ' ' || phase FROM bellows.ledger
-         WHERE state = 'started' AND job_name IS NOT NULL AND NOT (namespace = $1 AND rollout = $2)
+         WHERE state IN ('claimed', 'started') AND job_name IS NOT NULL AND NOT (namespace = $1 AND rollout = $2)
            AND started_at > now() - make_interval(secs => $3) ORDER BY started_at LIMIT 1",
     )
     .bind(namespace)
     .bind(rollout)
     .bind(super::JOB_LEASE.as_secs_f64())
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 

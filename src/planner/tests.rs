@@ -932,3 +932,13 @@ fn i3_a_job_the_ledger_knows_is_never_created_again_when_it_is_gone() {
     assert!(!creates_any(&p), "{:?}", p.actions);
     assert_eq!(cond(&p, condition::STALLED).reason, "JobMissing");
 }
+
+#[test]
+fn a_claim_whose_job_was_never_created_may_still_start() {
+    let mut r = rollout(with_database(json!({})));
+    expanded(&mut r);
+    let mut o = observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 5);
+    o.ledger.insert(Step::Expand, LedgerState::Succeeded);
+    o.ledger.insert(Step::Contract, LedgerState::Claimed);
+    assert!(creates(&plan(&r, &o), Step::Contract));
+}
