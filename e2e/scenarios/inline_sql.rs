@@ -1,7 +1,8 @@
 //! Scenario 10 (database issue): inline SQL phases with a contract check,
 //! against the namespace's PostgreSQL; the ledger keeps a deleted and
-//! re-applied rollout from running anything again; the password never
-//! shows in logs, events or status.
+//! re-applied rollout from running anything again; an unreachable database
+//! stalls with a condition naming the Secret; the password never shows in
+//! logs, events or status.
 
 use super::STEP;
 use crate::harness::{App, Env, workload};
@@ -93,8 +94,58 @@ pub async fn run(env: Arc<Env>) {
         "each phase ran once"
     );
 
-    let status = serde_json::to_string(&ns.rollout("inline").await.status).unwrap();
-    let events = format!("{:?}", ns.events("inline").await);
+    // A database that cannot be reached: a specific condition and Warning
+    // that name the Secret, never its content, and nothing runs.
+    let pw: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "app-pw"}, "stringData": {"password": PASSWORD}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &pw)
+        .await
+        .unwrap();
+    let unreachable = json!({
+        "workloads": [workload("api", "2.0.0")],
+        "database": {"engine": "postgres", "host": "127.0.0.1", "port": crate::harness::process::free_port(),
+                     "user": "app", "passwordSecretRef": {"name": "app-pw", "key": "password"}, "sslMode": "disable"},
+        "expand": {"sql": ["INSERT INTO runs VALUES ('unreachable')"]},
+        "contract": {"sql": ["SELECT 1"]},
+    });
+    ns.create_rollout("unreachable", unreachable).await.unwrap();
+    let r = ns
+        .wait_condition(
+            "unreachable",
+            crate::harness::cond::STALLED,
+            "True",
+            Some("DatabaseUnavailable"),
+            STEP,
+        )
+        .await;
+    let message = &r
+        .status
+        .as_ref()
+        .unwrap()
+        .condition(crate::harness::cond::STALLED)
+        .unwrap()
+        .message;
+    assert!(message.contains("app-pw/password"), "{message}");
+    ns.wait_event("unreachable", "Warning", "DatabaseUnavailable", STEP)
+        .await;
+    assert_eq!(
+        ns.sql("SELECT count(*) FROM runs WHERE step = 'unreachable'"),
+        "0"
+    );
+
+    let status = format!(
+        "{}{}",
+        serde_json::to_string(&ns.rollout("inline").await.status).unwrap(),
+        serde_json::to_string(&r.status).unwrap()
+    );
+    let events = format!(
+        "{:?}{:?}",
+        ns.events("inline").await,
+        ns.events("unreachable").await
+    );
     let logs = env.operator.lock().await.logs();
     for (what, text) in [
         ("status", &status),
