@@ -110,7 +110,10 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(selected, external.map(Into::into)))
+    let code = runtime.block_on(run(selected, external.map(Into::into)));
+    // Background watchers end with the process; never wait on them.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    code
 }
 
 async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> ExitCode {

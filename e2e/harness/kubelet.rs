@@ -15,7 +15,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
@@ -81,7 +81,9 @@ impl Kubelet {
         let k = kubelet.clone();
         tokio::spawn(async move {
             let pods: Api<Pod> = Api::all(k.client.clone());
-            let mut stream = watcher(pods, watcher::Config::default()).boxed();
+            let mut stream = watcher(pods, watcher::Config::default())
+                .default_backoff()
+                .boxed();
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {

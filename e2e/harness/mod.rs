@@ -16,7 +16,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -370,7 +370,7 @@ impl Ns {
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
         tokio::spawn(async move {
             use futures::StreamExt;
-            let mut stream = watcher(api, config).boxed();
+            let mut stream = watcher(api, config).default_backoff().boxed();
             while let Some(Ok(event)) = stream.next().await {
                 if let watcher::Event::Apply(r) | watcher::Event::InitApply(r) = event {
                     seen.record(&r);
