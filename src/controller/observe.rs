@@ -5,7 +5,7 @@
 use super::Error;
 use super::job;
 use crate::api::{SchemaRollout, Step, StepState};
-use crate::db::{self, DbError, LedgerKey, LedgerState, Pools, Target};
+use crate::db::{DbError, LedgerKey, LedgerState, Pools, Target};
 use crate::planner::rollout::assess;
 use crate::planner::step::{self, JobObservation, Reference, observe_job};
 use crate::planner::{CheckResult, Observed};
@@ -23,6 +23,7 @@ pub async fn observe(
     client: &Client,
     pools: &Pools,
     rollout: &SchemaRollout,
+    database: Option<&Result<Target, DbError>>,
     now: Timestamp,
 ) -> Result<Observed, Error> {
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
@@ -92,10 +93,10 @@ pub async fn observe(
         lock_holder: None,
         now,
     };
-    if let Some(spec) = &rollout.spec.database {
-        let result = match db::target(client, &ns, spec).await {
-            Ok(target) => observe_database(&target, pools, rollout, &mut observed).await,
-            Err(e) => Err(e),
+    if let Some(database) = database {
+        let result = match database {
+            Ok(target) => observe_database(target, pools, rollout, &mut observed).await,
+            Err(e) => Err(e.clone()),
         };
         if let Err(e) = result {
             observed.database_error = Some((e.reason(), e.to_string()));

@@ -3,7 +3,7 @@
 
 use super::{Context, Error, FIELD_MANAGER, job, observe, reference};
 use crate::api::{RolloutPhase, SchemaRollout};
-use crate::db::{self, Runner, Target};
+use crate::db::{self, DbError, Runner, Target};
 use crate::planner::rollout::PAUSED_BY_ANNOTATION;
 use crate::planner::step;
 use crate::planner::{self, Action as PlanAction, EventKind, Plan};
@@ -34,10 +34,20 @@ pub async fn reconcile(rollout: Arc<SchemaRollout>, ctx: Arc<Context>) -> Result
 
 async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
-    let observed = observe::observe(&ctx.client, &ctx.pools, rollout, now).await?;
+    // The database's Secrets are read once per reconcile, for observing and
+    // for every action alike.
+    let database = match &rollout.spec.database {
+        Some(spec) => {
+            let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
+            Some(db::target(&ctx.client, &ns, spec).await)
+        }
+        None => None,
+    };
+    let observed =
+        observe::observe(&ctx.client, &ctx.pools, rollout, database.as_ref(), now).await?;
     let plan = planner::plan(rollout, &observed);
     for action in &plan.actions {
-        apply(ctx, rollout, action).await?;
+        apply(ctx, rollout, database.as_ref(), action).await?;
     }
     write_status(ctx, rollout, &plan).await?;
     record(ctx, rollout, &plan, now).await;
@@ -49,7 +59,12 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
 
 /// Carries out one side effect. Creating a Job that already exists counts as
 /// success: the name is deterministic, so it is the same Job.
-async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> Result<(), Error> {
+async fn apply(
+    ctx: &Context,
+    rollout: &SchemaRollout,
+    database: Option<&Result<Target, DbError>>,
+    action: &PlanAction,
+) -> Result<(), Error> {
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
     let name = rollout.name_any();
     match action {
@@ -62,7 +77,7 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
             };
             // One phase at a time per database: claim it under the lock
             // before the Job exists.
-            let target = database(ctx, rollout).await?;
+            let target = database.map(usable).transpose()?;
             let key = observe::ledger_key(rollout, *step).expect("the phase exists");
             if let Some(target) = &target {
                 target.claim_job(&ctx.pools, &key, job_name).await?;
@@ -91,7 +106,7 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
             }
         }
         PlanAction::RunSql(step) => {
-            let target = database(ctx, rollout).await?.ok_or(Error::NoDatabase)?;
+            let target = usable(database.ok_or(Error::NoDatabase)?)?;
             let key = observe::ledger_key(rollout, *step).expect("the phase exists");
             let statements = step::phase(&rollout.spec, *step)
                 .and_then(|p| p.sql.clone())
@@ -100,7 +115,7 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
             target.run_inline(&ctx.pools, &key, &statements).await?;
         }
         PlanAction::Record { step, failure } => {
-            let target = database(ctx, rollout).await?.ok_or(Error::NoDatabase)?;
+            let target = usable(database.ok_or(Error::NoDatabase)?)?;
             let key = observe::ledger_key(rollout, *step).expect("the phase exists");
             let job = step::job_spec(&rollout.spec, *step)
                 .map(|_| step::job_name(&name, *step, &key.digest))
@@ -136,13 +151,9 @@ async fn apply(ctx: &Context, rollout: &SchemaRollout, action: &PlanAction) -> R
     Ok(())
 }
 
-/// The rollout's database, if it names one.
-async fn database(ctx: &Context, rollout: &SchemaRollout) -> Result<Option<Target>, Error> {
-    let Some(spec) = &rollout.spec.database else {
-        return Ok(None);
-    };
-    let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
-    Ok(Some(db::target(&ctx.client, &ns, spec).await?))
+/// The resolved database, or why it cannot be used.
+fn usable(database: &Result<Target, DbError>) -> Result<&Target, Error> {
+    database.as_ref().map_err(|e| Error::Database(e.clone()))
 }
 
 /// Writes the planned status with server-side apply (field manager
