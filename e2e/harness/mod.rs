@@ -183,6 +183,14 @@ impl Ns {
             .await
     }
 
+    /// Creates a SchemaRollout and waits until its expand phase succeeded
+    /// (phase AwaitingRollout).
+    pub async fn create_and_expand(&self, name: &str, spec: Value) {
+        self.create_rollout(name, spec).await.unwrap();
+        self.wait_phase(name, RolloutPhase::AwaitingRollout, Duration::from_secs(90))
+            .await;
+    }
+
     /// Creates a SchemaRollout from raw JSON, bypassing the Rust types (for
     /// input the types would refuse).
     pub async fn create_raw(&self, name: &str, spec: Value) -> Result<(), kube::Error> {
@@ -439,6 +447,20 @@ pub fn psql_job(sql: &str) -> Value {
         "args": ["$(DATABASE_URL)", "-c", sql],
         "env": [{"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}]
     }]}}})
+}
+
+/// A rollout spec gating `workloads` whose expand and contract Jobs run
+/// `SELECT 1`, with `after` as the contract's conditions (or none).
+pub fn select_one_spec(workloads: Value, after: Option<Value>) -> Value {
+    let mut spec = json!({
+        "workloads": workloads,
+        "expand": {"job": psql_job("SELECT 1")},
+        "contract": {"job": psql_job("SELECT 1")},
+    });
+    if let Some(after) = after {
+        spec["contract"]["after"] = after;
+    }
+    spec
 }
 
 /// A workload entry gated on image tag `tag` of container `app`.

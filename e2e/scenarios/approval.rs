@@ -2,7 +2,7 @@
 //! annotation names the current generation.
 
 use super::STEP;
-use crate::harness::{App, Env, psql_job, workload};
+use crate::harness::{App, Env, select_one_spec, workload};
 use bellows::api::{APPROVE_ANNOTATION, RolloutPhase::*};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -19,17 +19,14 @@ pub async fn run(env: Arc<Env>) {
         },
     )
     .await;
-    ns.create_rollout(
+    ns.create_and_expand(
         "gated",
-        json!({
-            "workloads": [workload("api", "2.0.0")],
-            "expand": {"job": psql_job("SELECT 1")},
-            "contract": {"job": psql_job("SELECT 1"), "after": {"approval": "Manual"}},
-        }),
+        select_one_spec(
+            json!([workload("api", "2.0.0")]),
+            Some(json!({"approval": "Manual"})),
+        ),
     )
-    .await
-    .unwrap();
-    ns.wait_phase("gated", AwaitingRollout, STEP).await;
+    .await;
     ns.set_image("api", "shop/api:2.0.0").await;
     let r = ns.wait_phase("gated", AwaitingApproval, STEP).await;
     assert_eq!(r.metadata.generation, Some(1));

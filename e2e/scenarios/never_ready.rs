@@ -2,7 +2,7 @@
 
 use super::STEP;
 use crate::harness::kubelet::NEVER_READY;
-use crate::harness::{App, Env, cond, condition_of, psql_job, workload};
+use crate::harness::{App, Env, cond, condition_of, select_one_spec, workload};
 use bellows::api::RolloutPhase::*;
 use serde_json::json;
 use std::sync::Arc;
@@ -15,17 +15,11 @@ pub async fn run(env: Arc<Env>) {
         ..App::default()
     };
     ns.deploy("api", "shop/api:1.0.0", app).await;
-    ns.create_rollout(
+    ns.create_and_expand(
         "stuck",
-        json!({
-            "workloads": [workload("api", "2.0.0")],
-            "expand": {"job": psql_job("SELECT 1")},
-            "contract": {"job": psql_job("SELECT 1")},
-        }),
+        select_one_spec(json!([workload("api", "2.0.0")]), None),
     )
-    .await
-    .unwrap();
-    ns.wait_phase("stuck", AwaitingRollout, STEP).await;
+    .await;
 
     ns.patch_template(
         "api",

@@ -2,7 +2,7 @@
 //! reason; rolling forward again lets it proceed.
 
 use super::{ContractGuard, STEP};
-use crate::harness::{App, Env, cond, condition_of, psql_job, workload};
+use crate::harness::{App, Env, cond, condition_of, select_one_spec, workload};
 use bellows::api::{APPROVE_ANNOTATION, RolloutPhase::*};
 use serde_json::json;
 use std::sync::Arc;
@@ -18,17 +18,14 @@ pub async fn run(env: Arc<Env>) {
         },
     )
     .await;
-    ns.create_rollout(
+    ns.create_and_expand(
         "undo",
-        json!({
-            "workloads": [workload("api", "2.0.0")],
-            "expand": {"job": psql_job("SELECT 1")},
-            "contract": {"job": psql_job("SELECT 1"), "after": {"approval": "Manual"}},
-        }),
+        select_one_spec(
+            json!([workload("api", "2.0.0")]),
+            Some(json!({"approval": "Manual"})),
+        ),
     )
-    .await
-    .unwrap();
-    ns.wait_phase("undo", AwaitingRollout, STEP).await;
+    .await;
     ns.set_image("api", "shop/api:2.0.0").await;
     ns.wait_phase("undo", AwaitingApproval, STEP).await;
 

@@ -2,7 +2,7 @@
 
 use super::{ContractGuard, STEP};
 use crate::harness::kubelet::TERMINATE_AFTER_MS;
-use crate::harness::{App, Env, psql_job, workload};
+use crate::harness::{App, Env, select_one_spec, workload};
 use bellows::api::RolloutPhase::*;
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -20,17 +20,11 @@ pub async fn run(env: Arc<Env>) {
         ..App::default()
     };
     ns.deploy("api", "shop/api:1.0.0", app).await;
-    ns.create_rollout(
+    ns.create_and_expand(
         "slow-stop",
-        json!({
-            "workloads": [workload("api", "2.0.0")],
-            "expand": {"job": psql_job("SELECT 1")},
-            "contract": {"job": psql_job("SELECT 1")},
-        }),
+        select_one_spec(json!([workload("api", "2.0.0")]), None),
     )
-    .await
-    .unwrap();
-    ns.wait_phase("slow-stop", AwaitingRollout, STEP).await;
+    .await;
 
     let log = ns.record_phases("slow-stop");
     let guard = ContractGuard::start(&ns, &[("api", "shop/api:2.0.0")]);

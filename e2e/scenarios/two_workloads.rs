@@ -2,7 +2,7 @@
 
 use super::{ContractGuard, STEP};
 use crate::harness::kubelet::{READY_AFTER_MS, TERMINATE_AFTER_MS};
-use crate::harness::{App, Env, psql_job, workload};
+use crate::harness::{App, Env, select_one_spec, workload};
 use bellows::api::RolloutPhase::*;
 use serde_json::json;
 use std::sync::Arc;
@@ -24,17 +24,14 @@ pub async fn run(env: Arc<Env>) {
         ..App::default()
     };
     ns.deploy("worker", "shop/api:1.0.0", slow).await;
-    ns.create_rollout(
+    ns.create_and_expand(
         "both",
-        json!({
-            "workloads": [workload("api", "2.0.0"), workload("worker", "2.0.0")],
-            "expand": {"job": psql_job("SELECT 1")},
-            "contract": {"job": psql_job("SELECT 1")},
-        }),
+        select_one_spec(
+            json!([workload("api", "2.0.0"), workload("worker", "2.0.0")]),
+            None,
+        ),
     )
-    .await
-    .unwrap();
-    ns.wait_phase("both", AwaitingRollout, STEP).await;
+    .await;
 
     let guard = ContractGuard::start(
         &ns,
