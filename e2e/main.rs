@@ -207,7 +207,7 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
 /// CEL rules it does not know) and waits until they are established.
 async fn install_crds(cluster: &Cluster) {
     let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+    let dir = harness::repo_path("crds");
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         let crd: CustomResourceDefinition =

@@ -8,10 +8,12 @@ use kube::CustomResourceExt;
 use serde_json::{Value, json};
 use std::process::Command;
 
-const CRD_FILE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/crds/schemarollouts.bellows.dev.yaml"
-);
+/// Read at run time: a build shared between clones (one target dir) must
+/// not point at the clone that compiled it.
+fn crd_file() -> std::path::PathBuf {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").expect("run through cargo");
+    std::path::Path::new(&root).join("crds/schemarollouts.bellows.dev.yaml")
+}
 
 #[test]
 fn crds_dir_matches_bellows_crd_output() {
@@ -21,7 +23,7 @@ fn crds_dir_matches_bellows_crd_output() {
         .unwrap();
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    let committed = std::fs::read_to_string(CRD_FILE).unwrap();
+    let committed = std::fs::read_to_string(crd_file()).unwrap();
     assert!(
         printed == committed,
         "crds/ is stale: run `cargo run -- crd > crds/schemarollouts.bellows.dev.yaml`"

@@ -24,7 +24,7 @@ pub struct Cluster {
 /// Runs `e2e/scripts/prepare.sh` (installs packages, builds Kubernetes once)
 /// and returns the directory holding the Kubernetes binaries.
 pub fn prepare() -> PathBuf {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/scripts/prepare.sh");
+    let script = super::repo_path("e2e/scripts/prepare.sh");
     let out = run("e2e/scripts/prepare.sh", Command::new("bash").arg(script));
     PathBuf::from(
         out.lines()

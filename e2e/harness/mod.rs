@@ -426,6 +426,14 @@ impl PhaseLog {
     }
 }
 
+/// A path inside the repository. Read at run time: cargo sets
+/// `CARGO_MANIFEST_DIR` for every test it runs, and a build shared between
+/// clones (one target dir) must not point at the clone that compiled it.
+pub fn repo_path(relative: &str) -> PathBuf {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").expect("run through cargo");
+    PathBuf::from(root).join(relative)
+}
+
 pub fn phase_of(r: &SchemaRollout) -> Option<RolloutPhase> {
     r.status.as_ref().and_then(|s| s.phase)
 }
