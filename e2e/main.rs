@@ -73,6 +73,11 @@ fn scenarios() -> Vec<Scenario> {
             scenarios::inline_sql::run
         ),
         scenario!(
+            "11_leader_failover_mid_expand",
+            false,
+            scenarios::leader::run
+        ),
+        scenario!(
             "6_operator_sigkilled_20_times",
             false,
             scenarios::kills::run
@@ -145,6 +150,7 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
     let env = Arc::new(Env {
         client: cluster.client.clone(),
         kubeconfig: cluster.kubeconfig.clone(),
+        dir: path.clone(),
         pg,
         kubelet,
         operator: tokio::sync::Mutex::new(operator),

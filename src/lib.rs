@@ -4,5 +4,7 @@
 pub mod api;
 pub mod controller;
 pub mod db;
+pub mod leader;
+pub mod operator;
 pub mod planner;
 pub mod telemetry;

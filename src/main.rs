@@ -1,15 +1,14 @@
 //! `bellows`: the operator (`run`), its CRD (`crd`).
 
-use bellows::api::SchemaRollout;
-use bellows::telemetry::http::{self, Probe};
-use bellows::telemetry::metrics::Metrics;
+use bellows::api::{SchemaRollout, parse_duration};
+use bellows::leader::LeaseConfig;
+use bellows::operator::{Election, Options};
 use bellows::telemetry::{LogFormat, init_logging};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Phased (expand/contract) database schema rollouts for Kubernetes.
 #[derive(Parser)]
@@ -22,16 +21,69 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator against the current kubeconfig or in-cluster config.
-    Run {
-        /// Address of the /metrics, /healthz and /readyz endpoints.
-        #[arg(long, env = "BELLOWS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
-        metrics_addr: SocketAddr,
-        /// Log format.
-        #[arg(long, env = "BELLOWS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-        log_format: LogFormat,
-    },
+    Run(RunArgs),
     /// Print the CustomResourceDefinition YAML.
     Crd,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "BELLOWS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "BELLOWS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Reconcile SchemaRollouts in this namespace only (default: all).
+    #[arg(long, env = "BELLOWS_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Reconcile only while holding the leader Lease (for several replicas).
+    #[arg(long, env = "BELLOWS_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "BELLOWS_LEASE_NAME", default_value = "bellows-leader")]
+    lease_name: String,
+    /// Namespace of the leader Lease (in a pod: its own namespace).
+    #[arg(long, env = "BELLOWS_LEASE_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// How long the Lease stays valid without renewal, e.g. 15s.
+    #[arg(long, env = "BELLOWS_LEASE_DURATION", default_value = "15s", value_parser = lease_duration)]
+    lease_duration: Duration,
+    /// This replica's identity in the Lease (in a pod: its name).
+    #[arg(long, env = "POD_NAME")]
+    leader_identity: Option<String>,
+}
+
+impl RunArgs {
+    fn options(self) -> Options {
+        let leader_election = self.leader_elect.then(|| Election {
+            namespace: self.lease_namespace,
+            lease: LeaseConfig {
+                name: self.lease_name,
+                identity: self.leader_identity.unwrap_or_else(default_identity),
+                duration: self.lease_duration,
+            },
+        });
+        Options {
+            metrics_addr: self.metrics_addr,
+            watch_namespace: self.watch_namespace,
+            leader_election,
+        }
+    }
+}
+
+fn lease_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s) {
+        Ok(d) if d >= Duration::from_secs(3) => Ok(d),
+        Ok(_) => Err("must be at least 3s".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Outside a pod: the host name and process id, unique per process.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 fn main() -> ExitCode {
@@ -41,16 +93,13 @@ fn main() -> ExitCode {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Run {
-            metrics_addr,
-            log_format,
-        } => {
-            init_logging(log_format);
+        Command::Run(args) => {
+            init_logging(args.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match runtime.block_on(run(metrics_addr)) {
+            match runtime.block_on(bellows::operator::run(args.options())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "bellows stopped");
@@ -64,38 +113,4 @@ fn main() -> ExitCode {
 fn crd_yaml() -> String {
     let yaml = serde_saphyr::to_string(&SchemaRollout::crd()).expect("the CRD serializes");
     format!("---\n{yaml}")
-}
-
-async fn run(metrics_addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
-    let client = kube::Client::try_default().await?;
-    let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-
-    let flag = ready.clone();
-    let http_metrics = metrics.clone();
-    let (store_tx, store_rx) = tokio::sync::oneshot::channel();
-    let controller = bellows::controller::run(client, metrics, move |store| {
-        flag.store(true, Ordering::Relaxed);
-        tracing::info!("watches synced; ready");
-        let _ = store_tx.send(store);
-    });
-    let server = tokio::spawn(async move {
-        let Ok(store) = store_rx.await else {
-            return Ok(());
-        };
-        let probe = Probe {
-            metrics: http_metrics,
-            store,
-            ready,
-        };
-        http::serve(metrics_addr, probe, async {
-            let _ = http_stopped.await;
-        })
-        .await
-    });
-    controller.await;
-    let _ = stop_http.send(());
-    server.await??;
-    Ok(())
 }

@@ -29,6 +29,8 @@ use wait::until;
 pub struct Env {
     pub client: Client,
     pub kubeconfig: PathBuf,
+    /// The run's scratch directory (logs, data dirs).
+    pub dir: PathBuf,
     pub pg: postgres::Postgres,
     /// The stand-in kubelet (absent against an existing cluster).
     pub kubelet: Option<kubelet::Kubelet>,
@@ -371,6 +373,48 @@ impl Ns {
 
     /// Records every phase the rollout passes through, in order, and every
     /// workload message its status showed.
+    /// The table [`recording_sql`] writes to.
+    pub fn create_runs_table(&self) {
+        self.sql("CREATE TABLE runs (step text NOT NULL, at timestamptz NOT NULL DEFAULT now())");
+    }
+
+    /// Invariant I3 after the fact: each of `steps` has exactly one Job, its
+    /// SQL ran exactly once and in this order, and (with the stand-in
+    /// kubelet) each Job had exactly one pod run, which exited 0.
+    pub async fn assert_ran_once_in_order(&self, env: &Env, steps: &[&str]) {
+        for step in steps {
+            assert_eq!(self.jobs_of(step).await.len(), 1, "{step}: exactly one Job");
+            assert_eq!(
+                self.sql(&format!("SELECT count(*) FROM runs WHERE step = '{step}'")),
+                "1",
+                "{step} ran exactly once"
+            );
+        }
+        if let Some(kubelet) = &env.kubelet {
+            let runs: Vec<(String, i32)> = kubelet
+                .journal
+                .job_runs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.namespace == self.name)
+                .map(|r| (r.job.clone(), r.exit_code))
+                .collect();
+            let jobs: std::collections::BTreeSet<&String> = runs.iter().map(|r| &r.0).collect();
+            assert_eq!(
+                (runs.len(), jobs.len()),
+                (steps.len(), steps.len()),
+                "one pod run per phase Job: {runs:?}"
+            );
+            assert!(
+                runs.iter().all(|r| r.1 == 0),
+                "every phase exited 0: {runs:?}"
+            );
+        }
+        let order = self.sql("SELECT string_agg(step, ',' ORDER BY at) FROM runs");
+        assert_eq!(order, steps.join(","));
+    }
+
     pub fn record_phases(&self, name: &str) -> PhaseLog {
         let log = PhaseLog::default();
         let seen = log.clone();
@@ -455,6 +499,12 @@ pub fn psql_job(sql: &str) -> Value {
         "args": ["$(DATABASE_URL)", "-c", sql],
         "env": [{"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}]
     }]}}})
+}
+
+/// SQL for a phase Job that takes `seconds`, then records one row for `step`
+/// in the table of [`Ns::create_runs_table`].
+pub fn recording_sql(step: &str, seconds: f64) -> String {
+    format!("SELECT pg_sleep({seconds}); INSERT INTO runs (step) VALUES ('{step}');")
 }
 
 /// A rollout spec gating `workloads` whose expand and contract Jobs run

@@ -11,6 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct Operator {
     kubeconfig: PathBuf,
     dir: PathBuf,
+    /// Names its log files.
+    name: String,
+    /// Arguments after `run --metrics-addr ...`.
+    args: Vec<String>,
     pub port: u16,
     proc: Option<Proc>,
     starts: u32,
@@ -18,9 +22,16 @@ pub struct Operator {
 
 impl Operator {
     pub fn new(kubeconfig: &Path, dir: &Path) -> Operator {
+        Operator::named(kubeconfig, dir, "operator", &[])
+    }
+
+    /// An operator with its own log files and extra `bellows run` arguments.
+    pub fn named(kubeconfig: &Path, dir: &Path, name: &str, args: &[&str]) -> Operator {
         Operator {
             kubeconfig: kubeconfig.into(),
             dir: dir.into(),
+            name: name.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             port: free_port(),
             proc: None,
             starts: 0,
@@ -32,9 +43,10 @@ impl Operator {
         self.starts += 1;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bellows"));
         cmd.args(["run", "--metrics-addr", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,bellows=debug");
-        let log = self.dir.join(format!("operator-{}.log", self.starts));
+        let log = self.log_file(self.starts);
         self.proc = Some(Proc::spawn("bellows", cmd, &log));
     }
 
@@ -56,11 +68,10 @@ impl Operator {
         );
     }
 
-    /// Sends `signal` and waits for the process to exit.
-    pub fn stop(&mut self, signal: i32) {
-        if let Some(mut p) = self.proc.take() {
-            p.stop(signal);
-        }
+    /// Sends `signal` and waits for the process to exit; its exit status
+    /// (`None` if it was not running).
+    pub fn stop(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
+        self.proc.take().and_then(|mut p| p.stop(signal))
     }
 
     /// The `/metrics` text.
@@ -74,11 +85,12 @@ impl Operator {
     /// Every log line the operator wrote, across restarts.
     pub fn logs(&self) -> String {
         (1..=self.starts)
-            .map(|i| {
-                std::fs::read_to_string(self.dir.join(format!("operator-{i}.log")))
-                    .unwrap_or_default()
-            })
+            .map(|i| std::fs::read_to_string(self.log_file(i)).unwrap_or_default())
             .collect()
+    }
+
+    fn log_file(&self, start: u32) -> PathBuf {
+        self.dir.join(format!("{}-{start}.log", self.name))
     }
 }
 

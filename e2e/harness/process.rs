@@ -35,16 +35,17 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
-    /// Sends `signal` and waits for the process to exit.
-    pub fn stop(&mut self, signal: i32) {
+    /// Sends `signal` and waits for the process to exit; its exit status
+    /// (`None` if it had already exited).
+    pub fn stop(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
         if self.exited() {
-            return;
+            return None;
         }
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.child.id() as i32, signal);
         }
-        let _ = self.child.wait();
+        self.child.wait().ok()
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::STEP;
 use crate::harness::kubelet::READY_AFTER_MS;
-use crate::harness::{App, Env, phase_of, psql_job, workload};
+use crate::harness::{App, Env, phase_of, psql_job, recording_sql, workload};
 use bellows::api::RolloutPhase::{self, *};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,10 +26,6 @@ impl Rng {
     }
 }
 
-fn step_sql(step: &str, seconds: f64) -> String {
-    format!("SELECT pg_sleep({seconds}); INSERT INTO runs (step) VALUES ('{step}');")
-}
-
 pub async fn run(env: Arc<Env>) {
     let seed = std::env::var("BELLOWS_E2E_SEED")
         .ok()
@@ -37,7 +33,7 @@ pub async fn run(env: Arc<Env>) {
         .unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as u64 | 1);
     println!("e2e:   kill seed {seed} (replay with BELLOWS_E2E_SEED={seed})");
     let ns = env.namespace("kills").await;
-    ns.sql("CREATE TABLE runs (step text NOT NULL, at timestamptz NOT NULL DEFAULT now())");
+    ns.create_runs_table();
     ns.deploy(
         "api",
         "shop/api:1.0.0",
@@ -84,9 +80,9 @@ pub async fn run(env: Arc<Env>) {
         "crashy",
         serde_json::json!({
             "workloads": [workload("api", "2.0.0")],
-            "expand": {"job": psql_job(&step_sql("expand", 6.0))},
-            "transition": {"job": psql_job(&step_sql("transition", 6.0))},
-            "contract": {"job": psql_job(&step_sql("contract", 5.0))},
+            "expand": {"job": psql_job(&recording_sql("expand", 6.0))},
+            "transition": {"job": psql_job(&recording_sql("transition", 6.0))},
+            "contract": {"job": psql_job(&recording_sql("contract", 5.0))},
         }),
     )
     .await
@@ -111,35 +107,6 @@ pub async fn run(env: Arc<Env>) {
         );
     }
 
-    for step in ["expand", "transition", "contract"] {
-        assert_eq!(ns.jobs_of(step).await.len(), 1, "{step}: exactly one Job");
-        assert_eq!(
-            ns.sql(&format!("SELECT count(*) FROM runs WHERE step = '{step}'")),
-            "1",
-            "{step} ran exactly once"
-        );
-    }
-    if let Some(kubelet) = &env.kubelet {
-        let runs: Vec<(String, i32)> = kubelet
-            .journal
-            .job_runs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.namespace == ns.name)
-            .map(|r| (r.job.clone(), r.exit_code))
-            .collect();
-        let jobs: std::collections::BTreeSet<&String> = runs.iter().map(|r| &r.0).collect();
-        assert_eq!(
-            (runs.len(), jobs.len()),
-            (3, 3),
-            "one pod run per phase Job: {runs:?}"
-        );
-        assert!(
-            runs.iter().all(|r| r.1 == 0),
-            "every phase exited 0: {runs:?}"
-        );
-    }
-    let order = ns.sql("SELECT string_agg(step, ',' ORDER BY at) FROM runs");
-    assert_eq!(order, "expand,transition,contract");
+    ns.assert_ran_once_in_order(&env, &["expand", "transition", "contract"])
+        .await;
 }

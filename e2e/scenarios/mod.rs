@@ -6,6 +6,7 @@ pub mod expand_fails;
 pub mod happy_path;
 pub mod inline_sql;
 pub mod kills;
+pub mod leader;
 pub mod never_ready;
 pub mod rollback;
 pub mod terminating;

@@ -143,17 +143,21 @@ fn deployment_of(pod: &Pod) -> Option<String> {
         .and_then(|o| o.name.strip_suffix(&format!("-{hash}")).map(str::to_owned))
 }
 
-/// Runs the controller until SIGINT/SIGTERM; `on_ready` is called once the
-/// SchemaRollout watch has listed everything (the cache is complete).
+/// Runs the controller over `namespace` (every namespace when `None`) until
+/// `shutdown` resolves, then waits for running reconciles to finish.
+/// `on_ready` is called once the SchemaRollout watch has listed everything
+/// (the cache is complete).
 pub async fn run(
     client: Client,
+    namespace: Option<&str>,
     metrics: Arc<Metrics>,
     on_ready: impl FnOnce(Store<SchemaRollout>) + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let rollouts: Api<SchemaRollout> = Api::all(client.clone());
-    let jobs: Api<Job> = Api::all(client.clone());
-    let deployments: Api<Deployment> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
+    let rollouts: Api<SchemaRollout> = scoped(&client, namespace);
+    let jobs: Api<Job> = scoped(&client, namespace);
+    let deployments: Api<Deployment> = scoped(&client, namespace);
+    let pods: Api<Pod> = scoped(&client, namespace);
 
     let (store, writer) = reflector::store();
     let mut on_ready = Some((on_ready, store.clone()));
@@ -194,7 +198,7 @@ pub async fn run(
                 None => vec![],
             },
         )
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
@@ -203,6 +207,18 @@ pub async fn run(
         })
         .await;
     tracing::info!("controller stopped");
+}
+
+/// An Api over one namespace, or over all of them.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// The object reference events are published against.

@@ -9,18 +9,42 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use kube::runtime::reflector::Store;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct Probe {
-    /// The operator's metrics.
-    pub metrics: Arc<Metrics>,
-    /// The controller's cache of SchemaRollouts (for the phase gauge).
-    pub store: Store<SchemaRollout>,
-    /// Set once the watches have synced.
-    pub ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    /// The controller's cache of SchemaRollouts (for the phase gauge); a
+    /// standby replica has none.
+    store: Arc<OnceLock<Store<SchemaRollout>>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Probe {
+    /// A probe that reports not ready yet.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            store: Arc::default(),
+            ready: Arc::default(),
+        }
+    }
+
+    /// The controller's watches have synced: ready, with the phase gauge
+    /// read from `store`.
+    pub fn synced(&self, store: Store<SchemaRollout>) {
+        let _ = self.store.set(store);
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// A standby replica taking part in leader election is ready (it serves
+    /// its probes and would take over) without a cache of its own, so that
+    /// rolling updates of the operator's Deployment can proceed.
+    pub fn standby(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The router serving the three endpoints.
@@ -33,8 +57,10 @@ pub fn router(probe: Probe) -> Router {
 }
 
 async fn metrics(State(p): State<Probe>) -> impl IntoResponse {
-    p.metrics
-        .count_rollouts(p.store.state().iter().map(|r| r.as_ref()));
+    if let Some(store) = p.store.get() {
+        p.metrics
+            .count_rollouts(store.state().iter().map(|r| r.as_ref()));
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -1,0 +1,128 @@
+//! The operator process: probes and metrics over HTTP, optional leader
+//! election, and the controller, stopped by SIGINT/SIGTERM.
+
+use crate::leader::{Elector, LeaseConfig, LeaseLost};
+use crate::telemetry::http::{self, Probe};
+use crate::telemetry::metrics::Metrics;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use kube::{Api, Client};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// How `bellows run` runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_addr: SocketAddr,
+    /// Reconcile only SchemaRollouts in this namespace (all when `None`).
+    pub watch_namespace: Option<String>,
+    /// Take part in leader election on this Lease before reconciling.
+    pub leader_election: Option<Election>,
+}
+
+/// Where the Lease lives and who this replica is.
+#[derive(Clone, Debug)]
+pub struct Election {
+    pub namespace: String,
+    pub lease: LeaseConfig,
+}
+
+/// Why the operator stopped other than by a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("no Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    #[error("metrics endpoint: {0}")]
+    Http(#[from] std::io::Error),
+    #[error("stopped leading: {0}")]
+    LeaseLost(#[from] LeaseLost),
+}
+
+type Signal = Shared<BoxFuture<'static, ()>>;
+
+/// Runs until SIGINT/SIGTERM (or, when leading, until the Lease is lost).
+pub async fn run(options: Options) -> Result<(), OperatorError> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let probe = Probe::new(metrics.clone());
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(options.metrics_addr, probe.clone(), async {
+        let _ = http_stopped.await;
+    }));
+    let signal = signal().boxed().shared();
+    let namespace = options.watch_namespace.as_deref();
+    let outcome = match &options.leader_election {
+        None => {
+            reconcile(client, namespace, metrics, &probe, signal).await;
+            Ok(())
+        }
+        Some(election) => lead(client, namespace, metrics, &probe, signal, election).await,
+    };
+    let _ = stop_http.send(());
+    let served = server.await.expect("the HTTP server task does not panic");
+    outcome?;
+    served?;
+    Ok(())
+}
+
+/// Runs the controller until `signal`.
+async fn reconcile(
+    client: Client,
+    namespace: Option<&str>,
+    metrics: Arc<Metrics>,
+    probe: &Probe,
+    signal: Signal,
+) {
+    let probe = probe.clone();
+    let synced = move |store| {
+        tracing::info!("watches synced; ready");
+        probe.synced(store);
+    };
+    crate::controller::run(client, namespace, metrics, synced, signal).await;
+}
+
+/// Waits to become leader, then reconciles while renewing the Lease. On a
+/// signal the controller finishes its running reconciles and the Lease is
+/// released, so a standby takes over at once. On losing the Lease the
+/// controller is dropped mid-flight: another replica may already lead.
+async fn lead(
+    client: Client,
+    namespace: Option<&str>,
+    metrics: Arc<Metrics>,
+    probe: &Probe,
+    signal: Signal,
+    election: &Election,
+) -> Result<(), OperatorError> {
+    let api = Api::namespaced(client.clone(), &election.namespace);
+    let mut elector = Elector::new(api, election.lease.clone());
+    probe.standby();
+    tracing::info!(lease = %election.lease.name, identity = %election.lease.identity, "waiting to become leader");
+    tokio::select! {
+        () = signal.clone() => return Ok(()),
+        () = elector.acquire() => {}
+    }
+    let controller = reconcile(client, namespace, metrics, probe, signal);
+    let lost = tokio::select! {
+        () = controller => None,
+        lost = elector.keep() => Some(lost),
+    };
+    match lost {
+        None => {
+            elector.release().await;
+            Ok(())
+        }
+        Some(lost) => Err(lost.into()),
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
