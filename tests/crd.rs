@@ -8,26 +8,32 @@ use kube::CustomResourceExt;
 use serde_json::{Value, json};
 use std::process::Command;
 
-/// Read at run time: a build shared between clones (one target dir) must
-/// not point at the clone that compiled it.
-fn crd_file() -> std::path::PathBuf {
-    let root = std::env::var_os("CARGO_MANIFEST_DIR").expect("run through cargo");
-    std::path::Path::new(&root).join("crds/schemarollouts.bellows.dev.yaml")
-}
+/// The committed copies of the CRD: `crds/` and the Helm chart's (which its
+/// templates/crds.yaml installs). Read at run time: a build shared between
+/// clones (one target dir) must not point at the clone that compiled it.
+const CRD_COPIES: [&str; 2] = [
+    "crds/schemarollouts.bellows.dev.yaml",
+    "charts/bellows/files/schemarollouts.bellows.dev.yaml",
+];
 
 #[test]
-fn crds_dir_matches_bellows_crd_output() {
+fn crds_dir_and_chart_match_bellows_crd_output() {
     let out = Command::new(env!("CARGO_BIN_EXE_bellows"))
         .arg("crd")
         .output()
         .unwrap();
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    let committed = std::fs::read_to_string(crd_file()).unwrap();
-    assert!(
-        printed == committed,
-        "crds/ is stale: run `cargo run -- crd > crds/schemarollouts.bellows.dev.yaml`"
-    );
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").expect("run through cargo");
+    for copy in CRD_COPIES {
+        let committed = std::fs::read_to_string(std::path::Path::new(&root).join(copy)).unwrap();
+        assert!(
+            printed == committed,
+            "{copy} is stale: run `cargo run -- crd | tee {} > {}`",
+            CRD_COPIES[0],
+            CRD_COPIES[1]
+        );
+    }
 }
 
 fn schema() -> Value {
