@@ -77,6 +77,7 @@ fn scenarios() -> Vec<Scenario> {
             false,
             scenarios::leader::run
         ),
+        scenario!("12_fault_injection", true, scenarios::faults::run),
         scenario!(
             "6_operator_sigkilled_20_times",
             false,
@@ -154,6 +155,7 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
         pg,
         kubelet,
         operator: tokio::sync::Mutex::new(operator),
+        cluster,
     });
     println!(
         "e2e: control plane, PostgreSQL, kubelet and bellows up in {:.1}s ({})",
@@ -201,7 +203,6 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
     }
     println!("{} passed, {failed} failed", results.len() - failed);
     drop(env);
-    drop(cluster);
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

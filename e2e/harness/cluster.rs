@@ -2,7 +2,7 @@
 //! kube-controller-manager v1.20.2 (built from Debian's source package by
 //! `e2e/scripts/prepare.sh`), with an admin token and a kubeconfig.
 
-use super::process::{Proc, free_port, run};
+use super::process::{Proc, Service, free_port, run};
 use super::wait::until;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -18,6 +18,8 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// Admin client.
     pub client: Client,
+    /// kube-apiserver, restartable (absent for an existing cluster).
+    apiserver: Option<Service>,
     _procs: Vec<Proc>,
 }
 
@@ -72,28 +74,33 @@ impl Cluster {
         let tokens = dir.join("tokens.csv");
         std::fs::write(&tokens, format!("{TOKEN},admin,admin,system:masters\n")).unwrap();
 
-        let mut api = Command::new(bin.join("kube-apiserver"));
-        api.arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
-            .args([
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--insecure-port=0",
-            ])
-            .arg(format!("--secure-port={api_port}"))
-            .arg(format!("--cert-dir={}", certs.display()))
-            .arg(format!("--token-auth-file={}", tokens.display()))
-            .arg("--authorization-mode=RBAC")
-            .arg(format!("--service-account-key-file={}", sa_key.display()))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                sa_key.display()
-            ))
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            // No kubelet means no service-account tokens to mount.
-            .arg("--disable-admission-plugins=ServiceAccount")
-            .arg("--profiling=false");
-        let api = Proc::spawn("kube-apiserver", api, &dir.join("kube-apiserver.log"));
+        let (bin_dir, certs_dir, log_dir) = (bin.to_owned(), certs.clone(), dir.to_owned());
+        let (tokens_file, key) = (tokens.clone(), sa_key.clone());
+        let apiserver = move || {
+            let mut api = Command::new(bin_dir.join("kube-apiserver"));
+            api.arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
+                .args([
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    "--insecure-port=0",
+                ])
+                .arg(format!("--secure-port={api_port}"))
+                .arg(format!("--cert-dir={}", certs_dir.display()))
+                .arg(format!("--token-auth-file={}", tokens_file.display()))
+                .arg("--authorization-mode=RBAC")
+                .arg(format!("--service-account-key-file={}", key.display()))
+                .arg(format!(
+                    "--service-account-signing-key-file={}",
+                    key.display()
+                ))
+                .arg("--service-account-issuer=https://kubernetes.default.svc")
+                .arg("--service-cluster-ip-range=10.0.0.0/24")
+                // No kubelet means no service-account tokens to mount.
+                .arg("--disable-admission-plugins=ServiceAccount")
+                .arg("--profiling=false");
+            api
+        };
+        let api = Service::start("kube-apiserver", &log_dir, apiserver);
 
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(
@@ -126,8 +133,26 @@ impl Cluster {
         Cluster {
             kubeconfig,
             client,
-            _procs: vec![kcm, api, etcd],
+            apiserver: Some(api),
+            _procs: vec![kcm, etcd],
         }
+    }
+
+    /// Fault injection: kills kube-apiserver (SIGKILL: a crash; a graceful
+    /// stop drains watches for a minute), leaves it down for `down`, starts
+    /// it again and waits until it answers.
+    pub async fn restart_apiserver(&self, down: Duration) {
+        let api = self
+            .apiserver
+            .as_ref()
+            .expect("only a local control plane restarts");
+        api.stop(libc::SIGKILL);
+        tokio::time::sleep(down).await;
+        api.restart();
+        until("kube-apiserver back", Duration::from_secs(60), || async {
+            self.client.apiserver_version().await.ok()
+        })
+        .await;
     }
 
     /// Uses an existing cluster (the kind profile): nothing is started.
@@ -140,6 +165,7 @@ impl Cluster {
         Cluster {
             kubeconfig,
             client,
+            apiserver: None,
             _procs: vec![],
         }
     }

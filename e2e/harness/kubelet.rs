@@ -192,17 +192,32 @@ impl Kubelet {
         }
     }
 
+    /// Writes the pod's status. Like a real kubelet's status manager it
+    /// retries while the API server cannot be reached (fault injection
+    /// restarts it), for up to a minute.
     async fn patch_status(&self, pod: &Pod, status: serde_json::Value) {
-        if let Err(e) = self
-            .api(pod)
-            .patch_status(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": status})),
-            )
-            .await
-        {
-            eprintln!("kubelet: status of {}: {e}", pod.name_any());
+        let patch = json!({"status": status});
+        for attempt in 0.. {
+            let result = self
+                .api(pod)
+                .patch_status(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await;
+            match result {
+                Ok(_) => return,
+                Err(kube::Error::Api(e)) => {
+                    eprintln!("kubelet: status of {}: {e}", pod.name_any());
+                    return;
+                }
+                Err(e) if attempt == 300 => {
+                    eprintln!("kubelet: status of {}: {e}", pod.name_any());
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Env {
     /// The stand-in kubelet (absent against an existing cluster).
     pub kubelet: Option<kubelet::Kubelet>,
     pub operator: tokio::sync::Mutex<operator::Operator>,
+    /// Last, so it outlives the processes that talk to it when dropped.
+    pub cluster: cluster::Cluster,
 }
 
 impl Env {
@@ -382,13 +384,22 @@ impl Ns {
     /// SQL ran exactly once and in this order, and (with the stand-in
     /// kubelet) each Job had exactly one pod run, which exited 0.
     pub async fn assert_ran_once_in_order(&self, env: &Env, steps: &[&str]) {
+        let violations = self.ran_once_in_order(env, steps).await;
+        assert!(violations.is_empty(), "{violations:#?}");
+    }
+
+    /// What [`Ns::assert_ran_once_in_order`] would fail on.
+    pub async fn ran_once_in_order(&self, env: &Env, steps: &[&str]) -> Vec<String> {
+        let mut violations = vec![];
         for step in steps {
-            assert_eq!(self.jobs_of(step).await.len(), 1, "{step}: exactly one Job");
-            assert_eq!(
-                self.sql(&format!("SELECT count(*) FROM runs WHERE step = '{step}'")),
-                "1",
-                "{step} ran exactly once"
-            );
+            let jobs = self.jobs_of(step).await.len();
+            if jobs != 1 {
+                violations.push(format!("{step}: {jobs} Jobs"));
+            }
+            let runs = self.runs_of(step);
+            if runs != 1 {
+                violations.push(format!("{step}: its SQL ran {runs} times"));
+            }
         }
         if let Some(kubelet) = &env.kubelet {
             let runs: Vec<(String, i32)> = kubelet
@@ -401,18 +412,42 @@ impl Ns {
                 .map(|r| (r.job.clone(), r.exit_code))
                 .collect();
             let jobs: std::collections::BTreeSet<&String> = runs.iter().map(|r| &r.0).collect();
-            assert_eq!(
-                (runs.len(), jobs.len()),
-                (steps.len(), steps.len()),
-                "one pod run per phase Job: {runs:?}"
-            );
-            assert!(
-                runs.iter().all(|r| r.1 == 0),
-                "every phase exited 0: {runs:?}"
-            );
+            if (runs.len(), jobs.len()) != (steps.len(), steps.len())
+                || runs.iter().any(|r| r.1 != 0)
+            {
+                violations.push(format!(
+                    "not one successful pod run per phase Job: {runs:?}"
+                ));
+            }
         }
-        let order = self.sql("SELECT string_agg(step, ',' ORDER BY at) FROM runs");
-        assert_eq!(order, steps.join(","));
+        let order = self.sql("SELECT coalesce(string_agg(step, ',' ORDER BY at), '') FROM runs");
+        if order != steps.join(",") {
+            violations.push(format!("phases ran in the order {order:?}"));
+        }
+        violations
+    }
+
+    /// How many times [`recording_sql`] for `step` committed.
+    pub fn runs_of(&self, step: &str) -> u32 {
+        self.sql(&format!("SELECT count(*) FROM runs WHERE step = '{step}'"))
+            .parse()
+            .expect("a count")
+    }
+
+    /// Waits until the Job of `step` has a running pod.
+    pub async fn wait_job_running(&self, step: &str) {
+        until(
+            &format!("the {step} Job running"),
+            Duration::from_secs(90),
+            || async {
+                let jobs = self.jobs_of(step).await;
+                jobs.first()
+                    .and_then(|j| j.status.as_ref()?.active)
+                    .filter(|n| *n > 0)
+                    .map(|_| ())
+            },
+        )
+        .await;
     }
 
     pub fn record_phases(&self, name: &str) -> PhaseLog {

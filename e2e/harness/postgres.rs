@@ -2,7 +2,7 @@
 //! a free loopback port, trust authentication. As root it runs as the
 //! `postgres` user (PostgreSQL refuses root).
 
-use super::process::{Proc, free_port, run};
+use super::process::{Service, free_port, run};
 use super::wait::until;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -17,7 +17,7 @@ pub struct Postgres {
     data: PathBuf,
     /// Host in the URLs handed to Jobs (127.0.0.1 unless pods run elsewhere).
     host: String,
-    _proc: Proc,
+    server: Service,
 }
 
 /// uid and gid of the `postgres` user when running as root.
@@ -76,34 +76,55 @@ impl Postgres {
             "listen_addresses=127.0.0.1"
         };
         let port = free_port();
-        let mut server = as_postgres(format!("{BIN}/postgres"));
-        server
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&sock)
-            .args(["-c", listen, "-c", "fsync=off", "-c", "max_connections=200"]);
-        let proc = Proc::spawn("postgres", server, &dir.join("postgres.log"));
+        let datadir = data.clone();
+        let server = Service::start("postgres", dir, move || {
+            let mut server = as_postgres(format!("{BIN}/postgres"));
+            server
+                .arg("-D")
+                .arg(&datadir)
+                .args(["-p", &port.to_string(), "-k"])
+                .arg(&sock)
+                .args(["-c", listen, "-c", "fsync=off", "-c", "max_connections=200"]);
+            server
+        });
         let host = external_host.unwrap_or_else(|| "127.0.0.1".into());
         let pg = Postgres {
             port,
-            data: data.clone(),
+            data,
             host,
-            _proc: proc,
+            server,
         };
+        pg.wait_ready().await;
+        pg
+    }
+
+    async fn wait_ready(&self) {
+        let port = self.port.to_string();
         until(
             "PostgreSQL accepting connections",
             Duration::from_secs(30),
             || async {
                 Command::new(format!("{BIN}/pg_isready"))
-                    .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                    .args(["-h", "127.0.0.1", "-p", &port])
                     .output()
                     .ok()
                     .filter(|o| o.status.success())
             },
         )
         .await;
-        pg
+    }
+
+    /// Fault injection: a fast shutdown (SIGINT: open transactions are
+    /// rolled back, clients disconnected).
+    pub fn stop(&self) {
+        self.server.stop(libc::SIGINT);
+    }
+
+    /// Starts the server again after [`Postgres::stop`] and waits until it
+    /// accepts connections.
+    pub async fn start_again(&self) {
+        self.server.restart();
+        self.wait_ready().await;
     }
 
     /// A URL for `database` as the superuser, as Jobs reach it.

@@ -4,8 +4,9 @@
 use std::fs::File;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
 /// A running child process, logging to a file.
 pub struct Proc {
@@ -52,6 +53,57 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.stop(libc::SIGKILL);
+    }
+}
+
+/// A child process that fault injection stops and starts again with the
+/// same command line. Its first run logs to `<name>.log`, restart N to
+/// `<name>-N.log`.
+pub struct Service {
+    name: &'static str,
+    command: Box<dyn Fn() -> Command + Send + Sync>,
+    log_dir: PathBuf,
+    /// The running process and how many times it was started.
+    state: Mutex<(Option<Proc>, u32)>,
+}
+
+impl Service {
+    pub fn start(
+        name: &'static str,
+        log_dir: &Path,
+        command: impl Fn() -> Command + Send + Sync + 'static,
+    ) -> Service {
+        let service = Service {
+            name,
+            command: Box::new(command),
+            log_dir: log_dir.into(),
+            state: Mutex::new((None, 0)),
+        };
+        service.restart();
+        service
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn stop(&self, signal: i32) {
+        if let Some(mut proc) = self.state.lock().unwrap().0.take() {
+            proc.stop(signal);
+        }
+    }
+
+    /// Starts the process again (after [`Service::stop`]).
+    pub fn restart(&self) {
+        let mut state = self.state.lock().unwrap();
+        assert!(state.0.is_none(), "{} is still running", self.name);
+        let log = match state.1 {
+            0 => format!("{}.log", self.name),
+            n => format!("{}-{n}.log", self.name),
+        };
+        state.0 = Some(Proc::spawn(
+            self.name,
+            (self.command)(),
+            &self.log_dir.join(log),
+        ));
+        state.1 += 1;
     }
 }
 

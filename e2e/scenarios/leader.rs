@@ -71,14 +71,7 @@ pub async fn run(env: Arc<Env>) {
     .await
     .unwrap();
     // Mid-expand: the leader has created the expand Job, which still runs.
-    until("the expand Job running", STEP, || async {
-        let jobs = ns.jobs_of("expand").await;
-        jobs.first()
-            .and_then(|j| j.status.as_ref()?.active)
-            .filter(|n| *n > 0)
-            .map(|_| ())
-    })
-    .await;
+    ns.wait_job_running("expand").await;
     assert_eq!(
         reconciles(&b).await,
         0,

@@ -3,6 +3,7 @@
 pub mod approval;
 pub mod bad_input;
 pub mod expand_fails;
+pub mod faults;
 pub mod happy_path;
 pub mod inline_sql;
 pub mod kills;
@@ -89,10 +90,15 @@ impl ContractGuard {
         ContractGuard { stop, task }
     }
 
+    /// Stops guarding; the violations seen.
+    pub async fn violations(self) -> std::collections::BTreeSet<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("guard task")
+    }
+
     /// Stops guarding; panics on any violation seen.
     pub async fn finish(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let violations = self.task.await.expect("guard task");
+        let violations = self.violations().await;
         assert!(
             violations.is_empty(),
             "invariant I2 violated: {violations:#?}"
