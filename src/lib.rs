@@ -5,4 +5,5 @@ pub mod api;
 pub mod controller;
 pub mod db;
 pub mod planner;
+pub mod plugin;
 pub mod telemetry;
