@@ -72,6 +72,7 @@ fn scenarios() -> Vec<Scenario> {
             false,
             scenarios::inline_sql::run
         ),
+        scenario!("11_kubectl_plugin", false, scenarios::plugin::run),
         scenario!(
             "6_operator_sigkilled_20_times",
             false,

@@ -7,6 +7,7 @@ pub mod happy_path;
 pub mod inline_sql;
 pub mod kills;
 pub mod never_ready;
+pub mod plugin;
 pub mod rollback;
 pub mod terminating;
 pub mod two_workloads;

@@ -9,7 +9,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::Api;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -42,7 +41,7 @@ pub(super) async fn follow(
     let mut event_store = Writer::<Event>::new(());
     let (rollout_view, event_view) = (rollout_store.as_reader(), event_store.as_reader());
     let (mut rollouts_synced, mut events_synced) = (false, false);
-    let mut last_seen: Option<Vec<String>> = None;
+    let mut last_seen: Option<String> = None;
     let tty = std::io::stdout().is_terminal();
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
@@ -101,7 +100,10 @@ pub(super) async fn follow(
             .filter(|e| render::regards(e, &rollout))
             .map(|e| Event::clone(e))
             .collect();
-        let seen = versions(&rollout, &events);
+        // What the view shows, with ages left out (all are measured from
+        // the same fixed instant): printed again only when that changes,
+        // not on every status write that changes nothing shown.
+        let seen = render::status(&rollout, &events, jiff::Timestamp::UNIX_EPOCH);
         if last_seen.as_ref() == Some(&seen) {
             continue;
         }
@@ -122,24 +124,6 @@ pub(super) async fn follow(
             None => {}
         }
     }
-}
-
-/// The resource versions of the rollout and its events: the view changes
-/// exactly when these do.
-fn versions(rollout: &SchemaRollout, events: &[Event]) -> Vec<String> {
-    let mut seen: Vec<String> = events
-        .iter()
-        .map(|e| {
-            format!(
-                "{}@{}",
-                e.name_any(),
-                e.resource_version().unwrap_or_default()
-            )
-        })
-        .collect();
-    seen.sort();
-    seen.push(rollout.meta().resource_version.clone().unwrap_or_default());
-    seen
 }
 
 /// The terminal phase (Succeeded or Failed) the rollout reached for its

@@ -77,35 +77,38 @@ fn event(kind: &str, name: &str, uid: &str, reason: &str, secs: i64) -> Event {
     .unwrap()
 }
 
-/// The line of `text` that starts with `start` (after tree and indent).
-fn line<'a>(text: &'a str, start: &str) -> &'a str {
-    text.lines()
-        .find(|l| {
-            l.trim_start_matches(['├', '└', '─', ' '])
-                .starts_with(start)
-        })
-        .unwrap_or_else(|| panic!("no line starting with {start:?} in:\n{text}"))
+/// The first word of a line, tree branches and indent aside.
+fn first_word(line: &str) -> &str {
+    line.trim_start_matches(['├', '└', '─', ' '])
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+}
+
+/// Asserts that, for each of `want`, the first line of `text` with the same
+/// first word is exactly that line.
+fn assert_lines(text: &str, want: &[&str]) {
+    for w in want {
+        let got = text
+            .lines()
+            .find(|l| first_word(l) == first_word(w))
+            .unwrap_or_else(|| panic!("no line like {w:?} in:\n{text}"));
+        assert_eq!(got, *w, "in:\n{text}");
+    }
 }
 
 #[test]
 fn header_shows_name_generations_phase_age_message_and_hold() {
     let text = status(&awaiting_approval(), &[], now());
-    assert_eq!(line(&text, "SchemaRollout:"), "SchemaRollout:   shop/gated");
-    assert_eq!(
-        line(&text, "Generation:"),
-        "Generation:      2 (observed 2)"
-    );
-    assert_eq!(
-        line(&text, "Phase:"),
-        "Phase:           AwaitingApproval for 75s"
-    );
-    assert_eq!(
-        line(&text, "Message:"),
-        "Message:         waiting for approval: annotate bellows.dev/approve=\"2\""
-    );
-    assert_eq!(
-        line(&text, "Contract held:"),
-        "Contract held:   AwaitingApproval"
+    assert_lines(
+        &text,
+        &[
+            "SchemaRollout:   shop/gated",
+            "Generation:      2 (observed 2)",
+            "Phase:           AwaitingApproval for 75s",
+            "Message:         waiting for approval: annotate bellows.dev/approve=\"2\"",
+            "Contract held:   AwaitingApproval",
+        ],
     );
     assert!(!text.contains("Paused:"), "{text}");
 }
@@ -138,14 +141,13 @@ fn running_and_failed_steps_show_elapsed_time_and_the_failure() {
                "digest": "d", "state": "Running", "startedAt": ago(200)}]}),
     );
     let text = status(&r, &[], now());
-    assert_eq!(
-        line(&text, "expand"),
-        "├─ expand       Running   job gated-expand-1a2b   running for 3m20s"
-    );
-    assert_eq!(line(&text, "rollout"), "├─ rollout      Pending");
-    assert_eq!(
-        line(&text, "Generation:"),
-        "Generation:      2 (not yet observed)"
+    assert_lines(
+        &text,
+        &[
+            "├─ expand       Running   job gated-expand-1a2b   running for 3m20s",
+            "├─ rollout      Pending",
+            "Generation:      2 (not yet observed)",
+        ],
     );
 
     let r = rollout(
@@ -155,13 +157,12 @@ fn running_and_failed_steps_show_elapsed_time_and_the_failure() {
                "finishedAt": ago(28), "message": "statement 2 of 2\nfailed"}]}),
     );
     let text = status(&r, &[], now());
-    assert_eq!(
-        line(&text, "expand"),
-        "├─ expand       Failed    sql, 2 statements: statement 2 of 2 failed   took 2s"
-    );
-    assert_eq!(
-        line(&text, "Generation:"),
-        "Generation:      2 (observed 1, status not yet updated for this generation)"
+    assert_lines(
+        &text,
+        &[
+            "├─ expand       Failed    sql, 2 statements: statement 2 of 2 failed   took 2s",
+            "Generation:      2 (observed 1, status not yet updated for this generation)",
+        ],
     );
 }
 
@@ -183,44 +184,36 @@ fn rollout_in_progress_counts_workloads_and_time_since_expand() {
                               "message": "1 of 3 pods\nupdated"}]}),
     );
     let text = status(&r, &[], now());
-    assert_eq!(
-        line(&text, "rollout"),
-        "├─ rollout      Running     0/2 workloads rolled out   running for 65s"
-    );
-    assert_eq!(line(&text, "transition"), "├─ transition   Pending");
-    assert_eq!(
-        line(&text, "api"),
-        "├─ api      image app:2.0.0    new 1/3   old 2   not rolled out (RolloutInProgress: 1 of 3 pods updated)"
-    );
-    assert_eq!(
-        line(&text, "worker"),
-        "└─ worker   labels app=w,v=2                     no status yet"
+    assert_lines(
+        &text,
+        &[
+            "├─ rollout      Running     0/2 workloads rolled out   running for 65s",
+            "├─ transition   Pending",
+            "├─ api      image app:2.0.0    new 1/3   old 2   not rolled out (RolloutInProgress: 1 of 3 pods updated)",
+            "└─ worker   labels app=w,v=2                     no status yet",
+        ],
     );
 }
 
 #[test]
 fn workloads_show_version_counts_and_rolled_out() {
     let text = status(&awaiting_approval(), &[], now());
-    assert_eq!(
-        line(&text, "api"),
-        "└─ api   image app:2.0.0   new 2/2   old 0   rolled out"
+    assert_lines(
+        &text,
+        &["└─ api   image app:2.0.0   new 2/2   old 0   rolled out"],
     );
 }
 
 #[test]
 fn conditions_are_a_table() {
     let text = status(&awaiting_approval(), &[], now());
-    assert_eq!(
-        line(&text, "TYPE   "),
-        "  TYPE        STATUS   REASON             AGE   MESSAGE"
-    );
-    assert_eq!(
-        line(&text, "Ready"),
-        "  Ready       False    AwaitingApproval   75s   waiting for approval"
-    );
-    assert_eq!(
-        line(&text, "RolledOut"),
-        "  RolledOut   True     RolledOut          80s"
+    assert_lines(
+        &text,
+        &[
+            "  TYPE        STATUS   REASON             AGE   MESSAGE",
+            "  Ready       False    AwaitingApproval   75s   waiting for approval",
+            "  RolledOut   True     RolledOut          80s",
+        ],
     );
 }
 
@@ -261,15 +254,14 @@ fn a_fresh_object_renders_without_status() {
     let mut paused = r.clone();
     paused.spec.paused = true;
     let text = status(&paused, &[], now());
-    assert_eq!(line(&text, "Phase:"), "Phase:           -");
-    assert_eq!(
-        line(&text, "Paused:"),
-        "Paused:          yes (kubectl bellows resume to continue)"
-    );
-    assert_eq!(line(&text, "expand"), "├─ expand       Pending");
-    assert_eq!(
-        line(&text, "api"),
-        "└─ api   image app:2.0.0         no status yet"
+    assert_lines(
+        &text,
+        &[
+            "Phase:           -",
+            "Paused:          yes (kubectl bellows resume to continue)",
+            "├─ expand       Pending",
+            "└─ api   image app:2.0.0         no status yet",
+        ],
     );
     assert!(text.contains("Conditions:\n  <none>\n"), "{text}");
     assert!(
