@@ -72,6 +72,7 @@ fn scenarios() -> Vec<Scenario> {
             false,
             scenarios::inline_sql::run
         ),
+        scenario!("11_kubectl_plugin", false, scenarios::plugin::run),
         scenario!(
             "11_leader_failover_mid_expand",
             false,

@@ -7,4 +7,5 @@ pub mod db;
 pub mod leader;
 pub mod operator;
 pub mod planner;
+pub mod plugin;
 pub mod telemetry;

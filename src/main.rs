@@ -1,10 +1,12 @@
-//! `bellows`: the operator (`run`), its CRD (`crd`).
+//! `bellows`: the operator (`run`), its CRD (`crd`), and the kubectl plugin
+//! verbs (`status`, `approve`, `pause`, `resume`, `list`); installed as
+//! `kubectl-bellows` it is run by kubectl as `kubectl bellows ...`.
 
 use bellows::api::{SchemaRollout, parse_duration};
 use bellows::leader::LeaseConfig;
 use bellows::operator::{Election, Options};
 use bellows::telemetry::{LogFormat, init_logging};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use kube::CustomResourceExt;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -24,6 +26,20 @@ enum Command {
     Run(RunArgs),
     /// Print the CustomResourceDefinition YAML.
     Crd,
+    #[command(flatten)]
+    Plugin(bellows::plugin::Verb),
+}
+
+/// Parses the command line; started as `kubectl-bellows`, help and usage
+/// name the command the way users type it (`kubectl bellows`).
+fn parse() -> Cli {
+    let mut command = Cli::command();
+    let argv0 = std::env::args().next().unwrap_or_default();
+    if bellows::plugin::invoked_as_plugin(&argv0) {
+        command = command.bin_name("kubectl bellows");
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 #[derive(Args)]
@@ -87,8 +103,8 @@ fn default_identity() -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    match parse().command {
+        Command::Plugin(verb) => bellows::plugin::run(verb),
         Command::Crd => {
             print!("{}", crd_yaml());
             ExitCode::SUCCESS

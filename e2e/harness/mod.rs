@@ -195,6 +195,29 @@ impl Ns {
             .await;
     }
 
+    /// Deploys `api` (image `shop/api:1.0.0`, `replicas` replicas) and
+    /// creates rollout `name` gating it on tag `2.0.0` with Manual approval
+    /// and `SELECT 1` Jobs, then waits until its expand succeeded.
+    pub async fn manual_api_rollout(&self, name: &str, replicas: i32) {
+        self.deploy(
+            "api",
+            "shop/api:1.0.0",
+            App {
+                replicas,
+                ..App::default()
+            },
+        )
+        .await;
+        self.create_and_expand(
+            name,
+            select_one_spec(
+                json!([workload("api", "2.0.0")]),
+                Some(json!({"approval": "Manual"})),
+            ),
+        )
+        .await;
+    }
+
     /// Creates a SchemaRollout from raw JSON, bypassing the Rust types (for
     /// input the types would refuse).
     pub async fn create_raw(&self, name: &str, spec: Value) -> Result<(), kube::Error> {

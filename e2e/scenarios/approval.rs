@@ -2,7 +2,7 @@
 //! annotation names the current generation.
 
 use super::STEP;
-use crate::harness::{App, Env, select_one_spec, workload};
+use crate::harness::Env;
 use bellows::api::{APPROVE_ANNOTATION, RolloutPhase::*};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -10,23 +10,7 @@ use std::sync::Arc;
 
 pub async fn run(env: Arc<Env>) {
     let ns = env.namespace("approval").await;
-    ns.deploy(
-        "api",
-        "shop/api:1.0.0",
-        App {
-            replicas: 1,
-            ..App::default()
-        },
-    )
-    .await;
-    ns.create_and_expand(
-        "gated",
-        select_one_spec(
-            json!([workload("api", "2.0.0")]),
-            Some(json!({"approval": "Manual"})),
-        ),
-    )
-    .await;
+    ns.manual_api_rollout("gated", 1).await;
     ns.set_image("api", "shop/api:2.0.0").await;
     let r = ns.wait_phase("gated", AwaitingApproval, STEP).await;
     assert_eq!(r.metadata.generation, Some(1));

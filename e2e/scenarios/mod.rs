@@ -9,6 +9,7 @@ pub mod inline_sql;
 pub mod kills;
 pub mod leader;
 pub mod never_ready;
+pub mod plugin;
 pub mod rollback;
 pub mod terminating;
 pub mod two_workloads;

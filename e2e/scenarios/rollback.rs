@@ -2,30 +2,13 @@
 //! reason; rolling forward again lets it proceed.
 
 use super::{ContractGuard, STEP};
-use crate::harness::{App, Env, cond, condition_of, select_one_spec, workload};
+use crate::harness::{Env, cond, condition_of};
 use bellows::api::{APPROVE_ANNOTATION, RolloutPhase::*};
-use serde_json::json;
 use std::sync::Arc;
 
 pub async fn run(env: Arc<Env>) {
     let ns = env.namespace("rollback").await;
-    ns.deploy(
-        "api",
-        "shop/api:1.0.0",
-        App {
-            replicas: 2,
-            ..App::default()
-        },
-    )
-    .await;
-    ns.create_and_expand(
-        "undo",
-        select_one_spec(
-            json!([workload("api", "2.0.0")]),
-            Some(json!({"approval": "Manual"})),
-        ),
-    )
-    .await;
+    ns.manual_api_rollout("undo", 2).await;
     ns.set_image("api", "shop/api:2.0.0").await;
     ns.wait_phase("undo", AwaitingApproval, STEP).await;
 
