@@ -2,6 +2,7 @@
 
 pub mod approval;
 pub mod bad_input;
+pub mod examples;
 pub mod expand_fails;
 pub mod happy_path;
 pub mod inline_sql;

@@ -1,0 +1,213 @@
+//! Scenario 11: the files under `examples/` are what they claim to be.
+//!
+//! 1. Every YAML document under `examples/` (all files, recursively) is
+//!    accepted by the API server in a server-side dry run, in a fresh
+//!    namespace; SchemaRollouts also pass the CRD's CEL rules, which the
+//!    local 1.20 server drops, through kube's CEL evaluator.
+//! 2. `examples/rename-column.yaml` runs for real: its psql Jobs rename
+//!    `users.full_name` in the namespace's PostgreSQL while shop-api rolls
+//!    from 1.0.0 to 2.0.0, with a manual approval, and contract never runs
+//!    while a 1.0.0 pod exists.
+
+use super::{ContractGuard, STEP, in_order};
+use crate::harness::{App, Env, Ns, install_crd, repo_path};
+use bellows::api::{APPROVE_ANNOTATION, RolloutPhase::*, SchemaRollout};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
+use kube::discovery::{Scope, pinned_kind};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub async fn run(env: Arc<Env>) {
+    let ns = env.namespace("examples").await;
+    dry_run_every_example(&ns).await;
+    rename_column_for_real(&env, &ns).await;
+}
+
+/// Every file below `dir`, sorted, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The YAML documents of `path`, with `metadata.namespace` (where set)
+/// rewritten to `namespace`.
+fn documents(path: &Path, namespace: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+    docs.into_iter()
+        .filter(|d| !d.is_null())
+        .map(|mut d| {
+            if d["metadata"].get("namespace").is_some() {
+                d["metadata"]["namespace"] = json!(namespace);
+            }
+            d
+        })
+        .collect()
+}
+
+async fn dry_run_every_example(ns: &Ns) {
+    // The e2e cluster has no Argo CD; a stand-in CRD lets the Application
+    // of examples/argocd/ be dry-run (it checks kind and scope, not spec).
+    install_crd(
+        &ns.client,
+        &repo_path("e2e/fixtures/applications.argoproj.io.yaml"),
+    )
+    .await;
+    let crd_text =
+        std::fs::read_to_string(repo_path("crds/schemarollouts.bellows.dev.yaml")).unwrap();
+    let crd: Value = serde_saphyr::from_str(&crd_text).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let mut accepted = 0;
+    let mut rejected = vec![];
+    for path in files_under(&repo_path("examples")) {
+        let file = path.strip_prefix(repo_path("")).unwrap().display();
+        for doc in documents(&path, &ns.name) {
+            let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+            let what = format!("{file}: {} {}", doc["kind"], doc["metadata"]["name"]);
+            let types = obj.types.clone().expect("apiVersion and kind");
+            let gvk = GroupVersionKind::try_from(&types).unwrap();
+            let (resource, caps) = pinned_kind(&ns.client, &gvk)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: unknown kind: {e}"));
+            let api: Api<DynamicObject> = match caps.scope {
+                Scope::Namespaced => Api::namespaced_with(ns.client.clone(), &ns.name, &resource),
+                Scope::Cluster => Api::all_with(ns.client.clone(), &resource),
+            };
+            let mut outcome = api
+                .create(&dry_run, &obj)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            if gvk.kind == "SchemaRollout" {
+                outcome = outcome.and_then(|()| {
+                    kube::core::cel::Validator::new()
+                        .validate(schema, &doc, None)
+                        .map_err(|e| format!("CEL: {e:?}"))
+                });
+            }
+            match outcome {
+                Ok(()) => accepted += 1,
+                Err(e) => rejected.push(format!("{what}: {e}")),
+            }
+        }
+    }
+    println!("e2e: examples: {accepted} documents accepted by a server-side dry run");
+    assert!(rejected.is_empty(), "rejected examples: {rejected:#?}");
+    // examples/ holds far more than this; an empty walk must not pass.
+    assert!(accepted >= 10, "only {accepted} documents under examples/");
+}
+
+async fn rename_column_for_real(env: &Env, ns: &Ns) {
+    ns.sql(
+        "CREATE TABLE users (id serial PRIMARY KEY, full_name text NOT NULL);
+            INSERT INTO users (full_name) VALUES ('Ada Lovelace'), ('Alan Turing');",
+    );
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "shop-db"}, "stringData": {"url": env.pg.url(&ns.name)}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    ns.deploy(
+        "shop-api",
+        "shop/api:1.0.0",
+        App {
+            replicas: 2,
+            container: Some("api"),
+            ..App::default()
+        },
+    )
+    .await;
+
+    let [mut rollout]: [Value; 1] = documents(&repo_path("examples/rename-column.yaml"), &ns.name)
+        .try_into()
+        .expect("rename-column.yaml holds one document");
+    // The only test overrides: the namespace (rewritten above) and a bake
+    // time of 1s instead of 10m. Everything else (Secret shop-db/url,
+    // container api, the psql Jobs, Manual approval) is the example as
+    // written; the stand-in kubelet runs its psql on this machine.
+    rollout["spec"]["contract"]["after"]["bakeTime"] = json!("1s");
+    let rollout: SchemaRollout = serde_json::from_value(rollout).expect("a SchemaRollout");
+    let name = rollout.metadata.name.clone().unwrap();
+    let phases = ns.record_phases(&name);
+    let guard = ContractGuard::start(ns, &[("shop-api", "shop/api:2.0.0")]);
+    Api::<SchemaRollout>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &rollout)
+        .await
+        .unwrap();
+
+    ns.wait_phase(&name, AwaitingRollout, STEP).await;
+    let columns = "SELECT string_agg(column_name, ',' ORDER BY column_name) \
+                   FROM information_schema.columns WHERE table_name = 'users'";
+    assert_eq!(ns.sql(columns), "display_name,full_name,id");
+    assert_eq!(
+        ns.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'users_sync_name'"),
+        "1"
+    );
+    // 1.0.0 writes full_name only, 2.0.0 display_name only: the trigger
+    // fills the other column both ways.
+    ns.sql("INSERT INTO users (full_name) VALUES ('Grace Hopper')");
+    ns.sql("INSERT INTO users (display_name) VALUES ('Edsger Dijkstra')");
+    assert_eq!(
+        ns.sql("SELECT count(*) FROM users WHERE full_name = display_name"),
+        "4"
+    );
+
+    ns.set_container_image("shop-api", "api", "shop/api:2.0.0")
+        .await;
+    let r = ns.wait_phase(&name, AwaitingApproval, STEP).await;
+    assert!(
+        ns.jobs_of("contract").await.is_empty(),
+        "no contract before the approval"
+    );
+    let generation = r.metadata.generation.unwrap().to_string();
+    ns.annotate_rollout(&name, APPROVE_ANNOTATION, &generation)
+        .await;
+    ns.wait_phase(&name, Succeeded, STEP).await;
+    guard.finish().await;
+
+    let seen = phases.phases();
+    assert!(
+        in_order(
+            &seen,
+            &[
+                Expanding,
+                AwaitingRollout,
+                AwaitingApproval,
+                Contracting,
+                Succeeded
+            ]
+        ),
+        "phases: {seen:?}"
+    );
+    assert_eq!(ns.sql(columns), "display_name,id");
+    assert_eq!(
+        ns.sql("SELECT string_agg(display_name, ',' ORDER BY id) FROM users"),
+        "Ada Lovelace,Alan Turing,Grace Hopper,Edsger Dijkstra"
+    );
+    assert_eq!(
+        ns.sql("SELECT count(*) FROM pg_proc WHERE proname = 'users_sync_name'"),
+        "0"
+    );
+    assert_eq!(ns.jobs_of("expand").await.len(), 1);
+    assert_eq!(ns.jobs_of("contract").await.len(), 1);
+}
