@@ -53,20 +53,14 @@ impl Env {
             .await
             .unwrap();
         self.pg.create_database(name);
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "db"}, "stringData": {"url": self.pg.url(name)}
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(self.client.clone(), name)
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
-        Ns {
+        let ns = Ns {
             name: name.into(),
             client: self.client.clone(),
             kubeconfig: self.kubeconfig.clone(),
             pg_url: self.pg.local_url(name),
-        }
+        };
+        ns.create_secret("db", "url", &self.pg.url(name)).await;
+        ns
     }
 }
 
@@ -95,6 +89,18 @@ impl Ns {
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Creates Secret `name` holding `value` under `key`.
+    pub async fn create_secret(&self, name: &str, key: &str, value: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name}, "stringData": {key: value}
+        }))
+        .unwrap();
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
     }
 
     /// Creates Deployment `name` running `image` in container `app` (or

@@ -12,7 +12,6 @@
 use super::{ContractGuard, STEP, in_order};
 use crate::harness::{App, Env, Ns, install_crd, repo_path};
 use bellows::api::{APPROVE_ANNOTATION, RolloutPhase::*, SchemaRollout};
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::{Scope, pinned_kind};
 use serde_json::{Value, json};
@@ -119,14 +118,8 @@ async fn rename_column_for_real(env: &Env, ns: &Ns) {
         "CREATE TABLE users (id serial PRIMARY KEY, full_name text NOT NULL);
             INSERT INTO users (full_name) VALUES ('Ada Lovelace'), ('Alan Turing');",
     );
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "shop-db"}, "stringData": {"url": env.pg.url(&ns.name)}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    ns.create_secret("shop-db", "url", &env.pg.url(&ns.name))
+        .await;
     ns.deploy(
         "shop-api",
         "shop/api:1.0.0",
