@@ -71,7 +71,7 @@ fn scenarios() -> Vec<Scenario> {
             scenarios::inline_sql::run
         ),
         scenario!(
-            "11_examples_dry_run_and_rename_column",
+            "11_examples_dry_run_and_two_run_for_real",
             false,
             scenarios::examples::run
         ),

@@ -4,10 +4,11 @@
 //!    accepted by the API server in a server-side dry run, in a fresh
 //!    namespace; SchemaRollouts also pass the CRD's CEL rules, which the
 //!    local 1.20 server drops, through kube's CEL evaluator.
-//! 2. `examples/rename-column.yaml` runs for real: its psql Jobs rename
-//!    `users.full_name` in the namespace's PostgreSQL while shop-api rolls
-//!    from 1.0.0 to 2.0.0, with a manual approval, and contract never runs
-//!    while a 1.0.0 pod exists.
+//! 2. `examples/rename-column.yaml` (psql Jobs) and
+//!    `examples/inline-sql.yaml` (inline SQL, backfill, check) run for
+//!    real, each in its own namespace: they rename `users.full_name` in the
+//!    namespace's PostgreSQL while shop-api rolls from 1.0.0 to 2.0.0, with
+//!    a manual approval, and contract never runs while a 1.0.0 pod exists.
 
 use super::{ContractGuard, STEP, in_order};
 use crate::harness::{App, Env, Ns, install_crd, repo_path};
@@ -21,7 +22,9 @@ use std::sync::Arc;
 pub async fn run(env: Arc<Env>) {
     let ns = env.namespace("examples").await;
     dry_run_every_example(&ns).await;
-    rename_column_for_real(&env, &ns).await;
+    rename_for_real(&env, &ns, "examples/rename-column.yaml").await;
+    let ns = env.namespace("examples-inline").await;
+    rename_for_real(&env, &ns, "examples/inline-sql.yaml").await;
 }
 
 /// Every file below `dir`, sorted, recursively.
@@ -113,7 +116,12 @@ async fn dry_run_every_example(ns: &Ns) {
     assert!(accepted >= 10, "only {accepted} documents under examples/");
 }
 
-async fn rename_column_for_real(env: &Env, ns: &Ns) {
+/// Runs the rename example `file` (users.full_name to display_name, Manual
+/// approval) for real in `ns`: the table, the Secret `shop-db` and
+/// Deployment `shop-api` (container `api`, 1.0.0) it expects, then expand,
+/// a roll to 2.0.0, the approval and contract, checking the schema after
+/// each step.
+async fn rename_for_real(env: &Env, ns: &Ns, file: &str) {
     ns.sql(
         "CREATE TABLE users (id serial PRIMARY KEY, full_name text NOT NULL);
             INSERT INTO users (full_name) VALUES ('Ada Lovelace'), ('Alan Turing');",
@@ -131,17 +139,28 @@ async fn rename_column_for_real(env: &Env, ns: &Ns) {
     )
     .await;
 
-    let [mut rollout]: [Value; 1] = documents(&repo_path("examples/rename-column.yaml"), &ns.name)
+    let [mut rollout]: [Value; 1] = documents(&repo_path(file), &ns.name)
         .try_into()
-        .expect("rename-column.yaml holds one document");
+        .unwrap_or_else(|_| panic!("{file} holds one document"));
     // The only test overrides: the namespace (rewritten above) and a bake
     // time of 1s instead of 10m. Everything else (Secret shop-db/url,
-    // container api, the psql Jobs, Manual approval) is the example as
-    // written; the stand-in kubelet runs its psql on this machine.
+    // container api, the SQL, Manual approval) is the example as written;
+    // the stand-in kubelet runs a Job's psql on this machine.
     rollout["spec"]["contract"]["after"]["bakeTime"] = json!("1s");
+    let job_phases: Vec<&str> = ["expand", "transition", "contract"]
+        .into_iter()
+        .filter(|p| rollout["spec"][p].get("job").is_some())
+        .collect();
+    let mut expected = vec![Expanding, AwaitingRollout];
+    if rollout["spec"].get("transition").is_some() {
+        expected.push(Transitioning);
+    }
+    expected.extend([AwaitingApproval, Contracting, Succeeded]);
     let rollout: SchemaRollout = serde_json::from_value(rollout).expect("a SchemaRollout");
     let name = rollout.metadata.name.clone().unwrap();
     let phases = ns.record_phases(&name);
+    // Watches contract Jobs (inline SQL has none; there the schema checks
+    // below before the approval stand in for it).
     let guard = ContractGuard::start(ns, &[("shop-api", "shop/api:2.0.0")]);
     Api::<SchemaRollout>::namespaced(ns.client.clone(), &ns.name)
         .create(&PostParams::default(), &rollout)
@@ -151,26 +170,29 @@ async fn rename_column_for_real(env: &Env, ns: &Ns) {
     ns.wait_phase(&name, AwaitingRollout, STEP).await;
     let columns = "SELECT string_agg(column_name, ',' ORDER BY column_name) \
                    FROM information_schema.columns WHERE table_name = 'users'";
-    assert_eq!(ns.sql(columns), "display_name,full_name,id");
+    assert_eq!(ns.sql(columns), "display_name,full_name,id", "{file}");
     assert_eq!(
         ns.sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'users_sync_name'"),
-        "1"
+        "1",
+        "{file}"
     );
     // 1.0.0 writes full_name only, 2.0.0 display_name only: the trigger
     // fills the other column both ways.
     ns.sql("INSERT INTO users (full_name) VALUES ('Grace Hopper')");
     ns.sql("INSERT INTO users (display_name) VALUES ('Edsger Dijkstra')");
     assert_eq!(
-        ns.sql("SELECT count(*) FROM users WHERE full_name = display_name"),
-        "4"
+        ns.sql("SELECT count(*) FROM users WHERE full_name = display_name AND id > 2"),
+        "2",
+        "{file}"
     );
 
     ns.set_container_image("shop-api", "api", "shop/api:2.0.0")
         .await;
     let r = ns.wait_phase(&name, AwaitingApproval, STEP).await;
-    assert!(
-        ns.jobs_of("contract").await.is_empty(),
-        "no contract before the approval"
+    assert_eq!(
+        ns.sql(columns),
+        "display_name,full_name,id",
+        "{file}: no contract before the approval"
     );
     let generation = r.metadata.generation.unwrap().to_string();
     ns.annotate_rollout(&name, APPROVE_ANNOTATION, &generation)
@@ -179,28 +201,20 @@ async fn rename_column_for_real(env: &Env, ns: &Ns) {
     guard.finish().await;
 
     let seen = phases.phases();
-    assert!(
-        in_order(
-            &seen,
-            &[
-                Expanding,
-                AwaitingRollout,
-                AwaitingApproval,
-                Contracting,
-                Succeeded
-            ]
-        ),
-        "phases: {seen:?}"
-    );
-    assert_eq!(ns.sql(columns), "display_name,id");
+    assert!(in_order(&seen, &expected), "{file}: phases: {seen:?}");
+    assert_eq!(ns.sql(columns), "display_name,id", "{file}");
     assert_eq!(
         ns.sql("SELECT string_agg(display_name, ',' ORDER BY id) FROM users"),
-        "Ada Lovelace,Alan Turing,Grace Hopper,Edsger Dijkstra"
+        "Ada Lovelace,Alan Turing,Grace Hopper,Edsger Dijkstra",
+        "{file}"
     );
     assert_eq!(
         ns.sql("SELECT count(*) FROM pg_proc WHERE proname = 'users_sync_name'"),
-        "0"
+        "0",
+        "{file}"
     );
-    assert_eq!(ns.jobs_of("expand").await.len(), 1);
-    assert_eq!(ns.jobs_of("contract").await.len(), 1);
+    for phase in &job_phases {
+        assert_eq!(ns.jobs_of(phase).await.len(), 1, "{file}: {phase} Jobs");
+    }
+    assert_eq!(ns.jobs().await.len(), job_phases.len(), "{file}: Jobs");
 }
