@@ -8,9 +8,7 @@ mod harness;
 mod scenarios;
 
 use harness::cluster::{self, Cluster};
-use harness::{Env, kubelet::Kubelet, operator::Operator, postgres::Postgres, wait::until};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
+use harness::{Env, kubelet::Kubelet, operator::Operator, postgres::Postgres};
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -72,13 +70,18 @@ fn scenarios() -> Vec<Scenario> {
             false,
             scenarios::inline_sql::run
         ),
-        scenario!("11_kubectl_plugin", false, scenarios::plugin::run),
+        scenario!("13_kubectl_plugin", false, scenarios::plugin::run),
         scenario!(
             "11_leader_failover_mid_expand",
             false,
             scenarios::leader::run
         ),
         scenario!("12_fault_injection", true, scenarios::faults::run),
+        scenario!(
+            "14_examples_dry_run_and_two_run_for_real",
+            false,
+            scenarios::examples::run
+        ),
         scenario!(
             "6_operator_sigkilled_20_times",
             false,
@@ -214,30 +217,7 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
 /// Creates the CRDs under `crds/` through the API (a 1.20 server drops the
 /// CEL rules it does not know) and waits until they are established.
 async fn install_crds(cluster: &Cluster) {
-    let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
-    let dir = harness::repo_path("crds");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        let crd: CustomResourceDefinition =
-            serde_saphyr::from_str(&text).expect("crds/ holds a CRD");
-        let name = crd.metadata.name.clone().unwrap();
-        match api.create(&PostParams::default(), &crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => panic!("install CRD {name}: {e}"),
-        }
-        until(
-            &format!("CRD {name} established"),
-            Duration::from_secs(30),
-            || async {
-                let crd = api.get(&name).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            },
-        )
-        .await;
+    for entry in std::fs::read_dir(harness::repo_path("crds")).unwrap() {
+        harness::install_crd(&cluster.client, &entry.unwrap().path()).await;
     }
 }

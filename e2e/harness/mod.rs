@@ -15,6 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -56,20 +57,14 @@ impl Env {
             .await
             .unwrap();
         self.pg.create_database(name);
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "db"}, "stringData": {"url": self.pg.url(name)}
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(self.client.clone(), name)
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
-        Ns {
+        let ns = Ns {
             name: name.into(),
             client: self.client.clone(),
             kubeconfig: self.kubeconfig.clone(),
             pg_url: self.pg.local_url(name),
-        }
+        };
+        ns.create_secret("db", "url", &self.pg.url(name)).await;
+        ns
     }
 }
 
@@ -88,6 +83,8 @@ pub struct App<'a> {
     /// Pod template annotations (the kubelet knobs).
     pub annotations: &'a [(&'a str, &'a str)],
     pub progress_deadline_seconds: Option<i32>,
+    /// Name of the (only) container; `app` when unset.
+    pub container: Option<&'a str>,
 }
 
 impl Ns {
@@ -98,8 +95,20 @@ impl Ns {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
-    /// Creates Deployment `name` running `image` in container `app` and waits
-    /// until it is available.
+    /// Creates Secret `name` holding `value` under `key`.
+    pub async fn create_secret(&self, name: &str, key: &str, value: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name}, "stringData": {key: value}
+        }))
+        .unwrap();
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
+    /// Creates Deployment `name` running `image` in container `app` (or
+    /// `app.container`) and waits until it is available.
     pub async fn deploy(&self, name: &str, image: &str, app: App<'_>) {
         let annotations: serde_json::Map<String, Value> = app
             .annotations
@@ -115,7 +124,7 @@ impl Ns {
                 "template": {
                     "metadata": {"labels": {"app": name}, "annotations": annotations},
                     "spec": {"terminationGracePeriodSeconds": 30,
-                             "containers": [{"name": "app", "image": image}]}
+                             "containers": [{"name": app.container.unwrap_or("app"), "image": image}]}
                 }
             }
         }))
@@ -148,9 +157,14 @@ impl Ns {
 
     /// Changes the image of container `app` (a deploy of a new version).
     pub async fn set_image(&self, deploy: &str, image: &str) {
+        self.set_container_image(deploy, "app", image).await;
+    }
+
+    /// Changes the image of `container` (a deploy of a new version).
+    pub async fn set_container_image(&self, deploy: &str, container: &str, image: &str) {
         self.patch_template(
             deploy,
-            json!({"spec": {"containers": [{"name": "app", "image": image}]}}),
+            json!({"spec": {"containers": [{"name": container, "image": image}]}}),
         )
         .await;
     }
@@ -526,6 +540,34 @@ impl PhaseLog {
     pub fn messages(&self) -> Vec<String> {
         self.messages.lock().unwrap().clone()
     }
+}
+
+/// Creates the CRD in the YAML file `path` (if absent) and waits until it is
+/// established.
+pub async fn install_crd(client: &Client, path: &std::path::Path) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let text = std::fs::read_to_string(path).unwrap();
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} holds a CRD: {e}", path.display()));
+    let name = crd.metadata.name.clone().unwrap();
+    match api.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("install CRD {name}: {e}"),
+    }
+    until(
+        &format!("CRD {name} established"),
+        Duration::from_secs(30),
+        || async {
+            let crd = api.get(&name).await.ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// A path inside the repository. Read at run time: cargo sets

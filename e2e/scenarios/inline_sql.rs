@@ -7,8 +7,7 @@
 use super::STEP;
 use crate::harness::{App, Env, workload};
 use bellows::api::RolloutPhase::*;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -27,13 +26,7 @@ pub async fn run(env: Arc<Env>) {
         .pg
         .url("inline-sql")
         .replace("postgres@", &format!("postgres:{PASSWORD}@"));
-    let secret: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "app-db"}, "stringData": {"url": url}}))
-            .unwrap();
-    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    ns.create_secret("app-db", "url", &url).await;
     ns.deploy(
         "api",
         "shop/api:1.0.0",
@@ -96,14 +89,7 @@ pub async fn run(env: Arc<Env>) {
 
     // A database that cannot be reached: a specific condition and Warning
     // that name the Secret, never its content, and nothing runs.
-    let pw: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "app-pw"}, "stringData": {"password": PASSWORD}}),
-    )
-    .unwrap();
-    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
-        .create(&PostParams::default(), &pw)
-        .await
-        .unwrap();
+    ns.create_secret("app-pw", "password", PASSWORD).await;
     let unreachable = json!({
         "workloads": [workload("api", "2.0.0")],
         "database": {"engine": "postgres", "host": "127.0.0.1", "port": crate::harness::process::free_port(),

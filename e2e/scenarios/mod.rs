@@ -2,6 +2,7 @@
 
 pub mod approval;
 pub mod bad_input;
+pub mod examples;
 pub mod expand_fails;
 pub mod faults;
 pub mod happy_path;
