@@ -1,4 +1,4 @@
-//! Scenario 11: the files under `examples/` are what they claim to be.
+//! Scenario 14: the files under `examples/` are what they claim to be.
 //!
 //! 1. Every YAML document under `examples/` (all files, recursively) is
 //!    accepted by the API server in a server-side dry run, in a fresh

@@ -1,4 +1,4 @@
-//! Scenario 11: the kubectl plugin, used the way users use it: the real
+//! Scenario 13: the kubectl plugin, used the way users use it: the real
 //! `kubectl bellows ...`, which finds `kubectl-bellows` (a symlink to the
 //! `bellows` binary) first on PATH, drives a rollout with Manual approval.
 
