@@ -42,7 +42,6 @@ end
 local progressing = {
   Pending = true,
   Expanding = true,
-  AwaitingRollout = true,
   Transitioning = true,
   Baking = true,
   Contracting = true,
@@ -77,6 +76,12 @@ elseif phase == "AwaitingApproval" then
     hs.status = "Suspended"
     hs.message = either(status.message, "waiting for approval") .. "; approve with the approve action or kubectl bellows approve " .. name
   end
+elseif phase == "AwaitingRollout" then
+  -- Expand is done and the schema serves old and new code: Healthy, so
+  -- that an Argo CD sync moves on to the wave that rolls the workloads out
+  -- (Progressing would hold that wave back for good).
+  hs.status = "Healthy"
+  hs.message = either(status.message, "expanded; waiting for the workloads to roll out")
 elseif phase == nil then
   hs.status = "Progressing"
   hs.message = "waiting for the controller to set a phase"

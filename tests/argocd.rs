@@ -158,7 +158,6 @@ fn expected_health(phase: RolloutPhase) -> Health {
     match phase {
         RolloutPhase::Pending
         | RolloutPhase::Expanding
-        | RolloutPhase::AwaitingRollout
         | RolloutPhase::Transitioning
         | RolloutPhase::Baking
         | RolloutPhase::Contracting => hs("Progressing", &message),
@@ -168,7 +167,9 @@ fn expected_health(phase: RolloutPhase) -> Health {
                 "{message}; approve with the approve action or kubectl bellows approve {NAME}"
             ),
         ),
-        RolloutPhase::Succeeded => hs("Healthy", &message),
+        // Expanded, waiting for the app's own rollout: Healthy, so that an
+        // Argo CD sync proceeds to the wave that rolls the Deployments.
+        RolloutPhase::AwaitingRollout | RolloutPhase::Succeeded => hs("Healthy", &message),
         RolloutPhase::Failed => hs("Degraded", &message),
     }
 }
