@@ -542,13 +542,19 @@ impl PhaseLog {
     }
 }
 
-/// Creates the CRD in the YAML file `path` (if absent) and waits until it is
-/// established.
+/// Creates each CRD in the YAML file `path` (if absent) and waits until it
+/// is established.
 pub async fn install_crd(client: &Client, path: &std::path::Path) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let text = std::fs::read_to_string(path).unwrap();
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} holds a CRD: {e}", path.display()));
+    let crds: Vec<CustomResourceDefinition> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|e| panic!("{} holds CRDs: {e}", path.display()));
+    for crd in crds {
+        establish(client, crd).await;
+    }
+}
+
+async fn establish(client: &Client, crd: CustomResourceDefinition) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = crd.metadata.name.clone().unwrap();
     match api.create(&PostParams::default(), &crd).await {
         Ok(_) => {}

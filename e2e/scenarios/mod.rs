@@ -2,6 +2,7 @@
 
 pub mod approval;
 pub mod bad_input;
+pub mod chart;
 pub mod examples;
 pub mod expand_fails;
 pub mod faults;
