@@ -195,6 +195,12 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
         "",
         total.elapsed().as_secs_f64()
     );
+    if let Some(u) = env.operator.lock().await.usage() {
+        println!(
+            "e2e: the suite's operator process (since its last start): peak RSS {:.1} MiB, CPU {:.1} s",
+            u.peak_rss_mib, u.cpu_seconds
+        );
+    }
     let failed = results.iter().filter(|r| !r.1).count();
     if failed > 0 {
         let kept = dir.keep();

@@ -8,6 +8,15 @@ use std::process::Command;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Resource use of an operator process.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    /// Peak resident set size (VmHWM).
+    pub peak_rss_mib: f64,
+    /// User plus system CPU time.
+    pub cpu_seconds: f64,
+}
+
 pub struct Operator {
     kubeconfig: PathBuf,
     dir: PathBuf,
@@ -72,6 +81,31 @@ impl Operator {
     /// (`None` if it was not running).
     pub fn stop(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
         self.proc.take().and_then(|mut p| p.stop(signal))
+    }
+
+    /// Peak memory and CPU time of the running process so far.
+    pub fn usage(&self) -> Option<Usage> {
+        let pid = self.proc.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let hwm_kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the parenthesised command name, utime and stime are the 12th
+        // and 13th fields (14th and 15th of the whole line).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Some(Usage {
+            peak_rss_mib: hwm_kib / 1024.0,
+            cpu_seconds: ticks / hz,
+        })
     }
 
     /// The `/metrics` text.

@@ -31,6 +31,10 @@ impl Proc {
         Proc { child }
     }
 
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether it has exited.
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

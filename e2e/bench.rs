@@ -1,0 +1,364 @@
+//! Scale benchmark, run on demand (`bash scripts/bench.sh`, or
+//! `cargo bench --bench scale -- 100 500`): on the local control plane of the
+//! e2e suite, N SchemaRollouts each gate their own one-replica Deployment;
+//! all N Deployments are rolled at once. Prints numbers, asserts none:
+//!
+//! - contract-start latency: from the stand-in kubelet removing a workload's
+//!   last old pod to the bench's watch seeing its contract Job (both on this
+//!   machine's clock; a Job's creationTimestamp only has whole seconds);
+//! - the operator's peak RSS (VmHWM) and CPU seconds (utime + stime);
+//! - API requests per second, from the API server's own
+//!   `apiserver_request_total`: over a quiet window with the operator
+//!   stopped (kube-controller-manager and the kubelet alone), with it
+//!   running idle, and during the rollout (everything, and the excess over
+//!   the quiet baseline);
+//! - reconciles per rollout, from the operator's `/metrics`.
+
+// The harness serves the e2e suite too; the bench uses part of it.
+#[allow(dead_code, unused_imports)]
+mod harness;
+
+use bellows::api::{RolloutPhase, SchemaRollout};
+use futures::{StreamExt, TryStreamExt};
+use harness::cluster::{self, Cluster};
+use harness::kubelet::Kubelet;
+use harness::operator::Operator;
+use harness::wait::until;
+use harness::workload;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Length of each quiet window over which request rates are measured.
+const QUIET: Duration = Duration::from_secs(20);
+/// How long any one setup step may take.
+const SETUP: Duration = Duration::from_secs(600);
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![100, 500]
+    } else {
+        sizes
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rows: Vec<Row> = sizes.iter().map(|&n| runtime.block_on(bench(n))).collect();
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    print_table(&rows);
+}
+
+/// One line of the results table.
+struct Row {
+    n: usize,
+    latency_ms: [f64; 3],
+    rollout_seconds: f64,
+    peak_rss_mib: f64,
+    cpu_seconds: f64,
+    reconciles_per_rollout: f64,
+    baseline_rps: f64,
+    idle_rps: f64,
+    after_rps: f64,
+    rollout_rps: f64,
+}
+
+async fn bench(n: usize) -> Row {
+    let dir = tempfile::Builder::new()
+        .prefix("bellows-bench-")
+        .tempdir()
+        .unwrap();
+    let cluster = Cluster::start(&cluster::prepare(), dir.path()).await;
+    for entry in std::fs::read_dir(harness::repo_path("crds")).unwrap() {
+        harness::install_crd(&cluster.client, &entry.unwrap().path()).await;
+    }
+    let kubelet = Kubelet::start(cluster.client.clone(), dir.path().join("pods")).await;
+    let client = cluster.client.clone();
+    let ns = "bench";
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let rollouts: Api<SchemaRollout> = Api::namespaced(client.clone(), ns);
+
+    eprintln!("bench N={n}: creating {n} Deployments");
+    for_each(n, |i| {
+        let api = deployments.clone();
+        async move {
+            let d: Deployment = serde_json::from_value(json!({
+                "metadata": {"name": app(i)},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": app(i)}},
+                    "template": {"metadata": {"labels": {"app": app(i)}},
+                        "spec": {"containers": [{"name": "app", "image": "shop/app:1.0.0"}]}}}
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &d).await.unwrap();
+        }
+    })
+    .await;
+    wait_all(
+        &deployments,
+        n,
+        "Deployments available",
+        |d: &Deployment| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1),
+    )
+    .await;
+
+    let mut operator = Operator::new(&cluster.kubeconfig, dir.path());
+    operator.start().await;
+    eprintln!("bench N={n}: creating {n} SchemaRollouts");
+    let job = json!({"template": {"spec": {"restartPolicy": "Never",
+        "containers": [{"name": "migrate", "image": "busybox", "command": ["true"]}]}}});
+    for_each(n, |i| {
+        let api = rollouts.clone();
+        let job = job.clone();
+        async move {
+            let r: SchemaRollout = serde_json::from_value(json!({
+                "apiVersion": "bellows.dev/v1alpha1", "kind": "SchemaRollout",
+                "metadata": {"name": format!("r-{i}")},
+                "spec": {"workloads": [workload(&app(i), "2.0.0")],
+                         "expand": {"job": job}, "contract": {"job": job}}
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &r).await.unwrap();
+        }
+    })
+    .await;
+    wait_all(&rollouts, n, "rollouts AwaitingRollout", |r| {
+        phase(r) == Some(RolloutPhase::AwaitingRollout)
+    })
+    .await;
+
+    // Request rates with nothing to do: without the operator, then with it.
+    operator.stop(libc::SIGTERM);
+    let baseline_rps = request_rate(&client, QUIET).await;
+    operator.start().await;
+    let idle_rps = request_rate(&client, QUIET).await;
+
+    // The old ReplicaSets, to tell which removed pod belonged to which app.
+    let old_hash: HashMap<String, String> = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|rs| {
+            let hash = rs.labels().get("pod-template-hash")?.clone();
+            Some((hash, rs.labels().get("app")?.clone()))
+        })
+        .collect();
+
+    let contract_seen = watch_contract_jobs(client.clone(), ns);
+    let reconciles_before = reconciles(&operator).await;
+    let requests_before = apiserver_requests(&client).await;
+    let started = Instant::now();
+    eprintln!("bench N={n}: rolling {n} Deployments to 2.0.0");
+    for_each(n, |i| {
+        let api = deployments.clone();
+        async move {
+            let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "shop/app:2.0.0"}]}}}});
+            api.patch(&app(i), &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    wait_succeeded(&rollouts, n).await;
+    let rollout_seconds = started.elapsed().as_secs_f64();
+    let rollout_requests = apiserver_requests(&client).await - requests_before;
+    let reconciles_during = reconciles(&operator).await - reconciles_before;
+    let after_rps = request_rate(&client, QUIET).await;
+
+    // Latency per app: last old pod removed -> contract Job seen.
+    let mut last_removed: HashMap<String, Timestamp> = HashMap::new();
+    for removed in kubelet.journal.removed.lock().unwrap().iter() {
+        let app = removed.template_hash.as_ref().and_then(|h| old_hash.get(h));
+        if let Some(app) = app {
+            let at = last_removed.entry(app.clone()).or_insert(removed.at);
+            *at = (*at).max(removed.at);
+        }
+    }
+    let seen = contract_seen.lock().unwrap().clone();
+    let mut latencies: Vec<f64> = (0..n)
+        .filter_map(|i| {
+            let removed = last_removed.get(&app(i))?;
+            let seen = seen.get(&format!("r-{i}"))?;
+            Some(seen.duration_since(*removed).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    assert_eq!(
+        latencies.len(),
+        n,
+        "a removal or contract Job was not observed"
+    );
+    latencies.sort_by(f64::total_cmp);
+    let usage = operator.usage().expect("the operator runs");
+    operator.stop(libc::SIGTERM);
+    Row {
+        n,
+        latency_ms: [
+            percentile(&latencies, 50.0),
+            percentile(&latencies, 95.0),
+            percentile(&latencies, 99.0),
+        ],
+        rollout_seconds,
+        peak_rss_mib: usage.peak_rss_mib,
+        cpu_seconds: usage.cpu_seconds,
+        reconciles_per_rollout: reconciles_during as f64 / n as f64,
+        baseline_rps,
+        idle_rps,
+        after_rps,
+        rollout_rps: rollout_requests as f64 / rollout_seconds,
+    }
+}
+
+fn app(i: usize) -> String {
+    format!("app-{i}")
+}
+
+fn phase(r: &SchemaRollout) -> Option<RolloutPhase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+/// Runs `f(0..n)`, 16 at a time.
+async fn for_each<F, Fut>(n: usize, f: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    futures::stream::iter(0..n)
+        .map(f)
+        .buffer_unordered(16)
+        .collect::<()>()
+        .await;
+}
+
+/// Setup only (never inside a measured window): lists until `n` objects
+/// pass `check`.
+async fn wait_all<K>(api: &Api<K>, n: usize, what: &str, check: impl Fn(&K) -> bool)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    until(what, SETUP, || async {
+        let items = api.list(&ListParams::default()).await.ok()?.items;
+        (items.iter().filter(|o| check(o)).count() == n).then_some(())
+    })
+    .await;
+}
+
+/// Waits, by watch (no polling inside the measured window), until `n`
+/// rollouts have Succeeded.
+async fn wait_succeeded(api: &Api<SchemaRollout>, n: usize) {
+    let mut done = std::collections::HashSet::new();
+    let stream = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    let deadline = tokio::time::sleep(SETUP);
+    tokio::pin!(deadline);
+    while done.len() < n {
+        tokio::select! {
+            r = stream.try_next() => {
+                if let Ok(Some(r)) = r
+                    && phase(&r) == Some(RolloutPhase::Succeeded)
+                {
+                    done.insert(r.name_any());
+                }
+            }
+            () = &mut deadline => panic!("only {} of {n} rollouts succeeded", done.len()),
+        }
+    }
+}
+
+/// When this process first saw each rollout's contract Job, by rollout.
+fn watch_contract_jobs(client: Client, ns: &str) -> Arc<Mutex<BTreeMap<String, Timestamp>>> {
+    let seen = Arc::new(Mutex::new(BTreeMap::new()));
+    let out = seen.clone();
+    let jobs: Api<Job> = Api::namespaced(client, ns);
+    let config = watcher::Config::default().labels("bellows.dev/phase=contract");
+    tokio::spawn(async move {
+        let stream = watcher(jobs, config).default_backoff().applied_objects();
+        let mut stream = std::pin::pin!(stream);
+        while let Ok(Some(job)) = stream.try_next().await {
+            let now = Timestamp::now();
+            let owner = job.owner_references().first().map(|o| o.name.clone());
+            if let Some(owner) = owner {
+                out.lock().unwrap().entry(owner).or_insert(now);
+            }
+        }
+    });
+    seen
+}
+
+/// The sum of the API server's `apiserver_request_total`.
+async fn apiserver_requests(client: &Client) -> u64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Requests per second over `window` (the bench's own two scrapes
+/// excluded).
+async fn request_rate(client: &Client, window: Duration) -> f64 {
+    let before = apiserver_requests(client).await;
+    tokio::time::sleep(window).await;
+    let after = apiserver_requests(client).await;
+    after.saturating_sub(before + 1) as f64 / window.as_secs_f64()
+}
+
+/// Finished reconciles, from the operator's `/metrics`.
+async fn reconciles(op: &Operator) -> u64 {
+    op.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("controller_runtime_reconcile_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n| N | contract-start p50 / p95 / p99 (ms) | all rolled in (s) | peak RSS (MiB) | CPU (s) | reconciles / rollout | API req/s: quiet, no operator | operator idle | after all done | during rollout (all clients) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {:.0} / {:.0} / {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            r.n,
+            r.latency_ms[0],
+            r.latency_ms[1],
+            r.latency_ms[2],
+            r.rollout_seconds,
+            r.peak_rss_mib,
+            r.cpu_seconds,
+            r.reconciles_per_rollout,
+            r.baseline_rps,
+            r.idle_rps,
+            r.after_rps,
+            r.rollout_rps,
+        );
+    }
+}
