@@ -164,7 +164,7 @@ async fn bench(n: usize) -> Row {
         .collect();
 
     let contract_seen = watch_contract_jobs(client.clone(), ns);
-    let reconciles_before = reconciles(&operator).await;
+    let reconciles_before = operator.reconciles().await;
     let requests_before = apiserver_requests(&client).await;
     let started = Instant::now();
     eprintln!("bench N={n}: rolling {n} Deployments to 2.0.0");
@@ -181,7 +181,7 @@ async fn bench(n: usize) -> Row {
     wait_succeeded(&rollouts, n).await;
     let rollout_seconds = started.elapsed().as_secs_f64();
     let rollout_requests = apiserver_requests(&client).await - requests_before;
-    let reconciles_during = reconciles(&operator).await - reconciles_before;
+    let reconciles_during = operator.reconciles().await - reconciles_before;
     let after_rps = request_rate(&client, QUIET).await;
 
     // Latency per app: last old pod removed -> contract Job seen.
@@ -322,16 +322,6 @@ async fn request_rate(client: &Client, window: Duration) -> f64 {
     tokio::time::sleep(window).await;
     let after = apiserver_requests(client).await;
     after.saturating_sub(before + 1) as f64 / window.as_secs_f64()
-}
-
-/// Finished reconciles, from the operator's `/metrics`.
-async fn reconciles(op: &Operator) -> u64 {
-    op.metrics()
-        .await
-        .lines()
-        .filter(|l| l.starts_with("controller_runtime_reconcile_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -108,6 +108,16 @@ impl Operator {
         })
     }
 
+    /// Finished reconciles, from `/metrics` (0 while unreachable).
+    pub async fn reconciles(&self) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("controller_runtime_reconcile_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
         get(self.port, "/metrics")

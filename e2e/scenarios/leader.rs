@@ -73,7 +73,7 @@ pub async fn run(env: Arc<Env>) {
     // Mid-expand: the leader has created the expand Job, which still runs.
     ns.wait_job_running("expand").await;
     assert_eq!(
-        reconciles(&b).await,
+        b.reconciles().await,
         0,
         "the standby reconciled while another replica led"
     );
@@ -89,7 +89,7 @@ pub async fn run(env: Arc<Env>) {
     ns.wait_phase("failover", Succeeded, STEP).await;
     ns.assert_ran_once_in_order(&env, &["expand", "contract"])
         .await;
-    assert!(reconciles(&b).await > 0, "the new leader reconciled");
+    assert!(b.reconciles().await > 0, "the new leader reconciled");
 
     // Step-down: the leader releases the Lease on SIGTERM and exits 0.
     a.start().await;
@@ -118,14 +118,4 @@ async fn wait_leader(ns: &Ns, identity: &str) {
         (holder == identity).then_some(())
     })
     .await;
-}
-
-/// How many reconciles a replica has finished, from its `/metrics`.
-async fn reconciles(op: &Operator) -> u64 {
-    op.metrics()
-        .await
-        .lines()
-        .filter(|l| l.starts_with("controller_runtime_reconcile_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
