@@ -209,6 +209,9 @@ async fn bench(n: usize) -> Row {
     latencies.sort_by(f64::total_cmp);
     let usage = operator.usage().expect("the operator runs");
     operator.stop(libc::SIGTERM);
+    if std::env::var_os("BELLOWS_BENCH_KEEP").is_some() {
+        eprintln!("bench N={n}: logs kept in {}", dir.keep().display());
+    }
     Row {
         n,
         latency_ms: [

@@ -2,6 +2,7 @@
 //! the Deployments and pods they name, and reconciles each rollout by
 //! observing, planning (pure) and applying the plan.
 
+pub mod cache;
 pub mod job;
 pub mod observe;
 mod reconcile;
@@ -10,11 +11,13 @@ pub use reconcile::reconcile;
 
 use crate::api::SchemaRollout;
 use crate::telemetry::metrics::Metrics;
+use cache::{Caches, Synced};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -73,6 +76,8 @@ pub struct Context {
     pub pools: crate::db::Pools,
     /// Consecutive failures per rollout, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<SchemaRollout>, u32>>,
+    /// The watch caches; without them every reconcile reads live.
+    pub caches: Option<Caches>,
 }
 
 impl Context {
@@ -89,7 +94,14 @@ impl Context {
             metrics,
             pools: Default::default(),
             failures: Mutex::default(),
+            caches: None,
         }
+    }
+
+    /// Reconciles read the watch caches once they synced.
+    pub fn with_caches(mut self, caches: Caches) -> Self {
+        self.caches = Some(caches);
+        self
     }
 
     fn reset_backoff(&self, rollout: &SchemaRollout) {
@@ -136,10 +148,11 @@ fn naming(
 
 /// The Deployment that owns a pod, derived from its ReplicaSet owner
 /// (`<deployment>-<pod-template-hash>`).
-fn deployment_of(pod: &Pod) -> Option<String> {
-    let hash = pod.labels().get("pod-template-hash")?;
-    pod.owner_references()
+fn deployment_of(pod: &ObjectMeta) -> Option<String> {
+    let hash = pod.labels.as_ref()?.get("pod-template-hash")?;
+    pod.owner_references
         .iter()
+        .flatten()
         .find(|o| o.kind == "ReplicaSet")
         .and_then(|o| o.name.strip_suffix(&format!("-{hash}")).map(str::to_owned))
 }
@@ -158,7 +171,8 @@ pub async fn run(
     let rollouts: Api<SchemaRollout> = scoped(&client, namespace);
     let jobs: Api<Job> = scoped(&client, namespace);
     let deployments: Api<Deployment> = scoped(&client, namespace);
-    let pods: Api<Pod> = scoped(&client, namespace);
+    let replica_sets: Api<ReplicaSet> = scoped(&client, namespace);
+    let pods: Api<PartialObjectMeta<Pod>> = scoped(&client, namespace);
 
     let (store, writer) = reflector::store();
     let mut on_ready = Some((on_ready, store.clone()));
@@ -176,26 +190,55 @@ pub async fn run(
     let for_deployments = store.clone();
     let for_pods = store.clone();
 
-    let ctx = Arc::new(Context::new(client, metrics));
+    // The caches reconciles read (see `cache`); each watch also triggers
+    // the rollouts its objects concern, except ReplicaSets, whose changes
+    // always come with a Deployment's or a pod's.
+    let synced = Synced::default();
+    let (job_cache, job_writer) = reflector::store();
+    let job_config =
+        watcher::Config::default().labels(&format!("{}={}", job::MANAGED_BY.0, job::MANAGED_BY.1));
+    let job_events = watcher::watcher(jobs, job_config)
+        .backoff(WatchBackoff::default())
+        .reflect(job_writer)
+        .inspect(synced.on_init_done())
+        .touched_objects();
+    let (deployment_cache, deployment_writer) = reflector::store();
+    let deployment_events = watcher::watcher(deployments, watcher::Config::default())
+        .backoff(WatchBackoff::default())
+        .reflect(deployment_writer)
+        .inspect(synced.on_init_done())
+        .touched_objects();
+    let (replica_set_cache, replica_set_writer) = reflector::store();
+    let replica_set_events = watcher::watcher(replica_sets, watcher::Config::default())
+        .backoff(WatchBackoff::default())
+        .reflect(replica_set_writer)
+        .inspect(synced.on_init_done())
+        .touched_objects();
+    let (pod_cache, pod_writer) = reflector::store();
+    let pod_events = watcher::watcher(pods, watcher::Config::default())
+        .backoff(WatchBackoff::default())
+        .reflect(pod_writer)
+        .inspect(synced.on_init_done())
+        .touched_objects();
+    let caches = Caches::new(
+        deployment_cache,
+        replica_set_cache,
+        pod_cache,
+        job_cache,
+        synced,
+    );
+
+    let ctx = Arc::new(Context::new(client, metrics).with_caches(caches));
     Controller::for_stream(trigger, store)
         .trigger_backoff(WatchBackoff::default())
-        .owns(
-            jobs,
-            watcher::Config::default().labels(&format!(
-                "{}={}",
-                job::MANAGED_BY.0,
-                job::MANAGED_BY.1
-            )),
-        )
-        .watches(
-            deployments,
-            watcher::Config::default(),
-            move |d: Deployment| naming(&for_deployments, d.namespace(), &d.name_any()),
-        )
-        .watches(
-            pods,
-            watcher::Config::default(),
-            move |p: Pod| match deployment_of(&p) {
+        .owns_stream(job_events)
+        .watches_stream(deployment_events, move |d: Deployment| {
+            naming(&for_deployments, d.namespace(), &d.name_any())
+        })
+        .watches_stream(replica_set_events, |_: ReplicaSet| None)
+        .watches_stream(
+            pod_events,
+            move |p: PartialObjectMeta<Pod>| match deployment_of(&p.metadata) {
                 Some(name) => naming(&for_pods, p.namespace(), &name),
                 None => vec![],
             },

@@ -1,8 +1,11 @@
-//! Reads what the planner needs from the API server: the workloads (with
-//! their ReplicaSets and pods, listed live rather than from counters) and the
-//! Job of each phase under its deterministic name.
+//! Reads what the planner needs: the workloads (with their ReplicaSets and
+//! the pods they select, not just their counters), the Job of each phase
+//! under its deterministic name, the referenced Secrets and ConfigMaps, and
+//! the database. Workloads and Jobs come from the watch caches or, to
+//! confirm a decision to start a phase, from the API server.
 
 use super::Error;
+use super::cache::Caches;
 use super::job;
 use crate::api::{SchemaRollout, Step, StepState};
 use crate::db::{DbError, LedgerKey, LedgerState, Pools, Target};
@@ -13,35 +16,122 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams};
-use kube::{Client, ResourceExt};
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Where observe reads Deployments, ReplicaSets, pods and Jobs from.
+/// Referenced Secrets and ConfigMaps and the database are always read live.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// The API server.
+    Live,
+    /// The controller's watch caches.
+    Cached(&'a Caches),
+}
+
+impl Source<'_> {
+    async fn deployment(
+        self,
+        client: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Deployment>, Error> {
+        match self {
+            Source::Live => Api::<Deployment>::namespaced(client.clone(), ns)
+                .get_opt(name)
+                .await
+                .map_err(Error::Kube),
+            Source::Cached(c) => Ok(c
+                .deployments
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|d| d.as_ref().clone())),
+        }
+    }
+
+    async fn replica_sets(
+        self,
+        client: &Client,
+        ns: &str,
+        selector: &Selector,
+    ) -> Result<Vec<ReplicaSet>, Error> {
+        match self {
+            Source::Live => Api::<ReplicaSet>::namespaced(client.clone(), ns)
+                .list(&ListParams::default().labels_from(selector))
+                .await
+                .map(|l| l.items)
+                .map_err(Error::Kube),
+            Source::Cached(c) => Ok(selected(&c.replica_sets, ns, selector)),
+        }
+    }
+
+    /// The selected pods, metadata only (all that rollout assessment reads).
+    async fn pods(self, client: &Client, ns: &str, selector: &Selector) -> Result<Vec<Pod>, Error> {
+        let metas = match self {
+            Source::Live => {
+                Api::<Pod>::namespaced(client.clone(), ns)
+                    .list_metadata(&ListParams::default().labels_from(selector))
+                    .await
+                    .map_err(Error::Kube)?
+                    .items
+            }
+            Source::Cached(c) => selected(&c.pods, ns, selector),
+        };
+        Ok(metas
+            .into_iter()
+            .map(|m| Pod {
+                metadata: m.metadata,
+                ..Pod::default()
+            })
+            .collect())
+    }
+
+    async fn job(self, client: &Client, ns: &str, name: &str) -> Result<Option<Job>, Error> {
+        match self {
+            Source::Live => Api::<Job>::namespaced(client.clone(), ns)
+                .get_opt(name)
+                .await
+                .map_err(Error::Kube),
+            Source::Cached(c) => Ok(c
+                .jobs
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|j| j.as_ref().clone())),
+        }
+    }
+}
+
+/// The cached objects in `ns` that `selector` matches.
+fn selected<K>(store: &Store<K>, ns: &str, selector: &Selector) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store
+        .state_filter(|o| o.namespace().as_deref() == Some(ns) && selector.matches(o.labels()))
+        .into_iter()
+        .map(|o| o.as_ref().clone())
+        .collect()
+}
 
 /// Observes everything `rollout` depends on.
 pub async fn observe(
     client: &Client,
+    source: Source<'_>,
     pools: &Pools,
     rollout: &SchemaRollout,
     database: Option<&Result<Target, DbError>>,
     now: Timestamp,
 ) -> Result<Observed, Error> {
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-
     let mut workloads = Vec::with_capacity(rollout.spec.workloads.len());
     for w in &rollout.spec.workloads {
-        let deploy = deployments.get_opt(&w.name).await.map_err(Error::Kube)?;
+        let deploy = source.deployment(client, &ns, &w.name).await?;
         let (sets, selected) = match deploy.as_ref().and_then(selector_of) {
-            Some(selector) => {
-                let lp = ListParams::default().labels(&selector);
-                let sets = replica_sets.list(&lp).await.map_err(Error::Kube)?.items;
-                let selected = pods.list(&lp).await.map_err(Error::Kube)?.items;
-                (sets, selected)
-            }
+            Some(selector) => (
+                source.replica_sets(client, &ns, &selector).await?,
+                source.pods(client, &ns, &selector).await?,
+            ),
             None => (vec![], vec![]),
         };
         workloads.push(assess(
@@ -64,7 +154,7 @@ pub async fn observe(
         };
         references.extend(step::references(job));
         let name = step::job_name(&rollout.name_any(), s, &step::digest(phase));
-        if let Some(job) = jobs.get_opt(&name).await.map_err(Error::Kube)? {
+        if let Some(job) = source.job(client, &ns, &name).await? {
             // Only a Job this rollout created counts as its phase.
             let ours = job.labels().get(job::ROLLOUT_UID_LABEL) == rollout.uid().as_ref();
             let observation = if ours {
@@ -182,53 +272,9 @@ async fn exists(client: &Client, ns: &str, r: &Reference) -> Result<bool, Error>
     found.map_err(Error::Kube)
 }
 
-/// The Deployment's selector as a label-selector string, or `None` when it
-/// selects nothing.
-fn selector_of(deploy: &Deployment) -> Option<String> {
-    let selector = &deploy.spec.as_ref()?.selector;
-    let s = label_selector(selector);
-    (!s.is_empty()).then_some(s)
-}
-
-/// Renders a LabelSelector in the `key=value,key in (a,b)` syntax.
-pub fn label_selector(selector: &LabelSelector) -> String {
-    let mut parts: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for e in selector.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    parts.join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn renders_label_selectors() {
-        let s: LabelSelector = serde_json::from_value(json!({
-            "matchLabels": {"app": "api", "tier": "web"},
-            "matchExpressions": [
-                {"key": "env", "operator": "In", "values": ["a", "b"]},
-                {"key": "x", "operator": "NotIn", "values": ["c"]},
-                {"key": "y", "operator": "Exists"},
-                {"key": "z", "operator": "DoesNotExist"}]
-        }))
-        .unwrap();
-        assert_eq!(
-            label_selector(&s),
-            "app=api,tier=web,env in (a,b),x notin (c),y,!z"
-        );
-    }
+/// The Deployment's selector, or `None` when it selects nothing (or cannot
+/// be parsed).
+fn selector_of(deploy: &Deployment) -> Option<Selector> {
+    let selector = Selector::try_from(deploy.spec.as_ref()?.selector.clone()).ok()?;
+    (!selector.selects_all()).then_some(selector)
 }

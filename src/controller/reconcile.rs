@@ -1,7 +1,8 @@
 //! One reconcile: observe, plan, apply the plan's side effects, write
 //! status, publish events.
 
-use super::{Context, Error, FIELD_MANAGER, job, observe, reference};
+use super::observe::{self, Source};
+use super::{Context, Error, FIELD_MANAGER, job, reference};
 use crate::api::{RolloutPhase, SchemaRollout};
 use crate::db::{self, DbError, Runner, Target};
 use crate::planner::rollout::PAUSED_BY_ANNOTATION;
@@ -43,9 +44,26 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
         }
         None => None,
     };
-    let observed =
-        observe::observe(&ctx.client, &ctx.pools, rollout, database.as_ref(), now).await?;
-    let plan = planner::plan(rollout, &observed);
+    let source = match &ctx.caches {
+        Some(caches) if caches.ready() => Source::Cached(caches),
+        _ => Source::Live,
+    };
+    let observe = |source| {
+        observe::observe(
+            &ctx.client,
+            source,
+            &ctx.pools,
+            rollout,
+            database.as_ref(),
+            now,
+        )
+    };
+    let mut plan = planner::plan(rollout, &observe(source).await?);
+    // Starting a phase cannot be undone: confirm it against the API server,
+    // so a cache that lags behind a rollback or a new pod never starts one.
+    if matches!(source, Source::Cached(_)) && plan.actions.iter().any(starts_phase) {
+        plan = planner::plan(rollout, &observe(Source::Live).await?);
+    }
     for action in &plan.actions {
         apply(ctx, rollout, database.as_ref(), action).await?;
     }
@@ -55,6 +73,11 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Whether `action` starts a phase's migration.
+fn starts_phase(action: &PlanAction) -> bool {
+    matches!(action, PlanAction::CreateJob { .. } | PlanAction::RunSql(_))
 }
 
 /// Carries out one side effect. Creating a Job that already exists counts as
