@@ -74,10 +74,12 @@ fn bad(edits: &[(&str, Value)]) -> Value {
     spec
 }
 
+/// Refused at admission, the message mentioning `mentions`.
 fn rejected(mentions: &'static str) -> Outcome {
     Outcome::Rejected(mentions)
 }
 
+/// Stalled with `reason`, condition and event mentioning `mentions`.
 fn stalled(reason: &'static str, mentions: impl Into<String>) -> Outcome {
     Outcome::Stalled {
         reason,
