@@ -118,6 +118,11 @@ impl Operator {
             .sum()
     }
 
+    /// Whether the operator process is running (started and not exited).
+    pub fn running(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(|p| !p.exited())
+    }
+
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
         get(self.port, "/metrics")

@@ -1,39 +1,503 @@
-//! Scenario 8: bad input is rejected at admission or stalls with a specific
-//! reason and a Warning event, and never creates a Job.
+//! Scenario 8: a table of malformed SchemaRollouts, each field's worst case
+//! (empty, huge, wrong type, too long, negative, unknown, both or neither of
+//! two exclusive fields, missing referenced objects). Each is rejected at
+//! admission by the CRD schema, or accepted and then `Stalled=True` with a
+//! specific reason and a Warning event naming the field. None creates a Job
+//! or panics the operator.
+//!
+//! The 1.20 API server drops CEL rules (`x-kubernetes-validations`), so the
+//! rules only CEL states (one of two fields, unique names) reach the
+//! controller, which must stall them itself.
 
 use super::STEP;
 use crate::harness::{App, Env, Ns, cond, psql_job, workload};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-fn spec(workloads: Value, expand: Value) -> Value {
-    json!({"workloads": workloads, "expand": {"job": expand}, "contract": {"job": psql_job("SELECT 1")}})
+/// What must become of a bad input.
+enum Outcome {
+    /// Refused by the API server (HTTP 422) with a message that mentions
+    /// this text.
+    Rejected(&'static str),
+    /// Accepted, then `Stalled=True` with `reason`, and a Warning event of
+    /// that reason; the condition message and the event note mention
+    /// `mentions`.
+    Stalled {
+        reason: &'static str,
+        mentions: String,
+    },
 }
 
-async fn stalls_with(ns: &Ns, name: &str, spec: Value, reason: &str, mentions: &str) {
-    ns.create_raw(name, spec)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: admission should accept it: {e}"));
-    let r = ns
-        .wait_condition(name, cond::STALLED, "True", Some(reason), STEP)
-        .await;
-    let message = &r
-        .status
-        .as_ref()
-        .unwrap()
-        .condition(cond::STALLED)
-        .unwrap()
-        .message;
-    assert!(
-        message.contains(mentions),
-        "{name}: {message:?} should mention {mentions:?}"
-    );
-    let note = ns.wait_event(name, "Warning", reason, STEP).await;
-    assert!(note.contains(mentions), "{name}: event {note:?}");
+/// One row of the table.
+struct Case {
+    /// Name of the SchemaRollout.
+    name: &'static str,
+    /// What is wrong with it, for the printed table.
+    wrong: &'static str,
+    spec: Value,
+    outcome: Outcome,
 }
 
-async fn rejected(ns: &Ns, name: &str, spec: Value, mentions: &str) {
-    match ns.create_raw(name, spec).await {
+/// A valid spec: Deployment `api` (container `app`) gated on tag `2`, with
+/// `SELECT 1` Jobs for expand and contract.
+fn good() -> Value {
+    json!({
+        "workloads": [workload("api", "2")],
+        "expand": {"job": psql_job("SELECT 1")},
+        "contract": {"job": psql_job("SELECT 1")},
+    })
+}
+
+/// The namespace's own database, through its Secret `db`.
+fn database() -> Value {
+    json!({"engine": "postgres", "secretRef": {"name": "db", "key": "url"}})
+}
+
+/// [`good`] with each `(JSON pointer, value)` of `edits` set, creating
+/// missing objects along the pointer.
+fn bad(edits: &[(&str, Value)]) -> Value {
+    let mut spec = good();
+    for (pointer, value) in edits {
+        let mut at = &mut spec;
+        for key in pointer.split('/').skip(1) {
+            at = match at {
+                Value::Array(items) => &mut items[key.parse::<usize>().expect("array index")],
+                _ => at
+                    .as_object_mut()
+                    .unwrap_or_else(|| panic!("{pointer}: {key} is inside a non-object"))
+                    .entry(key)
+                    .or_insert_with(|| json!({})),
+            };
+        }
+        *at = value.clone();
+    }
+    spec
+}
+
+/// Refused at admission, the message mentioning `mentions`.
+fn rejected(mentions: &'static str) -> Outcome {
+    Outcome::Rejected(mentions)
+}
+
+/// Stalled with `reason`, condition and event mentioning `mentions`.
+fn stalled(reason: &'static str, mentions: impl Into<String>) -> Outcome {
+    Outcome::Stalled {
+        reason,
+        mentions: mentions.into(),
+    }
+}
+
+/// 300 kB of SQL: far more than any real statement, well under etcd's limit.
+fn huge_sql() -> String {
+    format!("SELECT 1 {}", "-- padding\n".repeat(300 * 1024 / 11))
+}
+
+/// `n` characters.
+fn long(n: usize) -> String {
+    "a".repeat(n)
+}
+
+/// The table.
+fn cases() -> Vec<Case> {
+    let case = |name, wrong, spec, outcome| Case {
+        name,
+        wrong,
+        spec,
+        outcome,
+    };
+    let mut misspelled = good();
+    let expand = misspelled["expand"].take();
+    misspelled.as_object_mut().unwrap().remove("expand");
+    misspelled["expnad"] = expand;
+    let mut no_phase = good();
+    no_phase["contract"] = json!({});
+    let empty_labels: Vec<Value> = (0..32)
+        .map(|i| json!({"name": format!("w{i}"), "version": {"labels": {}}}))
+        .collect();
+    let mut missing_secret = psql_job("SELECT 1");
+    missing_secret["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"] =
+        json!("no-such-secret");
+    let mut missing_config = psql_job("SELECT 1");
+    missing_config["template"]["spec"]["containers"][0]["envFrom"] =
+        json!([{"configMapRef": {"name": "no-such-config"}}]);
+    let sidecar = json!({"container": "sidecar", "tag": "2"});
+    let check = |name: &str, sql: &str| json!({"checks": [{"name": name, "sql": sql}]});
+    vec![
+        // Admission: the OpenAPI schema of the CRD.
+        case(
+            "no-workloads",
+            "workloads: []",
+            bad(&[("/workloads", json!([]))]),
+            rejected("spec.workloads"),
+        ),
+        case(
+            "1000-workloads",
+            "1000 workloads (at most 32)",
+            bad(&[(
+                "/workloads",
+                (0..1000).map(|i| workload(&format!("w{i}"), "2")).collect(),
+            )]),
+            rejected("spec.workloads"),
+        ),
+        case(
+            "empty-workload-name",
+            "workload name \"\"",
+            bad(&[("/workloads/0/name", json!(""))]),
+            rejected("spec.workloads.name"),
+        ),
+        case(
+            "long-workload-name",
+            "workload name of 254 characters",
+            bad(&[("/workloads/0/name", json!(long(254)))]),
+            rejected("spec.workloads.name"),
+        ),
+        case(
+            "statefulset",
+            "kind: StatefulSet",
+            bad(&[("/workloads/0/kind", json!("StatefulSet"))]),
+            rejected("spec.workloads.kind"),
+        ),
+        case(
+            "image-as-string",
+            "version.image: \"api:2\"",
+            bad(&[("/workloads/0/version/image", json!("api:2"))]),
+            rejected("spec.workloads.version.image"),
+        ),
+        case(
+            "empty-container",
+            "container \"\"",
+            bad(&[("/workloads/0/version/image/container", json!(""))]),
+            rejected("spec.workloads.version.image.container"),
+        ),
+        case(
+            "long-container",
+            "container name of 64 characters",
+            bad(&[("/workloads/0/version/image/container", json!(long(64)))]),
+            rejected("spec.workloads.version.image.container"),
+        ),
+        case(
+            "paused-yes",
+            "paused: \"yes\"",
+            bad(&[("/paused", json!("yes"))]),
+            rejected("spec.paused"),
+        ),
+        case(
+            "no-containers",
+            "expand Job with containers: []",
+            bad(&[("/expand/job/template/spec/containers", json!([]))]),
+            rejected("spec.expand.job.template.spec.containers"),
+        ),
+        case(
+            "empty-sql-list",
+            "expand.sql: []",
+            bad(&[("/expand", json!({"sql": []})), ("/database", database())]),
+            rejected("spec.expand.sql"),
+        ),
+        case(
+            "201-statements",
+            "201 expand statements (at most 200)",
+            bad(&[
+                ("/expand", json!({"sql": vec!["SELECT 1"; 201]})),
+                ("/database", database()),
+            ]),
+            rejected("spec.expand.sql"),
+        ),
+        case(
+            "misspelled-expand",
+            "expnad: instead of expand: (pruned, so expand is missing)",
+            misspelled,
+            rejected("spec.expand"),
+        ),
+        case(
+            "negative-timeout",
+            "timeouts.expand: -5m",
+            bad(&[("/timeouts/expand", json!("-5m"))]),
+            rejected("spec.timeouts.expand"),
+        ),
+        case(
+            "words-duration",
+            "bakeTime: \"5 minutes\"",
+            bad(&[("/contract/after/bakeTime", json!("5 minutes"))]),
+            rejected("spec.contract.after.bakeTime"),
+        ),
+        case(
+            "bad-approval",
+            "approval: Sometimes",
+            bad(&[("/contract/after/approval", json!("Sometimes"))]),
+            rejected("spec.contract.after.approval"),
+        ),
+        case(
+            "long-check-name",
+            "check name of 64 characters",
+            bad(&[
+                ("/contract/after", check(&long(64), "SELECT true")),
+                ("/database", database()),
+            ]),
+            rejected("spec.contract.after.checks.name"),
+        ),
+        case(
+            "empty-check",
+            "check sql \"\"",
+            bad(&[
+                ("/contract/after", check("c", "")),
+                ("/database", database()),
+            ]),
+            rejected("spec.contract.after.checks.sql"),
+        ),
+        case(
+            "oracle",
+            "engine: oracle",
+            bad(&[
+                ("/database", database()),
+                ("/database/engine", json!("oracle")),
+            ]),
+            rejected("spec.database.engine"),
+        ),
+        case(
+            "bad-ssl-mode",
+            "sslMode: tls",
+            bad(&[
+                ("/database", database()),
+                ("/database/sslMode", json!("tls")),
+            ]),
+            rejected("spec.database.sslMode"),
+        ),
+        case(
+            "port-as-string",
+            "port: \"5432\"",
+            bad(&[("/database", database()), ("/database/port", json!("5432"))]),
+            rejected("spec.database.port"),
+        ),
+        case(
+            "port-70000",
+            "port: 70000",
+            bad(&[("/database", database()), ("/database/port", json!(70000))]),
+            rejected("spec.database.port"),
+        ),
+        case(
+            "long-secret-name",
+            "secretRef.name of 254 characters",
+            bad(&[
+                ("/database", database()),
+                ("/database/secretRef/name", json!(long(254))),
+            ]),
+            rejected("spec.database.secretRef.name"),
+        ),
+        // The controller: what the schema cannot say, or says only in CEL.
+        case(
+            "unknown-deployment",
+            "workload in no Deployment",
+            bad(&[("/workloads/0/name", json!("nope"))]),
+            stalled("WorkloadNotFound", "Deployment nope not found"),
+        ),
+        case(
+            "long-unknown-deployment",
+            "workload name of 253 characters, no such Deployment",
+            bad(&[("/workloads/0/name", json!(long(253)))]),
+            stalled("WorkloadNotFound", long(253)),
+        ),
+        case(
+            "unknown-container",
+            "container missing from the Deployment",
+            bad(&[("/workloads/0/version/image", sidecar)]),
+            stalled("ContainerNotFound", "sidecar"),
+        ),
+        case(
+            "missing-secret",
+            "expand Job reads a missing Secret",
+            bad(&[("/expand/job", missing_secret)]),
+            stalled("SecretNotFound", "no-such-secret"),
+        ),
+        case(
+            "missing-configmap",
+            "expand Job reads a missing ConfigMap",
+            bad(&[("/expand/job", missing_config)]),
+            stalled("ConfigMapNotFound", "no-such-config"),
+        ),
+        case(
+            "missing-db-secret",
+            "database.secretRef names a missing Secret",
+            bad(&[
+                ("/database", database()),
+                ("/database/secretRef/name", json!("no-such-db")),
+            ]),
+            stalled("DatabaseConfigInvalid", "Secret no-such-db not found"),
+        ),
+        case(
+            "image-and-labels",
+            "version with both image and labels (CEL only)",
+            bad(&[("/workloads/0/version/labels", json!({"v": "2"}))]),
+            stalled(
+                "InvalidSpec",
+                "spec.workloads[0].version needs exactly one of image or labels",
+            ),
+        ),
+        case(
+            "tag-and-ref",
+            "image with both tag and ref (CEL only)",
+            bad(&[("/workloads/0/version/image/ref", json!("shop/api:2"))]),
+            stalled(
+                "InvalidSpec",
+                "spec.workloads[0].version.image needs exactly one non-empty tag or ref",
+            ),
+        ),
+        case(
+            "duplicate-workloads",
+            "the same workload twice (CEL only)",
+            bad(&[(
+                "/workloads",
+                json!([workload("api", "2"), workload("api", "3")]),
+            )]),
+            stalled(
+                "InvalidSpec",
+                "spec.workloads[1].name \"api\" is listed twice",
+            ),
+        ),
+        case(
+            "32-empty-labels",
+            "32 workloads with labels: {} (message over the 1 kB Event note limit)",
+            bad(&[("/workloads", Value::Array(empty_labels))]),
+            stalled(
+                "InvalidSpec",
+                "spec.workloads[0].version.labels must not be empty",
+            ),
+        ),
+        case(
+            "job-and-sql",
+            "expand with both job and sql (CEL only)",
+            bad(&[
+                ("/expand/sql", json!(["SELECT 1"])),
+                ("/database", database()),
+            ]),
+            stalled("InvalidSpec", "spec.expand needs exactly one of job or sql"),
+        ),
+        case(
+            "neither-job-nor-sql",
+            "contract: {} (CEL only)",
+            no_phase,
+            stalled(
+                "InvalidSpec",
+                "spec.contract needs exactly one of job or sql",
+            ),
+        ),
+        case(
+            "secret-and-host",
+            "database with both secretRef and host (CEL only)",
+            bad(&[("/database", database()), ("/database/host", json!("db"))]),
+            stalled(
+                "InvalidSpec",
+                "spec.database needs exactly one of secretRef or host",
+            ),
+        ),
+        case(
+            "no-secret-no-host",
+            "database with neither secretRef nor host (CEL only)",
+            bad(&[("/database", json!({"engine": "postgres"}))]),
+            stalled(
+                "InvalidSpec",
+                "spec.database needs exactly one of secretRef or host",
+            ),
+        ),
+        case(
+            "blank-statement",
+            "expand.sql: [\"  \"] (the 1.20 server refuses \"\" as null)",
+            bad(&[
+                ("/expand", json!({"sql": ["  "]})),
+                ("/database", database()),
+            ]),
+            stalled(
+                "InvalidSpec",
+                "spec.expand.sql must list non-empty statements",
+            ),
+        ),
+        case(
+            "huge-statement",
+            "a 300 kB expand statement, no database",
+            bad(&[("/expand", json!({"sql": [huge_sql()]}))]),
+            stalled("InvalidSpec", "spec.expand.sql needs spec.database"),
+        ),
+        case(
+            "huge-check",
+            "a 300 kB contract check, no database",
+            bad(&[("/contract/after", check("c", &huge_sql()))]),
+            stalled(
+                "InvalidSpec",
+                "spec.contract.after.checks need spec.database",
+            ),
+        ),
+        case(
+            "duplicate-checks",
+            "two checks named c",
+            bad(&[
+                (
+                    "/contract/after/checks",
+                    json!([{"name": "c", "sql": "SELECT true"}, {"name": "c", "sql": "SELECT true"}]),
+                ),
+                ("/database", database()),
+            ]),
+            stalled("InvalidSpec", "check name \"c\" is used twice"),
+        ),
+        case(
+            "zero-timeout",
+            "timeouts.expand: 0s",
+            bad(&[("/timeouts/expand", json!("0s"))]),
+            stalled("InvalidSpec", "spec.timeouts.expand must be at least 1s"),
+        ),
+        case(
+            "zero-rollout-timeout",
+            "timeouts.rollout: 0s",
+            bad(&[("/timeouts/rollout", json!("0s"))]),
+            stalled("InvalidSpec", "spec.timeouts.rollout must be at least 1s"),
+        ),
+        case(
+            "overflowing-timeout",
+            "timeouts.contract: 99999999999999999999999h",
+            bad(&[("/timeouts/contract", json!("99999999999999999999999h"))]),
+            stalled("InvalidSpec", "spec.timeouts.contract: duration"),
+        ),
+        case(
+            "huge-timeout",
+            "timeouts.expand: 3000000000000000h (over an int64 of seconds)",
+            bad(&[("/timeouts/expand", json!("3000000000000000h"))]),
+            stalled(
+                "InvalidSpec",
+                "spec.timeouts.expand: duration \"3000000000000000h\" is too large",
+            ),
+        ),
+        case(
+            "retries",
+            "expand Job backoffLimit: 3",
+            bad(&[("/expand/job/backoffLimit", json!(3))]),
+            stalled("InvalidSpec", "spec.expand.job.backoffLimit must be 0"),
+        ),
+        case(
+            "restart-on-failure",
+            "contract pod restartPolicy: OnFailure",
+            bad(&[(
+                "/contract/job/template/spec/restartPolicy",
+                json!("OnFailure"),
+            )]),
+            stalled(
+                "InvalidSpec",
+                "spec.contract.job.template.spec.restartPolicy must be Never",
+            ),
+        ),
+    ]
+}
+
+/// At most `n` characters of `text` on one line, for the printed table.
+fn short(text: &str, n: usize) -> String {
+    let line = text.replace('\n', " ");
+    match line.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
+    }
+}
+
+/// Asserts that `case` was refused at admission as it must be.
+fn check_rejected(case: &Case, created: &Result<(), kube::Error>, mentions: &str) -> String {
+    let name = case.name;
+    match created {
         Err(kube::Error::Api(e)) => {
             assert_eq!(e.code, 422, "{name}: {e:?}");
             assert!(
@@ -41,9 +505,32 @@ async fn rejected(ns: &Ns, name: &str, spec: Value, mentions: &str) {
                 "{name}: {:?} should mention {mentions:?}",
                 e.message
             );
+            let why = e
+                .message
+                .split_once(" is invalid: ")
+                .map_or(&*e.message, |w| w.1);
+            format!("rejected: {}", short(why, 110))
         }
         other => panic!("{name}: expected an admission error, got {other:?}"),
     }
+}
+
+/// Waits until `case` stalls with `reason` and a Warning event, both
+/// mentioning `mentions`.
+async fn check_stalled(ns: &Ns, case: &Case, reason: &str, mentions: &str) -> String {
+    let name = case.name;
+    let r = ns
+        .wait_condition(name, cond::STALLED, "True", Some(reason), STEP)
+        .await;
+    let stalled = r.status.as_ref().unwrap().condition(cond::STALLED).unwrap();
+    assert!(
+        stalled.message.contains(mentions),
+        "{name}: {:?} should mention {mentions:?}",
+        stalled.message
+    );
+    let note = ns.wait_event(name, "Warning", reason, STEP).await;
+    assert!(note.contains(mentions), "{name}: event {note:?}");
+    format!("Stalled {reason}: {}", short(&stalled.message, 100))
 }
 
 pub async fn run(env: Arc<Env>) {
@@ -57,72 +544,41 @@ pub async fn run(env: Arc<Env>) {
         },
     )
     .await;
-    let ok_job = psql_job("SELECT 1");
 
-    stalls_with(
-        &ns,
-        "unknown-deployment",
-        spec(json!([workload("nope", "2")]), ok_job.clone()),
-        "WorkloadNotFound",
-        "nope",
-    )
-    .await;
-    let sidecar =
-        json!([{"name": "api", "version": {"image": {"container": "sidecar", "tag": "2"}}}]);
-    stalls_with(
-        &ns,
-        "unknown-container",
-        spec(sidecar, ok_job.clone()),
-        "ContainerNotFound",
-        "sidecar",
-    )
-    .await;
-    let mut missing_secret = ok_job.clone();
-    missing_secret["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"] =
-        json!("no-such-secret");
-    stalls_with(
-        &ns,
-        "missing-secret",
-        spec(json!([workload("api", "2")]), missing_secret),
-        "SecretNotFound",
-        "no-such-secret",
-    )
-    .await;
-    // A 1.20 API server drops CEL rules, so the controller's own check answers.
-    let both = json!([{"name": "api", "version": {"labels": {"v": "2"}, "image": {"container": "app", "tag": "2"}}}]);
-    stalls_with(
-        &ns,
-        "two-versions",
-        spec(both, ok_job.clone()),
-        "InvalidSpec",
-        "exactly one of image or labels",
-    )
-    .await;
+    // Create every case first, so the operator works on all of them at once.
+    let cases = cases();
+    let mut created = Vec::with_capacity(cases.len());
+    for case in &cases {
+        created.push(ns.create_raw(case.name, case.spec.clone()).await);
+    }
+    let (mut rejected, mut stalled) = (0, 0);
+    println!("case | wrong | outcome");
+    for (case, created) in cases.iter().zip(&created) {
+        let outcome = match &case.outcome {
+            Outcome::Rejected(mentions) => {
+                rejected += 1;
+                check_rejected(case, created, mentions)
+            }
+            Outcome::Stalled { reason, mentions } => {
+                if let Err(e) = created {
+                    panic!("{}: admission should accept it: {e}", case.name);
+                }
+                stalled += 1;
+                check_stalled(&ns, case, reason, mentions).await
+            }
+        };
+        println!("{} | {} | {outcome}", case.name, case.wrong);
+    }
 
-    let no_containers = json!({"template": {"spec": {"containers": []}}});
-    rejected(
-        &ns,
-        "no-containers",
-        spec(json!([workload("api", "2")]), no_containers),
-        "containers",
-    )
-    .await;
-    let mut negative = spec(json!([workload("api", "2")]), ok_job.clone());
-    negative["timeouts"] = json!({"expand": "-5m"});
-    rejected(&ns, "negative-timeout", negative, "timeouts.expand").await;
-    rejected(
-        &ns,
-        "no-workloads",
-        spec(json!([]), ok_job.clone()),
-        "workloads",
-    )
-    .await;
-    let mut approval = spec(json!([workload("api", "2")]), ok_job);
-    approval["contract"]["after"] = json!({"approval": "Sometimes"});
-    rejected(&ns, "bad-approval", approval, "approval").await;
-
-    assert!(
-        ns.jobs().await.is_empty(),
-        "bad input must never create a Job"
+    let jobs = ns.jobs().await;
+    let mut operator = env.operator.lock().await;
+    println!(
+        "{} bad inputs: {rejected} rejected at admission, {stalled} stalled, {} Jobs",
+        cases.len(),
+        jobs.len()
     );
+    assert!(jobs.is_empty(), "bad input must never create a Job");
+    assert!(operator.running(), "the operator exited");
+    let logs = operator.logs();
+    assert!(!logs.contains("panicked"), "the operator panicked:\n{logs}");
 }

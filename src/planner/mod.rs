@@ -105,6 +105,23 @@ pub struct EventIntent {
     pub note: String,
 }
 
+/// Longest note (in bytes) the API server accepts on an events.k8s.io Event.
+pub const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// `text` as an Event note: cut at a character boundary, ending in `…`, when
+/// it is longer than [`EVENT_NOTE_LIMIT`] (a longer note makes the API server
+/// refuse the whole event). The status message keeps the full text.
+pub fn event_note(text: &str) -> String {
+    if text.len() <= EVENT_NOTE_LIMIT {
+        return text.to_owned();
+    }
+    let mut end = EVENT_NOTE_LIMIT - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// The planner's decision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -667,7 +684,7 @@ impl<'a> Planner<'a> {
             self.events.push(EventIntent {
                 kind: EventKind::Warning,
                 reason,
-                note: message.clone(),
+                note: event_note(message),
             });
         }
         if let Some((reason, message)) = &d.hold
@@ -682,7 +699,7 @@ impl<'a> Planner<'a> {
             self.events.push(EventIntent {
                 kind,
                 reason: "ContractHeld",
-                note: format!("{reason}: {message}"),
+                note: event_note(&format!("{reason}: {message}")),
             });
         }
         if d.phase == RolloutPhase::Succeeded && self.prev.phase != Some(RolloutPhase::Succeeded) {

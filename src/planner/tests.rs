@@ -627,6 +627,8 @@ fn i6_invalid_spec_stalls_without_creating_jobs() {
         json!({"expand": {"job": {"backoffLimit": 2, "template": {"spec": {"containers": [{"name": "m"}]}}}}}),
         json!({"expand": {"job": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "m"}]}}}}}),
         json!({"timeouts": {"contract": "0s"}}),
+        json!({"timeouts": {"rollout": "0s"}}),
+        json!({"timeouts": {"expand": "3000000000000000h"}}),
         json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": "10 minutes"}}}),
     ];
     for case in cases {
@@ -941,4 +943,80 @@ fn a_claim_whose_job_was_never_created_may_still_start() {
     o.ledger.insert(Step::Expand, LedgerState::Succeeded);
     o.ledger.insert(Step::Contract, LedgerState::Claimed);
     assert!(creates(&plan(&r, &o), Step::Contract));
+}
+
+#[test]
+fn i6_database_needs_exactly_one_of_secret_ref_or_host() {
+    let both =
+        json!({"engine": "postgres", "host": "db", "secretRef": {"name": "db", "key": "url"}});
+    let neither = json!({"engine": "postgres"});
+    for database in [both, neither] {
+        let mut s = spec(json!({}));
+        s.database = Some(serde_json::from_value(database.clone()).unwrap());
+        let p = plan(&rollout(s), &observed(both_rolled_out(), &[], 0));
+        assert!(!creates_any(&p), "{database}");
+        let stalled = cond(&p, condition::STALLED);
+        assert_eq!(stalled.reason, "InvalidSpec", "{database}");
+        assert_eq!(
+            stalled.message, "spec.database needs exactly one of secretRef or host",
+            "{database}"
+        );
+    }
+}
+
+#[test]
+fn timeouts_must_fit_a_job_deadline_and_not_be_zero() {
+    let messages = |timeouts: serde_json::Value| {
+        validate::validate(&spec(json!({"timeouts": timeouts}))).unwrap_err()
+    };
+    assert_eq!(
+        messages(json!({"rollout": "0s"})),
+        ["spec.timeouts.rollout must be at least 1s"]
+    );
+    assert_eq!(
+        messages(json!({"transition": "500ms"})),
+        ["spec.timeouts.transition must be at least 1s"]
+    );
+    let huge = messages(json!({"expand": "3000000000000000h"}));
+    assert_eq!(huge.len(), 1);
+    assert!(
+        huge[0].starts_with("spec.timeouts.expand: duration \"3000000000000000h\" is too large"),
+        "{huge:?}"
+    );
+    // Just under the largest deadline a Job can hold (i64::MAX seconds).
+    let max = json!({"timeouts": {"expand": "2562047788015215h"}});
+    assert!(validate::validate(&spec(max)).is_ok());
+    // A zero bake time is no bake at all, not a problem.
+    let s = spec(
+        json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": "0s"}}}),
+    );
+    assert!(validate::validate(&s).is_ok());
+}
+
+#[test]
+fn a_long_stall_message_is_cut_to_fit_an_event_note() {
+    let workloads: Vec<_> = (0..40)
+        .map(|i| json!({"name": format!("w{i}"), "version": {"labels": {}}}))
+        .collect();
+    let mut r = rollout(spec(json!({"workloads": workloads})));
+    let p = step(&mut r, &observed(vec![], &[], 0));
+    let message = &cond(&p, condition::STALLED).message;
+    assert!(message.len() > EVENT_NOTE_LIMIT, "the full message is kept");
+    assert!(message.ends_with("spec.workloads[39].version.labels must not be empty"));
+    let note = &p.events[0].note;
+    assert!(note.len() <= EVENT_NOTE_LIMIT, "{} bytes", note.len());
+    assert!(note.ends_with('…'));
+    assert!(message.starts_with(note.trim_end_matches('…')));
+}
+
+#[test]
+fn event_notes_are_cut_at_a_character_boundary() {
+    assert_eq!(event_note("short"), "short");
+    let exact = "x".repeat(EVENT_NOTE_LIMIT);
+    assert_eq!(event_note(&exact), exact);
+    // Two-byte characters: the cut must not split one.
+    let cut = event_note(&"é".repeat(EVENT_NOTE_LIMIT));
+    assert!(cut.len() <= EVENT_NOTE_LIMIT);
+    assert_eq!(cut.chars().filter(|&c| c == 'é').count(), 510);
+    assert!(cut.ends_with('…'));
 }

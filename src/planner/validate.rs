@@ -67,6 +67,11 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
             _ => problems.push(format!("{at}.version needs exactly one of image or labels")),
         }
     }
+    if let Some(db) = &spec.database
+        && db.secret_ref.is_some() == db.host.is_some()
+    {
+        problems.push("spec.database needs exactly one of secretRef or host".to_owned());
+    }
     let has_database = spec.database.is_some();
     for step in [Step::Expand, Step::Transition, Step::Contract] {
         let Some(p) = phase(spec, step) else {
@@ -120,28 +125,22 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
             problems.push(format!("check name {:?} is used twice", c.name));
         }
     }
-    let read =
-        |problems: &mut Vec<String>, field: &str, value: Option<&String>, default| match value {
-            None => default,
-            Some(v) => parse_duration(v).unwrap_or_else(|e| {
-                problems.push(format!("{field}: {e}"));
-                default
-            }),
-        };
     let after = spec.contract.after.clone().unwrap_or_default();
     let timeouts = spec.timeouts.clone().unwrap_or_default();
     let durations = Durations {
-        bake_time: read(
+        bake_time: read_duration(
             &mut problems,
             "spec.contract.after.bakeTime",
             after.bake_time.as_ref(),
             Duration::ZERO,
+            None,
         ),
-        rollout: read(
+        rollout: read_duration(
             &mut problems,
             "spec.timeouts.rollout",
             timeouts.rollout.as_ref(),
             DEFAULT_LONG_TIMEOUT,
+            Some(Duration::MAX),
         ),
     };
     for (field, value) in [
@@ -149,14 +148,54 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
         ("spec.timeouts.transition", &timeouts.transition),
         ("spec.timeouts.contract", &timeouts.contract),
     ] {
-        let d = read(&mut problems, field, value.as_ref(), DEFAULT_JOB_TIMEOUT);
-        if value.is_some() && d.as_secs() == 0 {
-            problems.push(format!("{field} must be at least 1s"));
-        }
+        read_duration(
+            &mut problems,
+            field,
+            value.as_ref(),
+            DEFAULT_JOB_TIMEOUT,
+            Some(MAX_JOB_TIMEOUT),
+        );
     }
     if problems.is_empty() {
         Ok(durations)
     } else {
         Err(problems)
+    }
+}
+
+/// Longest Job deadline: a Job's `activeDeadlineSeconds` is an int64.
+const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(i64::MAX as u64);
+
+/// Reads the optional duration `field` (`default` when unset), recording a
+/// problem when it is malformed. A timeout (`at_most` given) must also be at
+/// least 1s, since a zero deadline expires at once, and at most `at_most`.
+fn read_duration(
+    problems: &mut Vec<String>,
+    field: &str,
+    value: Option<&String>,
+    default: Duration,
+    at_most: Option<Duration>,
+) -> Duration {
+    let Some(value) = value else {
+        return default;
+    };
+    match parse_duration(value) {
+        Err(e) => {
+            problems.push(format!("{field}: {e}"));
+            default
+        }
+        Ok(d) => {
+            if let Some(max) = at_most {
+                if d.as_secs() == 0 {
+                    problems.push(format!("{field} must be at least 1s"));
+                } else if d > max {
+                    problems.push(format!(
+                        "{field}: duration {value:?} is too large (at most {}s)",
+                        max.as_secs()
+                    ));
+                }
+            }
+            d
+        }
     }
 }
