@@ -53,22 +53,36 @@ impl LeaseConfig {
 /// Why a leader stopped leading.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseLost {
+    /// Another replica wrote itself into the Lease.
     #[error("lease {lease} is now held by {holder}")]
-    TakenOver { lease: String, holder: String },
-    #[error("could not renew lease {lease} for {elapsed:?}: {source}")]
-    RenewFailed {
+    TakenOver {
+        /// Name of the Lease.
         lease: String,
+        /// Its new holder.
+        holder: String,
+    },
+    /// No renewal succeeded within the renew deadline.
+    #[error("could not renew lease {lease} for {elapsed:?}: {reason}")]
+    RenewFailed {
+        /// Name of the Lease.
+        lease: String,
+        /// Time since the last successful renewal.
         elapsed: Duration,
-        source: kube::Error,
+        /// The last renewal's error.
+        reason: String,
     },
 }
 
 /// A version of the Lease record, and when this candidate first saw it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sighting {
+    /// `holderIdentity`.
     pub holder: Option<String>,
+    /// `leaseDurationSeconds`.
     pub duration: Duration,
+    /// Tells versions of the record apart.
     pub resource_version: Option<String>,
+    /// When this candidate first saw this version (its own clock).
     pub seen_at: Instant,
 }
 
@@ -104,6 +118,7 @@ pub struct Elector {
 }
 
 impl Elector {
+    /// A candidate for the Lease in `api`'s namespace.
     pub fn new(api: Api<Lease>, config: LeaseConfig) -> Self {
         Self {
             api,
@@ -116,7 +131,10 @@ impl Elector {
     /// retried: a standby has nothing better to do.
     pub async fn acquire(&mut self) {
         loop {
-            match self.try_acquire().await {
+            let round = tokio::time::timeout(self.config.duration, self.try_acquire()).await;
+            match round.unwrap_or_else(|_| {
+                Err(kube::Error::Service("no answer from the API server".into()))
+            }) {
                 Ok(None) => {
                     tracing::info!(lease = %self.config.name, identity = %self.config.identity, "became leader");
                     return;
@@ -225,84 +243,97 @@ impl Elector {
     }
 
     /// Renews the Lease until it is lost; returns why. Call only after
-    /// [`Elector::acquire`].
+    /// [`Elector::acquire`]. A renewal that gets no answer counts as failed
+    /// at the renew deadline, so a leader cut off from the API server stops
+    /// before a standby may take over.
     pub async fn keep(&mut self) -> LeaseLost {
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(self.config.renew_every()).await;
-            match self.renew().await {
-                Ok(()) => renewed = Instant::now(),
-                Err(lost @ LeaseLost::TakenOver { .. }) => return lost,
-                Err(LeaseLost::RenewFailed { source, .. }) => {
-                    let elapsed = renewed.elapsed();
-                    tracing::warn!(lease = %self.config.name, error = %source, ?elapsed, "lease renewal failed");
-                    if elapsed >= self.config.renew_deadline() {
-                        return LeaseLost::RenewFailed {
-                            lease: self.config.name.clone(),
-                            elapsed,
-                            source,
-                        };
-                    }
+            let deadline = renewed + self.config.renew_deadline();
+            let reason = match tokio::time::timeout_at(deadline, self.renew()).await {
+                Ok(Ok(None)) => {
+                    renewed = Instant::now();
+                    continue;
                 }
+                Ok(Ok(Some(holder))) => {
+                    return LeaseLost::TakenOver {
+                        lease: self.config.name.clone(),
+                        holder,
+                    };
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer from the API server".to_owned(),
+            };
+            let elapsed = renewed.elapsed();
+            tracing::warn!(lease = %self.config.name, %reason, ?elapsed, "lease renewal failed");
+            if Instant::now() >= deadline {
+                return LeaseLost::RenewFailed {
+                    lease: self.config.name.clone(),
+                    elapsed,
+                    reason,
+                };
             }
         }
     }
 
     /// One renewal: an optimistic replace of the last written version; on a
     /// Conflict, re-read and renew only if this replica still holds it.
-    async fn renew(&mut self) -> Result<(), LeaseLost> {
-        let lease = self.config.name.clone();
-        let failed = move |source| LeaseLost::RenewFailed {
-            lease: lease.clone(),
-            elapsed: Duration::ZERO,
-            source,
-        };
+    /// `Some(holder)` when another replica holds it now.
+    async fn renew(&mut self) -> Result<Option<String>, kube::Error> {
         let last = self.last.as_ref().map(|(l, _)| l.clone());
         match self.take(last).await {
-            Ok(()) => return Ok(()),
             Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(failed(e)),
+            other => return other.map(|()| None),
         }
-        let current = self.api.get_opt(&self.config.name).await.map_err(&failed)?;
-        let holder = current
-            .as_ref()
-            .and_then(|l| l.spec.as_ref()?.holder_identity.clone())
-            .unwrap_or_default();
-        if holder != self.config.identity {
-            return Err(LeaseLost::TakenOver {
-                lease: self.config.name.clone(),
-                holder,
-            });
+        let current = self.api.get_opt(&self.config.name).await?;
+        match holder(current.as_ref()) {
+            Some(h) if h == self.config.identity => self.take(current).await.map(|()| None),
+            other => Ok(Some(other.unwrap_or_default())),
         }
-        self.take(current).await.map_err(failed)
     }
 
     /// Gives the Lease up (on shutdown) so a standby takes over at once
-    /// instead of waiting for it to expire. Best effort.
+    /// instead of waiting for it to expire. Best effort: on a Conflict it
+    /// re-reads the Lease and releases it only if this replica still holds
+    /// it.
     pub async fn release(&mut self) {
-        let Some((mut lease, _)) = self.last.take() else {
-            return;
-        };
-        let Some(spec) = lease.spec.as_mut() else {
-            return;
-        };
-        if spec.holder_identity.as_deref() != Some(&self.config.identity) {
-            return;
-        }
-        spec.holder_identity = None;
-        spec.lease_duration_seconds = Some(1);
-        spec.renew_time = Some(MicroTime(Timestamp::now()));
-        match self
-            .api
-            .replace(&self.config.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => tracing::info!(lease = %self.config.name, "released the lease"),
-            Err(e) => {
-                tracing::warn!(lease = %self.config.name, error = %e, "could not release the lease")
+        let mut lease = self.last.take().map(|(l, _)| l);
+        for _ in 0..2 {
+            let Some(mut held) = lease.take() else {
+                return;
+            };
+            if holder(Some(&held)).as_deref() != Some(self.config.identity.as_str()) {
+                return;
+            }
+            let spec = held.spec.get_or_insert_with(LeaseSpec::default);
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.renew_time = Some(MicroTime(Timestamp::now()));
+            let released = self
+                .api
+                .replace(&self.config.name, &PostParams::default(), &held)
+                .await;
+            match released {
+                Ok(_) => {
+                    tracing::info!(lease = %self.config.name, "released the lease");
+                    return;
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    lease = self.api.get_opt(&self.config.name).await.ok().flatten();
+                }
+                Err(e) => {
+                    tracing::warn!(lease = %self.config.name, error = %e, "could not release the lease");
+                    return;
+                }
             }
         }
     }
+}
+
+/// Who holds `lease`, if anyone.
+fn holder(lease: Option<&Lease>) -> Option<String> {
+    lease?.spec.as_ref()?.holder_identity.clone()
 }
 
 #[cfg(test)]

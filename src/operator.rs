@@ -24,7 +24,9 @@ pub struct Options {
 /// Where the Lease lives and who this replica is.
 #[derive(Clone, Debug)]
 pub struct Election {
+    /// Namespace of the Lease.
     pub namespace: String,
+    /// The Lease and this replica's identity in it.
     pub lease: LeaseConfig,
 }
 
@@ -47,17 +49,28 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     let metrics = Arc::new(Metrics::new());
     let probe = Probe::new(metrics.clone());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(options.metrics_addr, probe.clone(), async {
+    let mut server = tokio::spawn(http::serve(options.metrics_addr, probe.clone(), async {
         let _ = http_stopped.await;
     }));
     let signal = signal().boxed().shared();
     let namespace = options.watch_namespace.as_deref();
-    let outcome = match &options.leader_election {
-        None => {
-            reconcile(client, namespace, metrics, &probe, signal).await;
-            Ok(())
+    let work = async {
+        match &options.leader_election {
+            None => {
+                reconcile(client, namespace, metrics, &probe, signal).await;
+                Ok(())
+            }
+            Some(election) => lead(client, namespace, metrics, &probe, signal, election).await,
         }
-        Some(election) => lead(client, namespace, metrics, &probe, signal, election).await,
+    };
+    // The HTTP server ends early only when it failed (its port is taken):
+    // without probes and metrics the operator stops rather than run blind.
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        served = &mut server => {
+            served.expect("the HTTP server task does not panic")?;
+            return Err(std::io::Error::other("the metrics endpoint stopped").into());
+        }
     };
     let _ = stop_http.send(());
     let served = server.await.expect("the HTTP server task does not panic");
@@ -116,7 +129,9 @@ async fn lead(
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
+/// Resolves on the first SIGINT or SIGTERM. A second one exits at once,
+/// without waiting for running reconciles (a reconcile stuck on a database
+/// would otherwise hold the process until SIGKILL).
 async fn signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
@@ -124,5 +139,13 @@ async fn signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down; a second signal exits at once");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without waiting for reconciles");
+        std::process::exit(1);
+    });
 }

@@ -2,13 +2,16 @@
 //! pattern): each test scripts the requests the reconciler must make, in
 //! order, and the answers it gets.
 
-use bellows::api::SchemaRollout;
+use bellows::api::{SchemaRollout, Step};
+use bellows::controller::cache::{Caches, Synced};
 use bellows::controller::{Context, reconcile};
+use bellows::planner::step;
 use bellows::telemetry::metrics::Metrics;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::client::Body;
 use kube::runtime::controller::Action;
+use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,12 +134,24 @@ async fn observe_fresh_rollout(h: &mut ApiHandle) {
 async fn run(
     script: impl FnOnce(ApiHandle) -> tokio::task::JoinHandle<()>,
 ) -> (Result<Action, bellows::controller::Error>, Arc<Metrics>) {
+    run_with(rollout(), None, script).await
+}
+
+/// Reconciles `rollout` (reading `caches`, if any) against the script.
+async fn run_with(
+    rollout: SchemaRollout,
+    caches: Option<Caches>,
+    script: impl FnOnce(ApiHandle) -> tokio::task::JoinHandle<()>,
+) -> (Result<Action, bellows::controller::Error>, Arc<Metrics>) {
     let (service, handle) = pair::<Request<Body>, Response<Body>>();
     let verifier = script(handle);
     let client = kube::Client::new(service, "default");
     let metrics = Arc::new(Metrics::new());
-    let ctx = Arc::new(Context::new(client, metrics.clone()));
-    let result = reconcile(Arc::new(rollout()), ctx).await;
+    let mut ctx = Context::new(client, metrics.clone());
+    if let Some(caches) = caches {
+        ctx = ctx.with_caches(caches);
+    }
+    let result = reconcile(Arc::new(rollout), Arc::new(ctx)).await;
     tokio::time::timeout(Duration::from_secs(5), verifier)
         .await
         .expect("the script timed out")
@@ -242,4 +257,114 @@ async fn a_failed_job_create_writes_no_status_and_reports_an_error() {
     assert!(metrics.encode().contains(
         "controller_runtime_reconcile_errors_total{controller=\"schemarollout\",error=\"kube\"} 1"
     ));
+}
+
+/// Synced caches holding `deployments` and nothing else.
+fn caches(deployments: Vec<Value>) -> Caches {
+    let synced = Synced::default();
+    fn listed<K>(synced: &Synced, objects: Vec<K>) -> reflector::Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (store, mut writer) = reflector::store();
+        let mut done = synced.on_init_done::<K>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for o in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(o));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        done(&Ok(watcher::Event::InitDone));
+        store
+    }
+    let deployments = deployments
+        .into_iter()
+        .map(|d| serde_json::from_value(d).unwrap())
+        .collect();
+    Caches::new(
+        listed(&synced, deployments),
+        listed(&synced, vec![]),
+        listed(&synced, vec![]),
+        listed(&synced, vec![]),
+        synced,
+    )
+}
+
+#[tokio::test]
+async fn a_plan_from_the_caches_that_starts_a_phase_is_remade_from_live_reads() {
+    let cached = caches(vec![deployment_v1()]);
+    assert!(cached.ready());
+    let (result, _) = run_with(rollout(), Some(cached), |mut h| {
+        tokio::spawn(async move {
+            // The cached plan says "create the expand Job": nothing is
+            // created before the same reads come back from the API server.
+            observe_fresh_rollout(&mut h).await;
+            expect(
+                &mut h,
+                Method::POST,
+                "/apis/batch/v1/namespaces/shop/jobs?",
+                (StatusCode::CREATED, json!({})),
+            )
+            .await;
+            expect(
+                &mut h,
+                Method::PATCH,
+                "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?",
+                ok(serde_json::to_value(rollout()).unwrap()),
+            )
+            .await;
+            expect(
+                &mut h,
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/shop/events?",
+                (StatusCode::CREATED, json!({})),
+            )
+            .await;
+        })
+    })
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_recorded_job_missing_from_the_caches_is_read_live_not_declared_vanished() {
+    // Status records a running expand Job that the Job cache has not seen.
+    let mut r = rollout();
+    let phase = step::phase(&r.spec, Step::Expand).unwrap();
+    let digest = step::digest(phase);
+    let job_name = step::job_name("users", Step::Expand, &digest);
+    r.status = Some(
+        serde_json::from_value(json!({
+            "observedGeneration": 1, "phase": "Expanding",
+            "steps": [{"step": "Expand", "jobName": job_name, "digest": digest, "state": "Running"}]
+        }))
+        .unwrap(),
+    );
+    let (result, _) = run_with(r, Some(caches(vec![deployment_v1()])), |mut h| {
+        tokio::spawn(async move {
+            let (uri, _) = expect(
+                &mut h,
+                Method::GET,
+                "/apis/batch/v1/namespaces/shop/jobs/users-expand-",
+                ok(json!({
+                    "apiVersion": "batch/v1", "kind": "Job",
+                    "metadata": {"name": job_name, "namespace": "shop", "labels": {"bellows.dev/rollout-uid": "uid-1"}},
+                    "status": {"active": 1}
+                })),
+            )
+            .await;
+            assert!(uri.contains(&job_name), "{uri}");
+            let (_, status) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
+            let stalled = status["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Stalled")
+                .unwrap()
+                .clone();
+            assert_eq!(stalled["status"], "False", "{stalled}");
+            assert_eq!(status["status"]["phase"], "Expanding");
+        })
+    })
+    .await;
+    assert!(result.is_ok(), "{result:?}");
 }

@@ -122,6 +122,10 @@ impl Cluster {
             .arg(format!("--root-ca-file={}", certs.join("apiserver.crt").display()))
             .args(["--leader-elect=false", "--use-service-account-credentials=false", "--port=0", "--secure-port=0"])
             .arg("--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service,-attachdetach,-persistentvolume-binder")
+            // A test control plane: kube-controller-manager's default client
+            // limit (20 requests/s) would make it, not bellows, what the
+            // suite and the scale benchmark wait for.
+            .args(["--kube-api-qps=200", "--kube-api-burst=300"])
             .arg("--concurrent-deployment-syncs=10")
             .arg("--concurrent-replicaset-syncs=10");
         let kcm = Proc::spawn(

@@ -1,8 +1,12 @@
 //! The controller's watch caches of the objects rollouts depend on, so that
-//! an ordinary reconcile reads memory instead of the API server. A reconcile
-//! that would start a phase confirms its plan against the API server first
-//! (see `reconcile`), so a cache that lags can delay a phase, never start
-//! one early.
+//! an ordinary reconcile reads memory instead of the API server. A cache
+//! lags behind the API server, never runs ahead of it, so reading it delays
+//! what a reconcile sees; the two decisions where a lag could matter read
+//! the API server instead: a plan that would start a phase is re-made from
+//! live reads before it is carried out (see `reconcile`), and a Job the
+//! rollout recorded but the cache does not hold is looked up live (see
+//! `observe`). Until every cache has listed its objects once, reconciles
+//! read live.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -17,8 +21,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// assessment reads their labels, owners and deletion timestamps.
 #[derive(Clone)]
 pub struct Caches {
+    /// Deployments.
     pub deployments: Store<Deployment>,
+    /// ReplicaSets (their templates tell a rollback apart).
     pub replica_sets: Store<ReplicaSet>,
+    /// Pods, metadata only.
     pub pods: Store<PartialObjectMeta<Pod>>,
     /// Jobs labelled as bellows' own.
     pub jobs: Store<Job>,
@@ -26,6 +33,8 @@ pub struct Caches {
 }
 
 impl Caches {
+    /// The caches, ready once every watch registered with `synced` has
+    /// listed its objects.
     pub fn new(
         deployments: Store<Deployment>,
         replica_sets: Store<ReplicaSet>,
@@ -42,32 +51,39 @@ impl Caches {
         }
     }
 
-    /// Whether every cache has listed its objects once; until then
-    /// reconciles read the API server.
+    /// Whether every cache has listed its objects once.
     pub fn ready(&self) -> bool {
-        self.synced.0.load(Ordering::Acquire) >= Self::COUNT
+        self.synced.all()
     }
-
-    const COUNT: usize = 4;
 }
 
-/// Counts the caches whose first list completed.
+/// Counts the watches feeding the caches, and those whose first list
+/// completed.
 #[derive(Clone, Default)]
-pub struct Synced(Arc<AtomicUsize>);
+pub struct Synced {
+    watches: Arc<AtomicUsize>,
+    listed: Arc<AtomicUsize>,
+}
 
 impl Synced {
-    /// A callback for one cache's watch events that counts its first
-    /// `InitDone`.
+    /// Registers one watch; the returned callback, given the watch's events,
+    /// counts its first `InitDone`.
     pub fn on_init_done<K>(
         &self,
     ) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
-        let counter = self.0.clone();
+        self.watches.fetch_add(1, Ordering::AcqRel);
+        let listed = self.listed.clone();
         let mut done = false;
         move |event| {
             if !done && matches!(event, Ok(watcher::Event::InitDone)) {
                 done = true;
-                counter.fetch_add(1, Ordering::AcqRel);
+                listed.fetch_add(1, Ordering::AcqRel);
             }
         }
+    }
+
+    fn all(&self) -> bool {
+        let watches = self.watches.load(Ordering::Acquire);
+        watches > 0 && self.listed.load(Ordering::Acquire) >= watches
     }
 }

@@ -14,7 +14,6 @@ use crate::planner::step::{self, JobObservation, Reference, observe_job};
 use crate::planner::{CheckResult, Observed};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::core::{Selector, SelectorExt};
@@ -32,22 +31,31 @@ pub enum Source<'a> {
     Cached(&'a Caches),
 }
 
-impl Source<'_> {
-    async fn deployment(
+impl<'a> Source<'a> {
+    /// Object `name` in `ns`, from the API server or from the cache `store`
+    /// picks.
+    async fn get<K>(
         self,
         client: &Client,
+        store: impl Fn(&'a Caches) -> &'a Store<K>,
         ns: &str,
         name: &str,
-    ) -> Result<Option<Deployment>, Error> {
+    ) -> Result<Option<K>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + 'static,
+    {
         match self {
-            Source::Live => Api::<Deployment>::namespaced(client.clone(), ns)
+            Source::Live => Api::<K>::namespaced(client.clone(), ns)
                 .get_opt(name)
                 .await
                 .map_err(Error::Kube),
-            Source::Cached(c) => Ok(c
-                .deployments
+            Source::Cached(c) => Ok(store(c)
                 .get(&ObjectRef::new(name).within(ns))
-                .map(|d| d.as_ref().clone())),
+                .map(|o| o.as_ref().clone())),
         }
     }
 
@@ -87,19 +95,6 @@ impl Source<'_> {
             })
             .collect())
     }
-
-    async fn job(self, client: &Client, ns: &str, name: &str) -> Result<Option<Job>, Error> {
-        match self {
-            Source::Live => Api::<Job>::namespaced(client.clone(), ns)
-                .get_opt(name)
-                .await
-                .map_err(Error::Kube),
-            Source::Cached(c) => Ok(c
-                .jobs
-                .get(&ObjectRef::new(name).within(ns))
-                .map(|j| j.as_ref().clone())),
-        }
-    }
 }
 
 /// The cached objects in `ns` that `selector` matches.
@@ -126,7 +121,7 @@ pub async fn observe(
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
     let mut workloads = Vec::with_capacity(rollout.spec.workloads.len());
     for w in &rollout.spec.workloads {
-        let deploy = source.deployment(client, &ns, &w.name).await?;
+        let deploy = source.get(client, |c| &c.deployments, &ns, &w.name).await?;
         let (sets, selected) = match deploy.as_ref().and_then(selector_of) {
             Some(selector) => (
                 source.replica_sets(client, &ns, &selector).await?,
@@ -154,7 +149,18 @@ pub async fn observe(
         };
         references.extend(step::references(job));
         let name = step::job_name(&rollout.name_any(), s, &step::digest(phase));
-        if let Some(job) = source.job(client, &ns, &name).await? {
+        let mut job = source.get(client, |c| &c.jobs, &ns, &name).await?;
+        // A Job this rollout recorded but the cache does not hold yet (its
+        // watch lags) must not look deleted: ask the API server.
+        let recorded = rollout
+            .status
+            .as_ref()
+            .and_then(|st| st.step(s))
+            .is_some_and(|st| st.job_name.as_deref() == Some(name.as_str()));
+        if job.is_none() && recorded && matches!(source, Source::Cached(_)) {
+            job = Source::Live.get(client, |c| &c.jobs, &ns, &name).await?;
+        }
+        if let Some(job) = job {
             // Only a Job this rollout created counts as its phase.
             let ours = job.labels().get(job::ROLLOUT_UID_LABEL) == rollout.uid().as_ref();
             let observation = if ours {

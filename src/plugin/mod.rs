@@ -83,16 +83,6 @@ pub enum Error {
         /// Name looked for.
         name: String,
     },
-    /// The rollout changed between reading its generation and approving.
-    #[error(
-        "schemarollout {namespace}/{name} changed while approving; run approve again to approve its new generation"
-    )]
-    Changed {
-        /// Namespace of the rollout.
-        namespace: String,
-        /// Name of the rollout.
-        name: String,
-    },
     /// The rollout was deleted while being watched.
     #[error("schemarollout {namespace}/{name} was deleted")]
     Deleted {
@@ -235,26 +225,19 @@ async fn get(api: &Api<SchemaRollout>, ns: &str, name: &str) -> Result<SchemaRol
     })
 }
 
-/// Sets the approval annotation to the current generation. The patch
-/// carries the resourceVersion it was read at, so a spec change in between
-/// is refused instead of approved unseen.
+/// Sets the approval annotation to the generation just read. A spec change
+/// in between is not approved unseen: the controller only honours an
+/// approval naming the current generation.
 async fn approve(client: &Client, ns: &str, name: &str) -> Result<String, Error> {
     let api = Api::<SchemaRollout>::namespaced(client.clone(), ns);
     let rollout = get(&api, ns, name).await?;
     let generation = rollout.metadata.generation.unwrap_or_default();
     let patch = json!({"metadata": {
-        "resourceVersion": rollout.resource_version(),
         "annotations": {APPROVE_ANNOTATION: generation.to_string()},
     }});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|e| match &e {
-            kube::Error::Api(s) if s.code == 409 => Error::Changed {
-                namespace: ns.into(),
-                name: name.into(),
-            },
-            _ => Error::api(format!("approve schemarollout {ns}/{name}"), &e),
-        })?;
+        .map_err(|e| Error::api(format!("approve schemarollout {ns}/{name}"), &e))?;
     Ok(approval_report(&rollout, ns, generation))
 }
 
