@@ -194,32 +194,13 @@ pub async fn run(
     // the rollouts its objects concern, except ReplicaSets, whose changes
     // always come with a Deployment's or a pod's.
     let synced = Synced::default();
-    let (job_cache, job_writer) = reflector::store();
     let job_config =
         watcher::Config::default().labels(&format!("{}={}", job::MANAGED_BY.0, job::MANAGED_BY.1));
-    let job_events = watcher::watcher(jobs, job_config)
-        .backoff(WatchBackoff::default())
-        .reflect(job_writer)
-        .inspect(synced.on_init_done())
-        .touched_objects();
-    let (deployment_cache, deployment_writer) = reflector::store();
-    let deployment_events = watcher::watcher(deployments, watcher::Config::default())
-        .backoff(WatchBackoff::default())
-        .reflect(deployment_writer)
-        .inspect(synced.on_init_done())
-        .touched_objects();
-    let (replica_set_cache, replica_set_writer) = reflector::store();
-    let replica_set_events = watcher::watcher(replica_sets, watcher::Config::default())
-        .backoff(WatchBackoff::default())
-        .reflect(replica_set_writer)
-        .inspect(synced.on_init_done())
-        .touched_objects();
-    let (pod_cache, pod_writer) = reflector::store();
-    let pod_events = watcher::watcher(pods, watcher::Config::default())
-        .backoff(WatchBackoff::default())
-        .reflect(pod_writer)
-        .inspect(synced.on_init_done())
-        .touched_objects();
+    let (job_cache, job_events) = cached(jobs, job_config, &synced);
+    let all = watcher::Config::default;
+    let (deployment_cache, deployment_events) = cached(deployments, all(), &synced);
+    let (replica_set_cache, replica_set_events) = cached(replica_sets, all(), &synced);
+    let (pod_cache, pod_events) = cached(pods, all(), &synced);
     let caches = Caches::new(
         deployment_cache,
         replica_set_cache,
@@ -252,6 +233,34 @@ pub async fn run(
         })
         .await;
     tracing::info!("controller stopped");
+}
+
+/// A watch of `api` that fills a cache (its first list counted by
+/// `synced`) and yields every object it sees change.
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    synced: &Synced,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + use<K>,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = watcher::watcher(api, config)
+        .backoff(WatchBackoff::default())
+        .reflect(writer)
+        .inspect(synced.on_init_done())
+        .touched_objects();
+    (store, events)
 }
 
 /// Backoff of the watches after an error: 200 ms, doubling, at most 2 s,
