@@ -236,7 +236,8 @@ pub async fn run(
 }
 
 /// A watch of `api` that fills a cache (its first list counted by
-/// `synced`) and yields every object it sees change.
+/// `synced`) and yields every object it sees change. `managedFields`, often
+/// the largest part of an object and never read, is dropped before caching.
 fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -257,6 +258,7 @@ where
     let (store, writer) = reflector::store();
     let events = watcher::watcher(api, config)
         .backoff(WatchBackoff::default())
+        .modify(|o| o.managed_fields_mut().clear())
         .reflect(writer)
         .inspect(synced.on_init_done())
         .touched_objects();
