@@ -9,6 +9,8 @@ use futures::future::{BoxFuture, Shared};
 use kube::{Api, Client};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// How `bellows run` runs.
 #[derive(Clone, Debug)]
@@ -79,7 +81,15 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     Ok(())
 }
 
-/// Runs the controller until `signal`.
+/// How long running reconciles may take to finish after a signal (the
+/// chart's pods get 30 s between SIGTERM and SIGKILL).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs the controller until `signal`, then lets running reconciles finish
+/// for up to [`SHUTDOWN_GRACE`]. Before the SchemaRollout cache has synced no
+/// reconcile can run, and kube-runtime's graceful shutdown would wait for
+/// that sync forever (seen in e2e scenario 11: SIGTERM right after becoming
+/// leader), so then the controller is dropped at once.
 async fn reconcile(
     client: Client,
     namespace: Option<&str>,
@@ -88,11 +98,25 @@ async fn reconcile(
     signal: Signal,
 ) {
     let probe = probe.clone();
+    let ready = Arc::new(AtomicBool::new(false));
+    let flag = ready.clone();
     let synced = move |store| {
         tracing::info!("watches synced; ready");
+        flag.store(true, Ordering::Release);
         probe.synced(store);
     };
-    crate::controller::run(client, namespace, metrics, synced, signal).await;
+    let controller = crate::controller::run(client, namespace, metrics, synced, signal.clone());
+    let deadline = async {
+        signal.await;
+        if ready.load(Ordering::Acquire) {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running; stopping anyway");
+        }
+    };
+    tokio::select! {
+        () = controller => {}
+        () = deadline => {}
+    }
 }
 
 /// Waits to become leader, then reconciles while renewing the Lease. On a

@@ -136,6 +136,20 @@ impl Ns {
         self.wait_available(name, app.replicas).await;
     }
 
+    /// Deployment `api` running `shop/api:1.0.0` with `replicas` plain pods,
+    /// the version most scenarios start from; waits until it is available.
+    pub async fn deploy_api(&self, replicas: i32) {
+        self.deploy(
+            "api",
+            "shop/api:1.0.0",
+            App {
+                replicas,
+                ..App::default()
+            },
+        )
+        .await;
+    }
+
     /// Waits until Deployment `name` has `replicas` updated, available replicas.
     pub async fn wait_available(&self, name: &str, replicas: i32) {
         let api = self.api::<Deployment>();

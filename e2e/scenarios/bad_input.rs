@@ -10,7 +10,7 @@
 //! controller, which must stall them itself.
 
 use super::STEP;
-use crate::harness::{App, Env, Ns, cond, psql_job, workload};
+use crate::harness::{Env, Ns, cond, psql_job, workload};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -535,15 +535,7 @@ async fn check_stalled(ns: &Ns, case: &Case, reason: &str, mentions: &str) -> St
 
 pub async fn run(env: Arc<Env>) {
     let ns = env.namespace("bad-input").await;
-    ns.deploy(
-        "api",
-        "shop/api:1.0.0",
-        App {
-            replicas: 1,
-            ..App::default()
-        },
-    )
-    .await;
+    ns.deploy_api(1).await;
 
     // Create every case first, so the operator works on all of them at once.
     let cases = cases();

@@ -3,7 +3,7 @@
 
 use super::STEP;
 use crate::harness::wait::until;
-use crate::harness::{App, Env, cond, condition_of, psql_job, workload};
+use crate::harness::{Env, cond, condition_of, psql_job, workload};
 use bellows::api::RolloutPhase::*;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::api::{Api, ListParams};
@@ -12,15 +12,7 @@ use std::sync::Arc;
 
 pub async fn run(env: Arc<Env>) {
     let ns = env.namespace("expand-fails").await;
-    ns.deploy(
-        "api",
-        "shop/api:1.0.0",
-        App {
-            replicas: 2,
-            ..App::default()
-        },
-    )
-    .await;
+    ns.deploy_api(2).await;
     ns.create_rollout(
         "broken",
         json!({

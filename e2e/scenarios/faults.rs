@@ -13,7 +13,7 @@
 //!   keeps the truth.
 
 use super::{ContractGuard, STEP};
-use crate::harness::{App, Env, Ns, cond, condition_of, psql_job, recording_sql, workload};
+use crate::harness::{Env, Ns, cond, condition_of, psql_job, recording_sql, workload};
 use bellows::api::RolloutPhase::{self, *};
 use bellows::api::SchemaRollout;
 use k8s_openapi::api::core::v1::Pod;
@@ -95,15 +95,7 @@ fn job_spec(expand_seconds: f64) -> Value {
 async fn setup(env: &Env, name: &str) -> Ns {
     let ns = env.namespace(name).await;
     ns.create_runs_table();
-    ns.deploy(
-        "api",
-        "shop/api:1.0.0",
-        App {
-            replicas: 2,
-            ..App::default()
-        },
-    )
-    .await;
+    ns.deploy_api(2).await;
     ns
 }
 

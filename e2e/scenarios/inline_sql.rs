@@ -5,7 +5,7 @@
 //! logs, events or status.
 
 use super::STEP;
-use crate::harness::{App, Env, workload};
+use crate::harness::{Env, workload};
 use bellows::api::RolloutPhase::*;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
@@ -27,15 +27,7 @@ pub async fn run(env: Arc<Env>) {
         .url("inline-sql")
         .replace("postgres@", &format!("postgres:{PASSWORD}@"));
     ns.create_secret("app-db", "url", &url).await;
-    ns.deploy(
-        "api",
-        "shop/api:1.0.0",
-        App {
-            replicas: 1,
-            ..App::default()
-        },
-    )
-    .await;
+    ns.deploy_api(1).await;
     let spec = json!({
         "workloads": [workload("api", "2.0.0")],
         "database": {"engine": "postgres", "secretRef": {"name": "app-db", "key": "url"}, "sslMode": "disable"},

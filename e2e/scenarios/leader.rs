@@ -7,7 +7,7 @@
 use super::STEP;
 use crate::harness::operator::Operator;
 use crate::harness::wait::until;
-use crate::harness::{App, Env, Ns, psql_job, recording_sql, workload};
+use crate::harness::{Env, Ns, psql_job, recording_sql, workload};
 use bellows::api::RolloutPhase::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
@@ -22,15 +22,7 @@ const LEASE_DURATION: &str = "4s";
 pub async fn run(env: Arc<Env>) {
     let ns = env.namespace("leader").await;
     ns.create_runs_table();
-    ns.deploy(
-        "api",
-        "shop/api:1.0.0",
-        App {
-            replicas: 2,
-            ..App::default()
-        },
-    )
-    .await;
+    ns.deploy_api(2).await;
 
     // The suite's own operator steps aside while the pair runs; it is
     // restarted (and the lock released) at the end.

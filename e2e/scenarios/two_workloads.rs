@@ -9,15 +9,7 @@ use std::sync::Arc;
 
 pub async fn run(env: Arc<Env>) {
     let ns = env.namespace("two-workloads").await;
-    ns.deploy(
-        "api",
-        "shop/api:1.0.0",
-        App {
-            replicas: 2,
-            ..App::default()
-        },
-    )
-    .await;
+    ns.deploy_api(2).await;
     let slow = App {
         replicas: 2,
         annotations: &[(READY_AFTER_MS, "2500"), (TERMINATE_AFTER_MS, "3000")],
