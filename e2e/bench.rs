@@ -168,8 +168,16 @@ async fn bench(n: usize) -> Row {
         })
         .collect();
 
-    let contract_seen = watch_contract_jobs(client.clone(), ns);
-    let complete_seen = watch_complete_deployments(client.clone(), ns);
+    // When each rollout's contract Job, and each Deployment's complete
+    // status at the new version, were first seen.
+    let contract_seen = first_seen(
+        Api::<Job>::namespaced(client.clone(), ns),
+        watcher::Config::default().labels("bellows.dev/phase=contract"),
+        |job| job.owner_references().first().map(|o| o.name.clone()),
+    );
+    let complete_seen = first_seen(deployments.clone(), watcher::Config::default(), |d| {
+        complete_at_new_version(d).then(|| d.name_any())
+    });
     let reconciles_before = operator.reconciles().await;
     let requests_before = apiserver_requests(&client).await;
     let started = Instant::now();
@@ -295,41 +303,25 @@ async fn wait_succeeded(api: &Api<SchemaRollout>, n: usize) {
     }
 }
 
-/// When this process first saw each rollout's contract Job, by rollout.
-fn watch_contract_jobs(client: Client, ns: &str) -> Arc<Mutex<BTreeMap<String, Timestamp>>> {
+/// When this process first saw, by key, an object of `api` (within
+/// `config`) for which `key` gives one.
+fn first_seen<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    key: impl Fn(&K) -> Option<String> + Send + 'static,
+) -> Arc<Mutex<BTreeMap<String, Timestamp>>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let seen = Arc::new(Mutex::new(BTreeMap::new()));
     let out = seen.clone();
-    let jobs: Api<Job> = Api::namespaced(client, ns);
-    let config = watcher::Config::default().labels("bellows.dev/phase=contract");
     tokio::spawn(async move {
-        let stream = watcher(jobs, config).default_backoff().applied_objects();
+        let stream = watcher(api, config).default_backoff().applied_objects();
         let mut stream = std::pin::pin!(stream);
-        while let Ok(Some(job)) = stream.try_next().await {
+        while let Ok(Some(object)) = stream.try_next().await {
             let now = Timestamp::now();
-            let owner = job.owner_references().first().map(|o| o.name.clone());
-            if let Some(owner) = owner {
-                out.lock().unwrap().entry(owner).or_insert(now);
-            }
-        }
-    });
-    seen
-}
-
-/// When this process first saw each Deployment's status complete for a
-/// 2.0.0 template, by Deployment.
-fn watch_complete_deployments(client: Client, ns: &str) -> Arc<Mutex<BTreeMap<String, Timestamp>>> {
-    let seen = Arc::new(Mutex::new(BTreeMap::new()));
-    let out = seen.clone();
-    let deployments: Api<Deployment> = Api::namespaced(client, ns);
-    tokio::spawn(async move {
-        let stream = watcher(deployments, watcher::Config::default())
-            .default_backoff()
-            .applied_objects();
-        let mut stream = std::pin::pin!(stream);
-        while let Ok(Some(d)) = stream.try_next().await {
-            let now = Timestamp::now();
-            if complete_at_new_version(&d) {
-                out.lock().unwrap().entry(d.name_any()).or_insert(now);
+            if let Some(k) = key(&object) {
+                out.lock().unwrap().entry(k).or_insert(now);
             }
         }
     });

@@ -227,15 +227,7 @@ impl Ns {
     /// creates rollout `name` gating it on tag `2.0.0` with Manual approval
     /// and `SELECT 1` Jobs, then waits until its expand succeeded.
     pub async fn manual_api_rollout(&self, name: &str, replicas: i32) {
-        self.deploy(
-            "api",
-            "shop/api:1.0.0",
-            App {
-                replicas,
-                ..App::default()
-            },
-        )
-        .await;
+        self.deploy_api(replicas).await;
         self.create_and_expand(
             name,
             select_one_spec(
