@@ -25,6 +25,7 @@ mod harness;
 use bellows::api::{RolloutPhase, SchemaRollout};
 use futures::{StreamExt, TryStreamExt};
 use harness::cluster::{self, Cluster};
+use harness::identity::Identity;
 use harness::kubelet::Kubelet;
 use harness::operator::Operator;
 use harness::wait::until;
@@ -124,7 +125,8 @@ async fn bench(n: usize) -> Row {
     )
     .await;
 
-    let mut operator = Operator::new(&cluster.kubeconfig, dir.path());
+    let identity = Identity::install(&cluster.client, &cluster.kubeconfig, dir.path()).await;
+    let mut operator = Operator::new(&identity, dir.path());
     operator.start().await;
     eprintln!("bench N={n}: creating {n} SchemaRollouts");
     let job = json!({"template": {"spec": {"restartPolicy": "Never",

@@ -8,6 +8,7 @@ mod harness;
 mod scenarios;
 
 use harness::cluster::{self, Cluster};
+use harness::identity::Identity;
 use harness::{Env, kubelet::Kubelet, operator::Operator, postgres::Postgres};
 use std::future::Future;
 use std::pin::Pin;
@@ -151,11 +152,13 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
         Some(_) => None,
         None => Some(Kubelet::start(cluster.client.clone(), path.join("pods")).await),
     };
-    let mut operator = Operator::new(&cluster.kubeconfig, &path);
+    let identity = Identity::install(&cluster.client, &cluster.kubeconfig, &path).await;
+    let mut operator = Operator::new(&identity, &path);
     operator.start().await;
     let env = Arc::new(Env {
         client: cluster.client.clone(),
         kubeconfig: cluster.kubeconfig.clone(),
+        identity,
         dir: path.clone(),
         pg,
         kubelet,
@@ -181,6 +184,14 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
         );
         results.push((name, ok, secs));
     }
+    // The operator runs as the chart's ServiceAccount: any request it was
+    // refused means the chart lacks a rule (or the code a line in
+    // `controller::access`).
+    let forbidden = harness::operator::forbidden(&path);
+    for line in &forbidden {
+        println!("e2e: 403: {line}");
+    }
+    results.push(("no_403_for_the_chart_identity", forbidden.is_empty(), 0.0));
 
     println!("\n{:<45} {:>8} {:>9}", "scenario", "result", "seconds");
     for (name, ok, secs) in &results {

@@ -1,12 +1,15 @@
 //! The operator process: probes and metrics over HTTP, optional leader
 //! election, and the controller, stopped by SIGINT/SIGTERM.
 
+use crate::controller::access;
 use crate::leader::{Elector, LeaseConfig, LeaseLost};
+use crate::telemetry::forbidden::ForbiddenLayer;
 use crate::telemetry::http::{self, Probe};
 use crate::telemetry::metrics::Metrics;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use kube::{Api, Client};
+use kube::client::ClientBuilder;
+use kube::{Api, Client, Config};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,13 +50,16 @@ type Signal = Shared<BoxFuture<'static, ()>>;
 
 /// Runs until SIGINT/SIGTERM (or, when leading, until the Lease is lost).
 pub async fn run(options: Options) -> Result<(), OperatorError> {
-    let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
+    let client = ClientBuilder::try_from(Config::infer().await.map_err(kube::Error::InferConfig)?)?
+        .with_layer(&ForbiddenLayer::new(metrics.clone()))
+        .build();
     let probe = Probe::new(metrics.clone());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(http::serve(options.metrics_addr, probe.clone(), async {
         let _ = http_stopped.await;
     }));
+    probe.lacking(&missing_permissions(&client, &options).await);
     let signal = signal().boxed().shared();
     let namespace = options.watch_namespace.as_deref();
     let work = async {
@@ -79,6 +85,30 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     outcome?;
     served?;
     Ok(())
+}
+
+/// The permissions of `controller::access` this identity lacks, asked of
+/// the API server and logged. A check that cannot be answered is logged and
+/// not held against readiness (the calls themselves will tell).
+async fn missing_permissions(client: &Client, options: &Options) -> Vec<String> {
+    let mut checks = vec![(access::CONTROLLER, options.watch_namespace.as_deref())];
+    if let Some(election) = &options.leader_election {
+        checks.push((access::LEADER_ELECTION, Some(election.namespace.as_str())));
+    }
+    let mut missing = vec![];
+    for (list, namespace) in checks {
+        match access::missing(client, list, namespace).await {
+            Ok(m) => missing.extend(m),
+            Err(e) => tracing::warn!(error = %e, "could not check the operator's permissions"),
+        }
+    }
+    if !missing.is_empty() {
+        tracing::error!(
+            missing = %missing.join(", "),
+            "the operator's identity lacks permissions it needs (see the chart's RBAC); not ready"
+        );
+    }
+    missing
 }
 
 /// How long running reconciles may take to finish after a signal (the

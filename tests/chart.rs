@@ -4,6 +4,7 @@
 //! needs. Rendering goes through `scripts/chart.sh` (Helm's Go SDK from PyPI
 //! helm-python-sdk, no helm binary).
 
+use bellows::controller::access::{Access, CONTROLLER, LEADER_ELECTION};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -107,19 +108,23 @@ fn access(rules: &Value) -> Vec<(String, String, Vec<String>)> {
     out
 }
 
+/// `list` as `(apiGroup, resource, sorted verbs)` triples, sorted: the
+/// operator's own list of the calls it makes (`bellows::controller::access`).
+fn required(list: &[Access]) -> Vec<(String, String, Vec<String>)> {
+    let mut out: Vec<_> = list
+        .iter()
+        .map(|a| {
+            let verbs = a.verbs.iter().map(|v| v.to_string()).collect();
+            (a.group.to_owned(), a.resource.to_owned(), verbs)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The access the controller needs, exactly (the lease is separate).
 fn controller_access() -> Vec<(String, String, Vec<String>)> {
-    access(&json!([
-        {"apiGroups": ["bellows.dev"], "resources": ["schemarollouts"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["bellows.dev"], "resources": ["schemarollouts/status"], "verbs": ["get", "patch"]},
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create"]},
-        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]},
-        {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
-        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    ]))
+    required(CONTROLLER)
 }
 
 /// No rule of any Role or ClusterRole grants a wildcard.
@@ -138,12 +143,7 @@ fn assert_no_wildcards(docs: &[Value]) {
 fn assert_lease_access(docs: &[Value]) {
     let lease = role(docs, "Role", "bellows-leader-election");
     assert_eq!(lease["metadata"]["namespace"], NAMESPACE);
-    assert_eq!(
-        access(&lease["rules"]),
-        access(
-            &json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}])
-        )
-    );
+    assert_eq!(access(&lease["rules"]), required(LEADER_ELECTION));
     let binding = all(docs, "RoleBinding")
         .into_iter()
         .find(|b| b["roleRef"]["name"] == "bellows-leader-election")

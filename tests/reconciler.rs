@@ -267,7 +267,7 @@ fn caches(deployments: Vec<Value>) -> Caches {
         K: kube::Resource<DynamicType = ()> + Clone + 'static,
     {
         let (store, mut writer) = reflector::store();
-        let mut done = synced.on_init_done::<K>();
+        let mut done = synced.track::<K>();
         writer.apply_watcher_event(&watcher::Event::Init);
         for o in objects {
             writer.apply_watcher_event(&watcher::Event::InitApply(o));

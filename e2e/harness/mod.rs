@@ -2,6 +2,7 @@
 //! PostgreSQL and the `bellows` binary, plus helpers the scenarios share.
 
 pub mod cluster;
+pub mod identity;
 pub mod kubelet;
 pub mod operator;
 // Shared with tests/database.rs, which uses parts the suite does not.
@@ -28,8 +29,13 @@ use wait::until;
 
 /// Everything a scenario uses.
 pub struct Env {
+    /// Admin client, for the test itself.
     pub client: Client,
+    /// Admin kubeconfig, for the test's own kubectl.
     pub kubeconfig: PathBuf,
+    /// What every operator process runs with (the chart's ServiceAccount
+    /// and arguments).
+    pub identity: identity::Identity,
     /// The run's scratch directory (logs, data dirs).
     pub dir: PathBuf,
     pub pg: postgres::Postgres,

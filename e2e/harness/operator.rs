@@ -1,6 +1,9 @@
-//! `bellows run` as a separate process, the way a user runs it out of
-//! cluster, with its metrics/probe port on loopback.
+//! `bellows run` as a separate process with the chart's identity and
+//! arguments (see `identity`), its metrics/probe port on loopback. Its
+//! `POD_NAME` is its name, as a pod's is: a restarted process keeps its
+//! leader-election identity, as a restarted container does.
 
+use super::identity::{self, Identity};
 use super::process::{Proc, free_port};
 use super::wait::until;
 use std::path::{Path, PathBuf};
@@ -18,11 +21,11 @@ pub struct Usage {
 }
 
 pub struct Operator {
-    kubeconfig: PathBuf,
+    identity: Identity,
     dir: PathBuf,
-    /// Names its log files.
+    /// Names its log files and is its `POD_NAME`.
     name: String,
-    /// Arguments after `run --metrics-addr ...`.
+    /// Arguments after the chart's.
     args: Vec<String>,
     pub port: u16,
     proc: Option<Proc>,
@@ -30,15 +33,17 @@ pub struct Operator {
 }
 
 impl Operator {
-    pub fn new(kubeconfig: &Path, dir: &Path) -> Operator {
-        Operator::named(kubeconfig, dir, "operator", &[])
+    pub fn new(identity: &Identity, dir: &Path) -> Operator {
+        Operator::named(identity, dir, "operator", &[])
     }
 
-    /// An operator with its own log files and extra `bellows run` arguments.
-    pub fn named(kubeconfig: &Path, dir: &Path, name: &str, args: &[&str]) -> Operator {
+    /// An operator with its own name (log files, `POD_NAME`) and `bellows
+    /// run` arguments after the chart's (timing knobs only: never more
+    /// rights).
+    pub fn named(identity: &Identity, dir: &Path, name: &str, args: &[&str]) -> Operator {
         Operator {
-            kubeconfig: kubeconfig.into(),
-            dir: dir.into(),
+            identity: identity.clone(),
+            dir: dir.join(LOG_DIR),
             name: name.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
             port: free_port(),
@@ -52,8 +57,11 @@ impl Operator {
         self.starts += 1;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bellows"));
         cmd.args(["run", "--metrics-addr", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.identity.args)
             .args(&self.args)
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECONFIG", &self.identity.kubeconfig)
+            .env("POD_NAME", &self.name)
+            .env("POD_NAMESPACE", identity::NAMESPACE)
             .env("RUST_LOG", "info,bellows=debug");
         let log = self.log_file(self.starts);
         self.proc = Some(Proc::spawn("bellows", cmd, &log));
@@ -139,8 +147,36 @@ impl Operator {
     }
 
     fn log_file(&self, start: u32) -> PathBuf {
+        std::fs::create_dir_all(&self.dir).unwrap();
         self.dir.join(format!("{}-{start}.log", self.name))
     }
+}
+
+/// Where under the run's directory every operator process logs.
+const LOG_DIR: &str = "operators";
+
+/// The line the operator logs for every request the API server refused
+/// with 403 (`bellows::telemetry::forbidden`).
+const FORBIDDEN: &str = "API request forbidden";
+
+/// Every `API request forbidden` line of every operator process started
+/// under `dir`, prefixed with its log file's name.
+pub fn forbidden(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join(LOG_DIR)) else {
+        return vec![];
+    };
+    let mut lines = vec![];
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        lines.extend(
+            text.lines()
+                .filter(|l| l.contains(FORBIDDEN))
+                .map(|l| format!("{name}: {l}")),
+        );
+    }
+    lines
 }
 
 /// A plain HTTP/1.0 GET on loopback: status code and body.

@@ -5,18 +5,20 @@
 //! ServiceMonitor, PrometheusRule and PodDisruptionBudget against their
 //! CRDs and API versions).
 
-use crate::harness::{Env, install_crd, repo_path};
+use crate::harness::{Env, identity, install_crd, repo_path};
 use std::process::Command;
 use std::sync::Arc;
 
 pub async fn run(env: Arc<Env>) {
     // The Prometheus Operator's kinds, as structural stand-ins.
     install_crd(&env.client, &repo_path("e2e/fixtures/monitoring-crds.yaml")).await;
-    let release = env.namespace("bellows-system").await;
+    // The release namespace exists: the suite installed the chart's
+    // identity there (`harness::identity`).
+    let release = identity::NAMESPACE;
     let watched = env.namespace("chart-watched").await;
     let version = env.client.apiserver_version().await.unwrap();
     let kube_version = version.git_version.trim_start_matches('v').to_owned();
-    let api_versions = String::from_utf8(release.kubectl(&["api-versions"]).stdout)
+    let api_versions = String::from_utf8(watched.kubectl(&["api-versions"]).stdout)
         .unwrap()
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -35,7 +37,7 @@ pub async fn run(env: Arc<Env>) {
         let mut render = Command::new("bash");
         render
             .arg(repo_path("scripts/chart.sh"))
-            .args(["render", "--namespace", &release.name])
+            .args(["render", "--namespace", release])
             .args(["--kube-version", &kube_version])
             .args(["--api-versions", &api_versions])
             .arg("-f")

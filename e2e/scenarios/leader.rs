@@ -5,6 +5,7 @@
 //! without waiting for it to expire.
 
 use super::STEP;
+use crate::harness::identity;
 use crate::harness::operator::Operator;
 use crate::harness::wait::until;
 use crate::harness::{Env, Ns, psql_job, recording_sql, workload};
@@ -15,8 +16,8 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
 
-const LEASE: &str = "bellows-e2e";
-/// Short, so that a takeover after SIGKILL fits comfortably in a step.
+/// Short, so that a takeover after SIGKILL fits comfortably in a step (the
+/// one flag the replicas run with beyond the chart's).
 const LEASE_DURATION: &str = "4s";
 
 pub async fn run(env: Arc<Env>) {
@@ -28,22 +29,13 @@ pub async fn run(env: Arc<Env>) {
     // restarted (and the lock released) at the end.
     let mut shared = env.operator.lock().await;
     shared.stop(libc::SIGTERM);
+    // The chart's arguments elect on its Lease; the identity is POD_NAME.
     let replica = |id: &str| {
         Operator::named(
-            &env.kubeconfig,
+            &env.identity,
             &env.dir,
             id,
-            &[
-                "--leader-elect",
-                "--lease-namespace",
-                &ns.name,
-                "--lease-name",
-                LEASE,
-                "--lease-duration",
-                LEASE_DURATION,
-                "--leader-identity",
-                id,
-            ],
+            &["--lease-duration", LEASE_DURATION],
         )
     };
     let mut a = replica("op-a");
@@ -101,13 +93,15 @@ pub async fn run(env: Arc<Env>) {
     shared.start().await;
 }
 
-/// Waits until `identity` holds the Lease.
-async fn wait_leader(ns: &Ns, identity: &str) {
-    let leases: Api<Lease> = Api::namespaced(ns.client.clone(), &ns.name);
-    until(&format!("{identity} leads"), STEP, || async {
+/// The chart's `leaderElection.leaseName`.
+const LEASE: &str = "bellows-leader";
+
+/// Waits until `holder` holds the chart's Lease.
+async fn wait_leader(ns: &Ns, holder: &str) {
+    let leases: Api<Lease> = Api::namespaced(ns.client.clone(), identity::NAMESPACE);
+    until(&format!("{holder} leads"), STEP, || async {
         let lease = leases.get_opt(LEASE).await.ok().flatten()?;
-        let holder = lease.spec?.holder_identity?;
-        (holder == identity).then_some(())
+        (lease.spec?.holder_identity? == holder).then_some(())
     })
     .await;
 }

@@ -2,6 +2,7 @@
 //! the Deployments and pods they name, and reconciles each rollout by
 //! observing, planning (pure) and applying the plan.
 
+pub mod access;
 pub mod cache;
 pub mod job;
 pub mod observe;
@@ -159,8 +160,8 @@ fn deployment_of(pod: &ObjectMeta) -> Option<String> {
 
 /// Runs the controller over `namespace` (every namespace when `None`) until
 /// `shutdown` resolves, then waits for running reconciles to finish.
-/// `on_ready` is called once the SchemaRollout watch has listed everything
-/// (the cache is complete).
+/// `on_ready` is called once the SchemaRollout watch and every cache's
+/// watch have listed everything.
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
@@ -175,15 +176,16 @@ pub async fn run(
     let pods: Api<PartialObjectMeta<Pod>> = scoped(&client, namespace);
 
     let (store, writer) = reflector::store();
-    let mut on_ready = Some((on_ready, store.clone()));
+    let (listed, rollouts_listed) = tokio::sync::oneshot::channel();
+    let mut listed = Some(listed);
     let trigger = watcher::watcher(rollouts, watcher::Config::default().any_semantic())
         .backoff(WatchBackoff::default())
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(watcher::Event::InitDone) = event
-                && let Some((ready, store)) = on_ready.take()
+                && let Some(listed) = listed.take()
             {
-                ready(store);
+                let _ = listed.send(());
             }
         })
         .applied_objects();
@@ -206,9 +208,19 @@ pub async fn run(
         replica_set_cache,
         pod_cache,
         job_cache,
-        synced,
+        synced.clone(),
     );
 
+    // Ready once the SchemaRollouts and every cache have been listed.
+    let ready = tokio::spawn({
+        let store = store.clone();
+        async move {
+            if rollouts_listed.await.is_ok() {
+                synced.listed().await;
+                on_ready(store);
+            }
+        }
+    });
     let ctx = Arc::new(Context::new(client, metrics).with_caches(caches));
     Controller::for_stream(trigger, store)
         .trigger_backoff(WatchBackoff::default())
@@ -232,6 +244,7 @@ pub async fn run(
             }
         })
         .await;
+    ready.abort();
     tracing::info!("controller stopped");
 }
 
@@ -260,7 +273,7 @@ where
         .backoff(WatchBackoff::default())
         .modify(|o| o.managed_fields_mut().clear())
         .reflect(writer)
-        .inspect(synced.on_init_done())
+        .inspect(synced.track())
         .touched_objects();
     (store, events)
 }

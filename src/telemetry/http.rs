@@ -20,6 +20,8 @@ pub struct Probe {
     /// standby replica has none.
     store: Arc<OnceLock<Store<SchemaRollout>>>,
     ready: Arc<AtomicBool>,
+    /// Permissions the operator's identity lacks (never ready while any).
+    missing: Arc<OnceLock<String>>,
 }
 
 impl Probe {
@@ -29,6 +31,15 @@ impl Probe {
             metrics,
             store: Arc::default(),
             ready: Arc::default(),
+            missing: Arc::default(),
+        }
+    }
+
+    /// The operator's identity lacks `missing` permissions: not ready,
+    /// whatever else happens, and `/readyz` says which.
+    pub fn lacking(&self, missing: &[String]) {
+        if !missing.is_empty() {
+            let _ = self.missing.set(missing.join(", "));
         }
     }
 
@@ -71,10 +82,18 @@ async fn metrics(State(p): State<Probe>) -> impl IntoResponse {
 }
 
 async fn readyz(State(p): State<Probe>) -> impl IntoResponse {
-    if p.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
+    if let Some(missing) = p.missing.get() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("missing permissions: {missing}"),
+        )
+    } else if p.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "watches not synced")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "watches not synced".to_owned(),
+        )
     }
 }
 

@@ -51,6 +51,7 @@ pub struct Metrics {
     phase_duration: Family<PhaseLabels, Histogram>,
     rollouts: Family<PhaseLabels, Gauge>,
     contract_held: Family<ReasonLabels, Counter>,
+    api_forbidden: Counter,
 }
 
 impl Default for Metrics {
@@ -74,6 +75,7 @@ impl Metrics {
         });
         let rollouts = Family::<PhaseLabels, Gauge>::default();
         let contract_held = Family::<ReasonLabels, Counter>::default();
+        let api_forbidden = Counter::default();
         // prometheus-client appends `_total` to counters.
         registry.register(
             "controller_runtime_reconcile",
@@ -110,6 +112,11 @@ impl Metrics {
             "Times contract was held, by reason",
             contract_held.clone(),
         );
+        registry.register(
+            "bellows_api_forbidden",
+            "Requests the Kubernetes API server refused with 403 Forbidden (missing RBAC)",
+            api_forbidden.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -119,6 +126,7 @@ impl Metrics {
             phase_duration,
             rollouts,
             contract_held,
+            api_forbidden,
         }
     }
 
@@ -165,6 +173,11 @@ impl Metrics {
         self.contract_held
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// Records a request the API server refused with 403 Forbidden.
+    pub fn forbidden(&self) {
+        self.api_forbidden.inc();
     }
 
     /// Sets the `bellows_rollouts` gauge from the current set of rollouts.
@@ -214,6 +227,7 @@ mod tests {
         );
         m.contract_held("RolledBack");
         m.count_rollouts([]);
+        m.forbidden();
         let text = m.encode();
         for name in [
             "controller_runtime_reconcile_total{controller=\"schemarollout\",result=\"success\"} 1",
@@ -223,6 +237,7 @@ mod tests {
             "bellows_phase_duration_seconds_count{phase=\"Expanding\"} 1",
             "bellows_rollouts{phase=\"Succeeded\"} 0",
             "bellows_contract_held_total{reason=\"RolledBack\"} 1",
+            "bellows_api_forbidden_total 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -1,5 +1,6 @@
 //! Logs, metrics and the HTTP endpoints for probes and scraping.
 
+pub mod forbidden;
 pub mod http;
 pub mod metrics;
 

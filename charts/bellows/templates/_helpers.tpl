@@ -41,7 +41,7 @@ app.kubernetes.io/part-of: bellows
 {{- end }}
 {{- end }}
 
-{{/* The API access the controller needs to reconcile SchemaRollouts: exactly this, no wildcards. */}}
+{{/* The API access the controller needs to reconcile SchemaRollouts: exactly the list in src/controller/access.rs (tests/chart.rs compares), no wildcards. */}}
 {{- define "bellows.controllerRules" -}}
 - apiGroups: ["bellows.dev"]
   resources: ["schemarollouts"]
@@ -57,7 +57,7 @@ app.kubernetes.io/part-of: bellows
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["apps"]
   resources: ["replicasets"]
-  verbs: ["get", "list"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
