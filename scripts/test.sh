@@ -7,6 +7,11 @@ export BELLOWS_CACHE="${BELLOWS_CACHE:-$HOME/.cache/bellows}"
 # Build outside the clone so a fresh checkout reuses the slow build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$BELLOWS_CACHE/target}"
 
+# The Debian packages the database and e2e tests need (PostgreSQL, MariaDB,
+# etcd, ...) and the Kubernetes build, before any test binary runs
+# (tests/database.rs runs before the e2e suite, which would install them).
+bash e2e/scripts/prepare.sh >/dev/null
+
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 # --all-targets: every unit, integration and e2e test (no doc tests: the
