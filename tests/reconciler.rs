@@ -325,10 +325,13 @@ async fn a_plan_from_the_caches_that_starts_a_phase_is_remade_from_live_reads() 
     assert!(result.is_ok(), "{result:?}");
 }
 
-#[tokio::test]
-async fn a_recorded_job_missing_from_the_caches_is_read_live_not_declared_vanished() {
-    // Status records a running expand Job that the Job cache has not seen.
+/// The rollout with its expand Job recorded as running in status (`gate`
+/// on or off), and that Job's name.
+fn expanding(gate: bool) -> (SchemaRollout, String) {
     let mut r = rollout();
+    if gate {
+        r.spec.gate = Some(serde_json::from_value(json!({"pauseWorkloads": true})).unwrap());
+    }
     let phase = step::phase(&r.spec, Step::Expand).unwrap();
     let digest = step::digest(phase);
     let job_name = step::job_name("users", Step::Expand, &digest);
@@ -339,21 +342,105 @@ async fn a_recorded_job_missing_from_the_caches_is_read_live_not_declared_vanish
         }))
         .unwrap(),
     );
+    (r, job_name)
+}
+
+fn running_job(name: &str) -> Value {
+    json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"bellows.dev/rollout-uid": "uid-1"}},
+        "status": {"active": 1}
+    })
+}
+
+#[tokio::test]
+async fn the_gate_never_takes_over_a_pause_the_cache_has_not_seen() {
+    // The cache still shows the Deployment running; a user paused it a
+    // moment ago. The gate decides on the live object: it is paused, not by
+    // bellows, so bellows neither marks nor (later) resumes it.
+    let (r, job_name) = expanding(true);
+    let (result, _) = run_with(r, Some(caches(vec![deployment_v1()])), |mut h| {
+        tokio::spawn(async move {
+            expect(
+                &mut h,
+                Method::GET,
+                "/apis/batch/v1/namespaces/shop/jobs/users-expand-",
+                ok(running_job(&job_name)),
+            )
+            .await;
+            let mut paused = deployment_v1();
+            paused["spec"]["paused"] = json!(true);
+            paused["metadata"]["resourceVersion"] = json!("7");
+            expect(
+                &mut h,
+                Method::GET,
+                "/apis/apps/v1/namespaces/shop/deployments/api",
+                ok(paused),
+            )
+            .await;
+            while let Some((request, send)) = h.next_request().await {
+                let uri = request.uri().to_string();
+                assert!(
+                    !(request.method() == Method::PATCH && uri.contains("/deployments/")),
+                    "the gate wrote a Deployment paused by someone else: {uri}"
+                );
+                let body = serde_json::to_vec(&rollout()).unwrap();
+                send.send_response(
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .body(Body::from(body))
+                        .unwrap(),
+                );
+            }
+        })
+    })
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn the_gate_pauses_only_on_the_live_object_it_read() {
+    let (r, job_name) = expanding(true);
+    let (result, _) = run_with(r, Some(caches(vec![deployment_v1()])), |mut h| {
+        tokio::spawn(async move {
+            expect(&mut h, Method::GET, "/apis/batch/v1/namespaces/shop/jobs/users-expand-", ok(running_job(&job_name))).await;
+            let mut live = deployment_v1();
+            live["metadata"]["resourceVersion"] = json!("7");
+            expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/shop/deployments/api", ok(live.clone())).await;
+            let (_, patch) = expect(&mut h, Method::PATCH, "/apis/apps/v1/namespaces/shop/deployments/api?", ok(live)).await;
+            assert_eq!(
+                patch,
+                json!({"metadata": {"resourceVersion": "7", "annotations": {"bellows.dev/paused-by": "users"}}, "spec": {"paused": true}}),
+                "conditional on the resourceVersion read"
+            );
+            expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
+        })
+    })
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_recorded_job_missing_from_the_caches_is_read_live_not_declared_vanished() {
+    // Status records a running expand Job that the Job cache has not seen.
+    let (r, job_name) = expanding(false);
     let (result, _) = run_with(r, Some(caches(vec![deployment_v1()])), |mut h| {
         tokio::spawn(async move {
             let (uri, _) = expect(
                 &mut h,
                 Method::GET,
                 "/apis/batch/v1/namespaces/shop/jobs/users-expand-",
-                ok(json!({
-                    "apiVersion": "batch/v1", "kind": "Job",
-                    "metadata": {"name": job_name, "namespace": "shop", "labels": {"bellows.dev/rollout-uid": "uid-1"}},
-                    "status": {"active": 1}
-                })),
+                ok(running_job(&job_name)),
             )
             .await;
             assert!(uri.contains(&job_name), "{uri}");
-            let (_, status) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
+            let (_, status) = expect(
+                &mut h,
+                Method::PATCH,
+                "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?",
+                ok(serde_json::to_value(rollout()).unwrap()),
+            )
+            .await;
             let stalled = status["status"]["conditions"]
                 .as_array()
                 .unwrap()

@@ -2,10 +2,9 @@
 //! status, publish events.
 
 use super::observe::{self, Source};
-use super::{Context, Error, FIELD_MANAGER, job, reference};
+use super::{Context, Error, FIELD_MANAGER, gate, job, reference};
 use crate::api::{RolloutPhase, SchemaRollout};
 use crate::db::{self, DbError, Runner, Target};
-use crate::planner::rollout::PAUSED_BY_ANNOTATION;
 use crate::planner::step;
 use crate::planner::{self, Action as PlanAction, EventKind, Plan};
 use jiff::Timestamp;
@@ -153,22 +152,15 @@ async fn apply(
                 .await?;
         }
         PlanAction::PauseWorkload(deploy) | PlanAction::ResumeWorkload(deploy) => {
-            let pause = matches!(action, PlanAction::PauseWorkload(_));
-            let marker = if pause {
-                json!(name)
-            } else {
-                serde_json::Value::Null
-            };
-            let patch = json!({
-                "metadata": {"annotations": {PAUSED_BY_ANNOTATION: marker}},
-                "spec": {"paused": pause},
-            });
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-            deployments
-                .patch(deploy, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(Error::Kube)?;
-            tracing::info!(rollout = %name, namespace = %ns, deployment = %deploy, paused = pause, "gate");
+            let pause = matches!(action, PlanAction::PauseWorkload(_));
+            let gated = if pause {
+                gate::pause(&deployments, deploy, &name).await
+            } else {
+                gate::resume(&deployments, deploy, &name).await
+            }
+            .map_err(Error::Kube)?;
+            tracing::info!(rollout = %name, namespace = %ns, deployment = %deploy, paused = pause, outcome = ?gated, "gate");
         }
     }
     Ok(())

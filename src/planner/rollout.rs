@@ -201,8 +201,10 @@ pub fn assess(
             waiting(
                 Wait::TemplateNotUpdated,
                 format!(
-                    "Deployment {} does not run the new version yet",
-                    workload.name
+                    "Deployment {} runs {}, waiting for {}",
+                    workload.name,
+                    running_version(&spec.template, &workload.version),
+                    wanted_version(&workload.version),
                 ),
             )
         }
@@ -257,7 +259,60 @@ pub fn assess(
     } else {
         Verdict::RolledOut
     };
+    if out.paused
+        && !out.paused_by_us
+        && let Verdict::Waiting(_, message) = &mut out.verdict
+    {
+        message.push_str(" (paused by someone else: bellows waits and never resumes it)");
+    }
     out
+}
+
+/// The version a pod template runs, in the terms of `version`: the named
+/// container's tag (or whole image when a full reference is wanted), or the
+/// values of the wanted labels.
+fn running_version(template: &PodTemplateSpec, version: &WorkloadVersion) -> String {
+    if let Some(image) = &version.image {
+        let actual = template
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == image.container))
+            .and_then(|c| c.image.as_deref())
+            .unwrap_or("no image");
+        return match image.reference {
+            Some(_) => actual.to_owned(),
+            None => tag_of(actual).unwrap_or(actual).to_owned(),
+        };
+    }
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    let keys = version.labels.iter().flatten().map(|(k, _)| k);
+    let shown: Vec<String> = keys
+        .map(|k| {
+            let v = labels
+                .and_then(|l| l.get(k))
+                .map_or("<unset>", String::as_str);
+            format!("{k}={v}")
+        })
+        .collect();
+    shown.join(",")
+}
+
+/// The version `version` waits for, as [`running_version`] shows it.
+fn wanted_version(version: &WorkloadVersion) -> String {
+    if let Some(image) = &version.image {
+        return image
+            .reference
+            .clone()
+            .or_else(|| image.tag.clone())
+            .unwrap_or_default();
+    }
+    let shown: Vec<String> = version
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    shown.join(",")
 }
 
 fn waiting(wait: Wait, message: String) -> Verdict {
@@ -300,11 +355,16 @@ fn image_matches(actual: &str, wanted: &ImageVersion) -> bool {
     let Some(tag) = &wanted.tag else {
         return false;
     };
-    // `repo:tag` or `repo:tag@sha256:...`; the tag follows the last ':' that
-    // comes after the last '/', so a registry port is never taken for a tag.
-    let name = actual.split('@').next().unwrap_or(actual);
+    tag_of(actual) == Some(tag.as_str())
+}
+
+/// The tag of an image: in `repo:tag` or `repo:tag@sha256:...` it follows
+/// the last ':' after the last '/', so a registry port is never taken for a
+/// tag.
+fn tag_of(image: &str) -> Option<&str> {
+    let name = image.split('@').next().unwrap_or(image);
     let last_segment = name.rsplit('/').next().unwrap_or(name);
-    last_segment.rsplit_once(':').is_some_and(|(_, t)| t == tag)
+    last_segment.rsplit_once(':').map(|(_, t)| t)
 }
 
 fn progress_deadline_exceeded(deploy: &Deployment) -> bool {
@@ -412,6 +472,48 @@ mod tests {
         assert_eq!(wait_of(a.verdict.clone()), Some(Wait::OldPodsRemain));
         assert_eq!(a.old_pods, 1);
         assert!(matches!(a.verdict, Verdict::Waiting(_, m) if m.contains("1 terminating")));
+    }
+
+    #[test]
+    fn waiting_for_the_template_names_the_running_and_the_wanted_version() {
+        let d = deployment("registry:5000/shop/api:1.0.0");
+        let message = |v: Verdict| match v {
+            Verdict::Waiting(Wait::TemplateNotUpdated, m) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            message(verdict(&d, &[], &[])),
+            "Deployment api runs 1.0.0, waiting for 2.0.0"
+        );
+        let by_labels: Workload = serde_json::from_value(
+            json!({"name": "api", "version": {"labels": {"app": "api", "track": "v2"}}}),
+        )
+        .unwrap();
+        let a = assess(&by_labels, "users", Some(&d), &[], &[]);
+        assert_eq!(
+            message(a.verdict),
+            "Deployment api runs app=api,track=<unset>, waiting for app=api,track=v2"
+        );
+    }
+
+    #[test]
+    fn a_pause_set_by_someone_else_is_named_and_not_ours() {
+        let mut d = deployment("shop/api:1.0.0");
+        d.spec.as_mut().unwrap().paused = Some(true);
+        let a = assess(&workload(), "users", Some(&d), &[], &[]);
+        assert!(a.paused && !a.paused_by_us);
+        assert!(
+            matches!(&a.verdict, Verdict::Waiting(_, m) if m.ends_with("(paused by someone else: bellows waits and never resumes it)")),
+            "{:?}",
+            a.verdict
+        );
+        d.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(PAUSED_BY_ANNOTATION.into(), "users".into());
+        let a = assess(&workload(), "users", Some(&d), &[], &[]);
+        assert!(a.paused_by_us);
+        assert!(matches!(&a.verdict, Verdict::Waiting(_, m) if !m.contains("someone else")));
     }
 
     #[test]
