@@ -23,7 +23,8 @@ fn rollout() -> SchemaRollout {
     let job = json!({"template": {"spec": {"containers": [{"name": "migrate", "image": "postgres:16"}]}}});
     serde_json::from_value(json!({
         "apiVersion": "bellows.dev/v1alpha1", "kind": "SchemaRollout",
-        "metadata": {"name": "users", "namespace": "shop", "uid": "uid-1", "generation": 1},
+        "metadata": {"name": "users", "namespace": "shop", "uid": "uid-1", "generation": 1,
+                     "finalizers": ["bellows.dev/cleanup"]},
         "spec": {
             "workloads": [{"name": "api", "version": {"image": {"container": "api", "tag": "2.0.0"}}}],
             "expand": {"job": job.clone()}, "contract": {"job": job}
@@ -418,6 +419,117 @@ async fn the_gate_pauses_only_on_the_live_object_it_read() {
     })
     .await;
     assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn the_cleanup_finalizer_is_added_before_anything_else() {
+    let mut r = rollout();
+    r.metadata.finalizers = Some(vec!["example.com/other".into()]);
+    let (result, _) = run_with(r, None, |mut h| {
+        tokio::spawn(async move {
+            let (_, patch) = expect(
+                &mut h,
+                Method::PATCH,
+                "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users?",
+                ok(serde_json::to_value(rollout()).unwrap()),
+            )
+            .await;
+            assert_eq!(
+                patch,
+                json!([
+                    {"op": "test", "path": "/metadata/finalizers", "value": ["example.com/other"]},
+                    {"op": "add", "path": "/metadata/finalizers/-", "value": "bellows.dev/cleanup"},
+                ])
+            );
+            // Then the ordinary reconcile.
+            observe_fresh_rollout(&mut h).await;
+            expect(
+                &mut h,
+                Method::POST,
+                "/apis/batch/v1/namespaces/shop/jobs?",
+                (StatusCode::CREATED, json!({})),
+            )
+            .await;
+            expect(
+                &mut h,
+                Method::PATCH,
+                "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?",
+                ok(serde_json::to_value(rollout()).unwrap()),
+            )
+            .await;
+        })
+    })
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_rollout_waits_for_its_running_job_and_starts_nothing() {
+    let (mut r, job_name) = expanding(true);
+    r.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::UNIX_EPOCH,
+    ));
+    let (result, _) = run_with(r, Some(caches(vec![deployment_v1()])), |mut h| {
+        tokio::spawn(async move {
+            // The running Job is all it reads; no pause, no finalizer change.
+            expect(
+                &mut h,
+                Method::GET,
+                "/apis/batch/v1/namespaces/shop/jobs/users-expand-",
+                ok(running_job(&job_name)),
+            )
+            .await;
+            assert!(
+                h.next_request().await.is_none(),
+                "a deleted rollout wrote while its Job runs"
+            );
+        })
+    })
+    .await;
+    assert!(
+        matches!(&result, Ok(a) if *a == Action::requeue(Duration::from_secs(5))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_rollout_resumes_what_its_gate_paused_then_lets_go() {
+    let (mut r, job_name) = expanding(true);
+    r.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::UNIX_EPOCH,
+    ));
+    let mut paused = deployment_v1();
+    paused["spec"]["paused"] = json!(true);
+    paused["metadata"]["annotations"]["bellows.dev/paused-by"] = json!("users");
+    paused["metadata"]["resourceVersion"] = json!("9");
+    let (result, _) = run_with(r, Some(caches(vec![paused.clone()])), |mut h| {
+        tokio::spawn(async move {
+            let mut failed = running_job(&job_name);
+            failed["status"] = json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]});
+            expect(&mut h, Method::GET, "/apis/batch/v1/namespaces/shop/jobs/users-expand-", ok(failed)).await;
+            expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/shop/deployments/api", ok(paused.clone())).await;
+            let (_, resume) = expect(&mut h, Method::PATCH, "/apis/apps/v1/namespaces/shop/deployments/api?", ok(paused)).await;
+            assert_eq!(
+                resume,
+                json!({"metadata": {"resourceVersion": "9", "annotations": {"bellows.dev/paused-by": null}}, "spec": {"paused": false}})
+            );
+            let (_, release) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users?", ok(serde_json::to_value(rollout()).unwrap())).await;
+            assert_eq!(
+                release,
+                json!([
+                    {"op": "test", "path": "/metadata/finalizers/0", "value": "bellows.dev/cleanup"},
+                    {"op": "remove", "path": "/metadata/finalizers/0"},
+                ])
+            );
+            let (_, event) = expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events?", (StatusCode::CREATED, json!({}))).await;
+            assert_eq!(event["reason"], "WorkloadsResumed");
+        })
+    })
+    .await;
+    assert!(
+        matches!(&result, Ok(a) if *a == Action::await_change()),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]

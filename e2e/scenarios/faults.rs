@@ -8,9 +8,10 @@
 //! - PostgreSQL stopped while a contract check holds the rollout, and while
 //!   an inline phase's statement runs;
 //! - the running expand Job's pod deleted;
-//! - the SchemaRollout deleted after expand and during expand, then
-//!   re-created: its Jobs go with it (owner references) and the ledger
-//!   keeps the truth.
+//! - the SchemaRollout deleted after expand, and during a gated expand, then
+//!   re-created: the cleanup finalizer lets the running Job finish and
+//!   resumes the paused Deployment, its Jobs go with it (owner references)
+//!   and the ledger keeps the truth.
 
 use super::{ContractGuard, STEP};
 use crate::harness::{Env, Ns, cond, condition_of, psql_job, recording_sql, workload};
@@ -263,16 +264,23 @@ async fn migration_pod_deleted(env: &Env) -> Fault {
     f
 }
 
-/// Deletes rollout `r` and waits until the garbage collector removed its
-/// Jobs.
-async fn delete_rollout(ns: &Ns) {
+/// Deletes rollout `r` and waits until it is gone (the cleanup finalizer
+/// released it) and the garbage collector removed its Jobs. Whether it
+/// still existed right after the delete call (held by the finalizer).
+async fn delete_rollout(ns: &Ns) -> bool {
     let api: Api<SchemaRollout> = Api::namespaced(ns.client.clone(), &ns.name);
     api.delete("r", &DeleteParams::default()).await.unwrap();
+    let held = api
+        .get_opt("r")
+        .await
+        .unwrap()
+        .is_some_and(|r| r.metadata.deletion_timestamp.is_some());
     crate::harness::wait::until("the rollout's Jobs collected", STEP, || async {
         let gone = api.get_opt("r").await.ok()?.is_none() && ns.jobs().await.is_empty();
         gone.then_some(())
     })
     .await;
+    held
 }
 
 async fn rollout_deleted_after_expand(env: &Env) -> Fault {
@@ -297,29 +305,50 @@ async fn rollout_deleted_after_expand(env: &Env) -> Fault {
 }
 
 async fn rollout_deleted_during_expand(env: &Env) -> Fault {
-    let mut f = Fault::new("SchemaRollout deleted during expand, re-created");
+    let mut f = Fault::new("SchemaRollout deleted during gated expand, re-created");
     let ns = setup(env, "fault-delete-mid").await;
-    ns.create_rollout("r", job_spec(3.0)).await.unwrap();
+    let mut spec = job_spec(3.0);
+    spec["gate"] = json!({"pauseWorkloads": true});
+    ns.create_rollout("r", spec.clone()).await.unwrap();
     ns.wait_job_running("expand").await;
-    delete_rollout(&ns).await;
+    let paused = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false)
+    };
+    f.check(
+        paused(&ns.deployment("api").await),
+        "the gate did not pause api",
+    );
+    // The finalizer holds the rollout until its expand Job finished (not
+    // cut in half by garbage collection), records it in the ledger and
+    // resumes the Deployment its gate paused.
+    let held = delete_rollout(&ns).await;
     f.injected += 1;
-    // The ledger knows expand started, but its Job is gone: nobody can tell
-    // whether the migration finished, so the re-created rollout must stall
-    // rather than run expand a second time.
-    ns.create_rollout("r", job_spec(3.0)).await.unwrap();
-    let r = ns
-        .wait_rollout("r", "stalled on the missing Job", STEP, |r| {
-            condition_of(r, cond::STALLED).0 == "True"
-        })
-        .await;
-    let reason = condition_of(&r, cond::STALLED).1;
+    f.check(held, "the rollout was gone while its expand Job ran");
+    let runs = ns.runs_of("expand");
+    f.check(runs == 1, format!("the expand SQL committed {runs} times"));
+    let d = ns.deployment("api").await;
     f.check(
-        reason == "JobMissing",
-        format!("stalled with {reason}, not JobMissing"),
+        !paused(&d),
+        "api stayed paused after its rollout was deleted",
     );
     f.check(
-        ns.jobs().await.is_empty(),
-        "the re-created rollout created a Job",
+        !d.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("bellows.dev/paused-by"),
+        "api kept the paused-by mark",
     );
+    // The ledger says expand succeeded: the re-created rollout skips it.
+    ns.create_rollout("r", spec).await.unwrap();
+    ns.wait_phase("r", AwaitingRollout, STEP).await;
+    f.check(
+        ns.jobs_of("expand").await.is_empty(),
+        "the re-created rollout ran expand again",
+    );
+    roll_and_finish(&ns).await;
+    for step in ["expand", "contract"] {
+        let runs = ns.runs_of(step);
+        f.check(runs == 1, format!("{step} ran {runs} times"));
+    }
     f
 }

@@ -29,8 +29,8 @@ pub const CONTROLLER: &[Access] = &[
     Access {
         group: "bellows.dev",
         resource: "schemarollouts",
-        verbs: &["get", "list", "watch"],
-        why: "the SchemaRollout watch (controller::run)",
+        verbs: &["get", "list", "patch", "watch"],
+        why: "the SchemaRollout watch (controller::run), the cleanup finalizer (controller::finalizer)",
     },
     Access {
         group: "bellows.dev",

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod cache;
+pub mod finalizer;
 pub mod gate;
 pub mod job;
 pub mod observe;

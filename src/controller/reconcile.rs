@@ -2,7 +2,7 @@
 //! status, publish events.
 
 use super::observe::{self, Source};
-use super::{Context, Error, FIELD_MANAGER, gate, job, reference};
+use super::{Context, Error, FIELD_MANAGER, finalizer, gate, job, reference};
 use crate::api::{RolloutPhase, SchemaRollout};
 use crate::db::{self, DbError, Runner, Target};
 use crate::planner::step;
@@ -34,13 +34,11 @@ pub async fn reconcile(rollout: Arc<SchemaRollout>, ctx: Arc<Context>) -> Result
 
 async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
+    let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
     // The database's Secrets are read once per reconcile, for observing and
     // for every action alike.
     let database = match &rollout.spec.database {
-        Some(spec) => {
-            let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
-            Some(db::target(&ctx.client, &ns, spec).await)
-        }
+        Some(spec) => Some(db::target(&ctx.client, &ns, spec).await),
         None => None,
     };
     let source = match &ctx.caches {
@@ -57,6 +55,15 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
             now,
         )
     };
+    let api: Api<SchemaRollout> = Api::namespaced(ctx.client.clone(), &ns);
+    if rollout.metadata.deletion_timestamp.is_some() {
+        if !finalizer::present(rollout) {
+            return Ok(Action::await_change());
+        }
+        let observed = observe(source).await?;
+        return clean_up(ctx, rollout, database.as_ref(), &api, &observed).await;
+    }
+    finalizer::add(&api, rollout).await.map_err(Error::Kube)?;
     let mut plan = planner::plan(rollout, &observe(source).await?);
     // Starting a phase cannot be undone: confirm it against the API server,
     // so a cache that lags behind a rollback or a new pod never starts one.
@@ -72,6 +79,67 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// How often a deleted rollout looks again at a migration Job it waits for
+/// (the Job's own events also wake it).
+const CLEANUP_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The finalizer's work on a deleted rollout (see `finalizer`): record
+/// finished Jobs in the ledger, wait for a running one, resume the
+/// Deployments the gate paused, release the rollout.
+async fn clean_up(
+    ctx: &Context,
+    rollout: &SchemaRollout,
+    database: Option<&Result<Target, DbError>>,
+    api: &Api<SchemaRollout>,
+    observed: &planner::Observed,
+) -> Result<Action, Error> {
+    let name = rollout.name_any();
+    let ns = rollout.namespace().unwrap_or_default();
+    let plan = planner::plan(rollout, observed);
+    for action in &plan.actions {
+        if matches!(action, PlanAction::Record { .. }) {
+            apply(ctx, rollout, database, action).await?;
+        }
+    }
+    if let Some((step, _)) = observed
+        .jobs
+        .iter()
+        .find(|(_, job)| **job == step::JobObservation::Active)
+    {
+        tracing::info!(rollout = %name, namespace = %ns, step = step.as_str(), "deleted; waiting for the running migration Job to finish");
+        return Ok(Action::requeue(CLEANUP_POLL));
+    }
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut resumed = vec![];
+    for w in &rollout.spec.workloads {
+        if gate::resume(&deployments, &w.name, &name)
+            .await
+            .map_err(Error::Kube)?
+            == gate::Gated::Changed
+        {
+            resumed.push(w.name.as_str());
+        }
+    }
+    finalizer::remove(api, rollout).await.map_err(Error::Kube)?;
+    tracing::info!(rollout = %name, namespace = %ns, resumed = ?resumed, "deleted; cleaned up");
+    if !resumed.is_empty() {
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "WorkloadsResumed".into(),
+            note: Some(planner::event_note(&format!(
+                "the rollout was deleted; resumed the Deployments its gate had paused: {}",
+                resumed.join(", ")
+            ))),
+            action: "Delete".into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&event, &reference(rollout)).await {
+            tracing::warn!(rollout = %name, error = %err, "could not publish event");
+        }
+    }
+    Ok(Action::await_change())
 }
 
 /// Whether `action` starts a phase's migration.

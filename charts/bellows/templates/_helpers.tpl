@@ -45,7 +45,7 @@ app.kubernetes.io/part-of: bellows
 {{- define "bellows.controllerRules" -}}
 - apiGroups: ["bellows.dev"]
   resources: ["schemarollouts"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["bellows.dev"]
   resources: ["schemarollouts/status"]
   verbs: ["get", "patch"]
