@@ -171,6 +171,19 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
         path.display()
     );
 
+    // The kubelet's part for the chart's pod (restartPolicy: Always).
+    let watchdog = {
+        let env = env.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if env.operator.lock().await.revive() {
+                    println!("e2e: the operator exited on its own; started again");
+                }
+            }
+        })
+    };
+
     let mut results = vec![];
     for Scenario { name, run, .. } in selected {
         println!("e2e: {name} ...");
@@ -184,6 +197,7 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
         );
         results.push((name, ok, secs));
     }
+    watchdog.abort();
     // The operator runs as the chart's ServiceAccount: any request it was
     // refused means the chart lacks a rule (or the code a line in
     // `controller::access`).

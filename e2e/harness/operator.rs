@@ -30,6 +30,8 @@ pub struct Operator {
     pub port: u16,
     proc: Option<Proc>,
     starts: u32,
+    /// Times [`Operator::revive`] started it again after it exited on its own.
+    pub restarts: u32,
 }
 
 impl Operator {
@@ -49,6 +51,7 @@ impl Operator {
             port: free_port(),
             proc: None,
             starts: 0,
+            restarts: 0,
         }
     }
 
@@ -89,6 +92,19 @@ impl Operator {
     /// (`None` if it was not running).
     pub fn stop(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
         self.proc.take().and_then(|mut p| p.stop(signal))
+    }
+
+    /// Starts the process again if it exited on its own (not through
+    /// [`Operator::stop`]), as the kubelet restarts the chart's container:
+    /// a leader that cannot renew its Lease through an API server outage
+    /// exits by design. Whether it did.
+    pub fn revive(&mut self) -> bool {
+        if !self.proc.as_mut().is_some_and(|p| p.exited()) {
+            return false;
+        }
+        self.restarts += 1;
+        self.spawn();
+        true
     }
 
     /// Peak memory and CPU time of the running process so far.

@@ -534,6 +534,7 @@ async fn check_stalled(ns: &Ns, case: &Case, reason: &str, mentions: &str) -> St
 }
 
 pub async fn run(env: Arc<Env>) {
+    let restarts = env.operator.lock().await.restarts;
     let ns = env.namespace("bad-input").await;
     ns.deploy_api(1).await;
 
@@ -571,6 +572,10 @@ pub async fn run(env: Arc<Env>) {
     );
     assert!(jobs.is_empty(), "bad input must never create a Job");
     assert!(operator.running(), "the operator exited");
+    assert_eq!(
+        operator.restarts, restarts,
+        "the operator exited and was restarted"
+    );
     let logs = operator.logs();
     assert!(!logs.contains("panicked"), "the operator panicked:\n{logs}");
 }
