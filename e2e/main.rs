@@ -78,6 +78,11 @@ fn scenarios() -> Vec<Scenario> {
             scenarios::leader::run
         ),
         scenario!("12_fault_injection", true, scenarios::faults::run),
+        scenario!(
+            "16_gitops_lifecycle_without_database",
+            true,
+            scenarios::gitops::run
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

@@ -130,6 +130,33 @@ async fn observe_fresh_rollout(h: &mut ApiHandle) {
         not_found(),
     )
     .await;
+    // No database: the cluster ledger says no phase ran yet.
+    expect(
+        h,
+        Method::GET,
+        "/api/v1/namespaces/shop/configmaps/bellows-ledger",
+        not_found(),
+    )
+    .await;
+}
+
+/// Expects the cluster ledger's entry for the Job `users-<step>-...` to be
+/// written with `state`.
+async fn ledger_write(h: &mut ApiHandle, step: &str, state: &str) {
+    let (_, patch) = expect(
+        h,
+        Method::PATCH,
+        "/api/v1/namespaces/shop/configmaps/bellows-ledger?",
+        ok(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger"}})),
+    )
+    .await;
+    let data = patch["data"].as_object().expect("a data patch");
+    assert_eq!(data.len(), 1, "{patch}");
+    let (key, value) = data.iter().next().unwrap();
+    assert!(key.starts_with(&format!("users-{step}-")), "{key}");
+    let entry: Value = serde_json::from_str(value.as_str().unwrap()).unwrap();
+    assert_eq!(entry["state"], state, "{entry}");
+    assert_eq!(entry["step"], step);
 }
 
 async fn run(
@@ -165,6 +192,7 @@ async fn creates_the_expand_job_then_writes_status_then_publishes_an_event() {
     let (result, metrics) = run(|mut h| {
         tokio::spawn(async move {
             observe_fresh_rollout(&mut h).await;
+            ledger_write(&mut h, "expand", "claimed").await;
             let (_, job) = expect(
                 &mut h,
                 Method::POST,
@@ -172,6 +200,7 @@ async fn creates_the_expand_job_then_writes_status_then_publishes_an_event() {
                 (StatusCode::CREATED, json!({})),
             )
             .await;
+            ledger_write(&mut h, "expand", "started").await;
             assert!(
                 job["metadata"]["name"]
                     .as_str()
@@ -233,7 +262,9 @@ async fn an_existing_job_counts_as_created() {
         tokio::spawn(async move {
             observe_fresh_rollout(&mut h).await;
             let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"});
+            ledger_write(&mut h, "expand", "claimed").await;
             expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (StatusCode::CONFLICT, conflict)).await;
+            ledger_write(&mut h, "expand", "started").await;
             let (_, status) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
             assert_eq!(status["status"]["phase"], "Expanding");
             expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events?", (StatusCode::CREATED, json!({}))).await;
@@ -249,6 +280,7 @@ async fn a_failed_job_create_writes_no_status_and_reports_an_error() {
         tokio::spawn(async move {
             observe_fresh_rollout(&mut h).await;
             let denied = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403, "message": "no"});
+            ledger_write(&mut h, "expand", "claimed").await;
             expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (StatusCode::FORBIDDEN, denied)).await;
         })
     })
@@ -299,6 +331,7 @@ async fn a_plan_from_the_caches_that_starts_a_phase_is_remade_from_live_reads() 
             // The cached plan says "create the expand Job": nothing is
             // created before the same reads come back from the API server.
             observe_fresh_rollout(&mut h).await;
+            ledger_write(&mut h, "expand", "claimed").await;
             expect(
                 &mut h,
                 Method::POST,
@@ -306,6 +339,7 @@ async fn a_plan_from_the_caches_that_starts_a_phase_is_remade_from_live_reads() 
                 (StatusCode::CREATED, json!({})),
             )
             .await;
+            ledger_write(&mut h, "expand", "started").await;
             expect(
                 &mut h,
                 Method::PATCH,
@@ -443,6 +477,7 @@ async fn the_cleanup_finalizer_is_added_before_anything_else() {
             );
             // Then the ordinary reconcile.
             observe_fresh_rollout(&mut h).await;
+            ledger_write(&mut h, "expand", "claimed").await;
             expect(
                 &mut h,
                 Method::POST,
@@ -450,6 +485,7 @@ async fn the_cleanup_finalizer_is_added_before_anything_else() {
                 (StatusCode::CREATED, json!({})),
             )
             .await;
+            ledger_write(&mut h, "expand", "started").await;
             expect(
                 &mut h,
                 Method::PATCH,
@@ -507,6 +543,8 @@ async fn a_deleted_rollout_resumes_what_its_gate_paused_then_lets_go() {
             let mut failed = running_job(&job_name);
             failed["status"] = json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]});
             expect(&mut h, Method::GET, "/apis/batch/v1/namespaces/shop/jobs/users-expand-", ok(failed)).await;
+            // The finished Job goes into the ledger first.
+            ledger_write(&mut h, "expand", "failed").await;
             expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/shop/deployments/api", ok(paused.clone())).await;
             let (_, resume) = expect(&mut h, Method::PATCH, "/apis/apps/v1/namespaces/shop/deployments/api?", ok(paused)).await;
             assert_eq!(
@@ -530,6 +568,46 @@ async fn a_deleted_rollout_resumes_what_its_gate_paused_then_lets_go() {
         matches!(&result, Ok(a) if *a == Action::await_change()),
         "{result:?}"
     );
+}
+
+#[tokio::test]
+async fn a_recreated_rollout_skips_a_phase_the_cluster_ledger_says_succeeded() {
+    // No database, no status, no Job (deleted with the old rollout): the
+    // cluster ledger's entry for this spec's expand Job says it succeeded.
+    let (result, _) = run(|mut h| {
+        tokio::spawn(async move {
+            expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/shop/deployments/api", ok(deployment_v1())).await;
+            expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/shop/replicasets?", ok(list("ReplicaSet"))).await;
+            expect(&mut h, Method::GET, "/api/v1/namespaces/shop/pods?", ok(list("Pod"))).await;
+            let (uri, _) = expect(&mut h, Method::GET, "/apis/batch/v1/namespaces/shop/jobs/users-expand-", not_found()).await;
+            let job_name = uri.rsplit('/').next().unwrap().to_owned();
+            expect(&mut h, Method::GET, "/apis/batch/v1/namespaces/shop/jobs/users-contract-", not_found()).await;
+            let entry = json!({"state": "succeeded", "rollout": "users", "step": "expand", "digest": "x", "at": "2026-12-01T00:00:00Z"});
+            expect(
+                &mut h,
+                Method::GET,
+                "/api/v1/namespaces/shop/configmaps/bellows-ledger",
+                ok(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger"},
+                          "data": {job_name: entry.to_string()}})),
+            )
+            .await;
+            // Nothing is created: status adopts the phase, an event says so.
+            let (_, status) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
+            assert_eq!(status["status"]["phase"], "AwaitingRollout", "{status}");
+            assert_eq!(status["status"]["steps"][0]["state"], "Succeeded");
+            let mut reasons = vec![];
+            while let Some((request, send)) = h.next_request().await {
+                assert!(request.uri().path().ends_with("/events"), "{}", request.uri());
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                let event: Value = serde_json::from_slice(&body).unwrap();
+                reasons.push(event["reason"].as_str().unwrap().to_owned());
+                send.send_response(Response::builder().status(StatusCode::CREATED).body(Body::from(b"{}".to_vec())).unwrap());
+            }
+            assert!(reasons.contains(&"PhaseAlreadyDone".to_owned()), "{reasons:?}");
+        })
+    })
+    .await;
+    assert!(result.is_ok(), "{result:?}");
 }
 
 #[tokio::test]

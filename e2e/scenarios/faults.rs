@@ -305,7 +305,7 @@ async fn rollout_deleted_after_expand(env: &Env) -> Fault {
 }
 
 async fn rollout_deleted_during_expand(env: &Env) -> Fault {
-    let mut f = Fault::new("SchemaRollout deleted during gated expand, re-created");
+    let mut f = Fault::new("SchemaRollout deleted in gated expand, re-created");
     let ns = setup(env, "fault-delete-mid").await;
     let mut spec = job_spec(3.0);
     spec["gate"] = json!({"pauseWorkloads": true});

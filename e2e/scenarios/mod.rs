@@ -6,6 +6,7 @@ pub mod chart;
 pub mod examples;
 pub mod expand_fails;
 pub mod faults;
+pub mod gitops;
 pub mod happy_path;
 pub mod inline_sql;
 pub mod kills;

@@ -71,8 +71,8 @@ pub const CONTROLLER: &[Access] = &[
     Access {
         group: "",
         resource: "configmaps",
-        verbs: &["get"],
-        why: "a Job's referenced ConfigMaps exist (observe)",
+        verbs: &["create", "get", "patch"],
+        why: "a Job's referenced ConfigMaps exist (observe), the cluster ledger without a database (controller::ledger)",
     },
     Access {
         group: "events.k8s.io",

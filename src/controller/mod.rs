@@ -7,6 +7,7 @@ pub mod cache;
 pub mod finalizer;
 pub mod gate;
 pub mod job;
+pub mod ledger;
 pub mod observe;
 mod reconcile;
 

@@ -7,6 +7,7 @@
 use super::Error;
 use super::cache::Caches;
 use super::job;
+use super::ledger as cluster_ledger;
 use crate::api::{SchemaRollout, Step, StepState};
 use crate::db::{DbError, LedgerKey, LedgerState, Pools, Target};
 use crate::planner::rollout::assess;
@@ -139,6 +140,7 @@ pub async fn observe(
     }
 
     let mut found = BTreeMap::new();
+    let mut job_names = BTreeMap::new();
     let mut references = BTreeSet::new();
     for s in [Step::Expand, Step::Transition, Step::Contract] {
         let (Some(phase), Some(job)) = (
@@ -149,6 +151,7 @@ pub async fn observe(
         };
         references.extend(step::references(job));
         let name = step::job_name(&rollout.name_any(), s, &step::digest(phase));
+        job_names.insert(s, name.clone());
         let mut job = source.get(client, |c| &c.jobs, &ns, &name).await?;
         // A Job this rollout recorded but the cache does not hold yet (its
         // watch lags) must not look deleted: ask the API server.
@@ -179,11 +182,24 @@ pub async fn observe(
             missing.push(r);
         }
     }
+    // Without a database, the cluster ledger says which Job phases already
+    // ran for this spec; it is read when a phase may start (live).
+    let mut ledger = BTreeMap::new();
+    if rollout.spec.database.is_none() && matches!(source, Source::Live) {
+        let entries = cluster_ledger::read(&Api::namespaced(client.clone(), &ns))
+            .await
+            .map_err(Error::Kube)?;
+        for (s, name) in &job_names {
+            if let Some(state) = entries.get(name).and_then(cluster_ledger::Entry::state) {
+                ledger.insert(*s, state);
+            }
+        }
+    }
     let mut observed = Observed {
         workloads,
         jobs: found,
         missing,
-        ledger: BTreeMap::new(),
+        ledger,
         checks: None,
         database_error: None,
         lock_holder: None,

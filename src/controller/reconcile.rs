@@ -1,15 +1,17 @@
 //! One reconcile: observe, plan, apply the plan's side effects, write
 //! status, publish events.
 
+use super::ledger as cluster_ledger;
 use super::observe::{self, Source};
 use super::{Context, Error, FIELD_MANAGER, finalizer, gate, job, reference};
 use crate::api::{RolloutPhase, SchemaRollout};
-use crate::db::{self, DbError, Runner, Target};
+use crate::db::{self, DbError, LedgerState, Runner, Target};
 use crate::planner::step;
 use crate::planner::{self, Action as PlanAction, EventKind, Plan};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -169,8 +171,16 @@ async fn apply(
             // before the Job exists.
             let target = database.map(usable).transpose()?;
             let key = observe::ledger_key(rollout, *step).expect("the phase exists");
-            if let Some(target) = &target {
-                target.claim_job(&ctx.pools, &key, job_name).await?;
+            let ledger: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+            let cluster_entry =
+                |state: LedgerState| cluster_ledger::Entry::new(&state, &name, *step, &key.digest);
+            match &target {
+                Some(target) => target.claim_job(&ctx.pools, &key, job_name).await?,
+                None => {
+                    cluster_ledger::write(&ledger, job_name, &cluster_entry(LedgerState::Claimed))
+                        .await
+                        .map_err(Error::Kube)?
+                }
             }
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
             let params = PostParams {
@@ -189,10 +199,19 @@ async fn apply(
             // Recorded once the Job exists: from here on a re-created rollout
             // finds the phase in the ledger even if the Job is gone (and a
             // crash before this line leaves the Job, which observe finds).
-            if let Some(target) = &target {
-                target
-                    .record_start(&ctx.pools, &key, &Runner::Job(job_name.clone()))
-                    .await?;
+            match &target {
+                Some(target) => {
+                    target
+                        .record_start(&ctx.pools, &key, &Runner::Job(job_name.clone()))
+                        .await?
+                }
+                None => cluster_ledger::write(
+                    &ledger,
+                    job_name,
+                    &cluster_entry(LedgerState::Started { done: 0 }),
+                )
+                .await
+                .map_err(Error::Kube)?,
             }
         }
         PlanAction::RunSql(step) => {
@@ -205,11 +224,22 @@ async fn apply(
             target.run_inline(&ctx.pools, &key, &statements).await?;
         }
         PlanAction::Record { step, failure } => {
-            let target = usable(database.ok_or(Error::NoDatabase)?)?;
             let key = observe::ledger_key(rollout, *step).expect("the phase exists");
             let job = step::job_spec(&rollout.spec, *step)
                 .map(|_| step::job_name(&name, *step, &key.digest))
                 .unwrap_or_default();
+            let Some(database) = database else {
+                let state = match failure {
+                    Some(m) => LedgerState::Failed(m.clone()),
+                    None => LedgerState::Succeeded,
+                };
+                let entry = cluster_ledger::Entry::new(&state, &name, *step, &key.digest);
+                let ledger: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+                return cluster_ledger::write(&ledger, &job, &entry)
+                    .await
+                    .map_err(Error::Kube);
+            };
+            let target = usable(database)?;
             // The start row may be missing if bellows crashed right after
             // creating the Job.
             target

@@ -302,10 +302,17 @@ impl<'a> Planner<'a> {
             ledger,
             Some(LedgerState::Succeeded | LedgerState::Failed(_))
         );
-        if self.rollout.spec.database.is_some()
-            && phase.job.is_some()
+        // The database ledger is read on every reconcile; the cluster
+        // ledger (no database) only when a phase may start, so it is
+        // written when status first sees the Job finish.
+        let known = self
+            .steps
+            .iter()
+            .any(|s| s.step == step && s.digest == digest && s.state == state);
+        if phase.job.is_some()
             && state != StepState::Running
             && !ledger_final
+            && (self.rollout.spec.database.is_some() || !known)
         {
             self.actions.push(Action::Record {
                 step,
@@ -334,6 +341,18 @@ impl<'a> Planner<'a> {
             None => {
                 // Status was lost (or the rollout re-created) but the Job or
                 // the ledger knows: adopt that.
+                if ledger == Some(&LedgerState::Succeeded)
+                    && !self.observed.jobs.contains_key(&step)
+                {
+                    self.events.push(EventIntent {
+                        kind: EventKind::Normal,
+                        reason: "PhaseAlreadyDone",
+                        note: format!(
+                            "{} already succeeded for this spec (digest {digest}, recorded in the ledger); not run again",
+                            step.as_str()
+                        ),
+                    });
+                }
                 let mut record = self.new_record(step, phase, digest);
                 record.state = state;
                 record.finished_at = (state != StepState::Running).then_some(now);

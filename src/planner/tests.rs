@@ -526,14 +526,23 @@ fn i5_gate_keeps_workloads_paused_until_expand_succeeds_and_after_it_fails() {
         ),
     );
     assert_eq!(p.phase(), RolloutPhase::Failed);
-    assert!(
-        p.actions.is_empty(),
+    // Only the cluster ledger learns of the failure; nothing is resumed.
+    assert_eq!(
+        p.actions,
+        [Action::Record {
+            step: Step::Expand,
+            failure: Some("DeadlineExceeded".into())
+        }],
         "a failed expand never resumes the workloads"
     );
     let p = plan(&r, &observed(paused, &[(Step::Expand, Succeeded)], 1));
     assert_eq!(
         p.actions,
         [
+            Action::Record {
+                step: Step::Expand,
+                failure: None
+            },
             Action::ResumeWorkload("api".into()),
             Action::ResumeWorkload("worker".into())
         ]
