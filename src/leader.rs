@@ -251,9 +251,13 @@ impl Elector {
         loop {
             tokio::time::sleep(self.config.renew_every()).await;
             let deadline = renewed + self.config.renew_deadline();
+            // A renewal counts from when it was sent: the API server may
+            // have written it (and a standby seen it) any time after that,
+            // so timing it from the answer would stretch the lease.
+            let sent = Instant::now();
             let reason = match tokio::time::timeout_at(deadline, self.renew()).await {
                 Ok(Ok(None)) => {
-                    renewed = Instant::now();
+                    renewed = sent;
                     continue;
                 }
                 Ok(Ok(Some(holder))) => {

@@ -301,7 +301,7 @@ async fn record(ctx: &Context, rollout: &SchemaRollout, plan: &Plan, now: Timest
     if prev_phase != Some(phase) {
         let spent = prev
             .and_then(|s| s.phase_since.as_ref())
-            .map(|t| now.duration_since(t.0).unsigned_abs());
+            .map(|t| planner::elapsed(now, t.0));
         ctx.metrics.transition(prev_phase.zip(spent), phase);
         tracing::info!(
             rollout = %rollout.name_any(),

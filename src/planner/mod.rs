@@ -291,11 +291,12 @@ impl<'a> Planner<'a> {
         let state = match &outcome {
             Outcome::Running => StepState::Running,
             Outcome::Succeeded => StepState::Succeeded,
-            Outcome::Failed(_) => StepState::Failed,
-            Outcome::NotStarted | Outcome::Vanished => return outcome,
+            Outcome::Failed(_) | Outcome::Vanished => StepState::Failed,
+            Outcome::NotStarted => return outcome,
         };
         let message = match &outcome {
             Outcome::Failed(m) => Some(m.clone()),
+            Outcome::Vanished => Some(step::JOB_DELETED.to_owned()),
             _ => None,
         };
         let ledger_final = matches!(
@@ -434,11 +435,14 @@ impl<'a> Planner<'a> {
                 step_event(step, StepState::Failed),
                 format!("{} Job failed: {m}", step.as_str()),
             )),
+            // Nobody can tell how far a deleted Job got: the phase failed,
+            // its ledger row says so (releasing the database) and it never
+            // runs again for this spec.
             Outcome::Vanished => Some(Decision::stalled(
-                phase,
-                "JobMissing",
+                RolloutPhase::Failed,
+                "JobDeleted",
                 format!(
-                    "the {} Job was deleted before it finished; change the spec to run the phase again",
+                    "the {} Job was deleted before it finished; check the schema, then change the spec to run the phase again",
                     step.as_str()
                 ),
             )),
@@ -542,7 +546,7 @@ impl<'a> Planner<'a> {
         let now = self.observed.now;
         if !durations.bake_time.is_zero() {
             let since = rolled_out_at.map_or(now, |t| t.0);
-            let elapsed = now.duration_since(since).unsigned_abs();
+            let elapsed = elapsed(now, since);
             if elapsed < durations.bake_time {
                 let left = durations.bake_time - elapsed;
                 let mut d = Decision::held(
@@ -613,7 +617,7 @@ impl<'a> Planner<'a> {
                 .find(|s| s.step == Step::Expand)
                 .and_then(|s| s.finished_at.clone())
                 .map_or(self.observed.now, |t| t.0);
-            let waited = self.observed.now.duration_since(expanded_at).unsigned_abs();
+            let waited = elapsed(self.observed.now, expanded_at);
             if waited >= durations.rollout {
                 let (_, m) = decision.hold.take().unwrap_or_default();
                 decision.stall = Some((
@@ -821,6 +825,13 @@ impl<'a> Planner<'a> {
             hold_reason: d.hold.map(|h| h.0),
         }
     }
+}
+
+/// Time from `since` to `now`; zero when `since` lies in the future (a
+/// timestamp written by a replica whose clock runs ahead), so a skewed
+/// clock can only lengthen a wait such as bake time, never shorten it.
+pub fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
+    Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO)
 }
 
 /// How soon a check that holds contract is evaluated again.

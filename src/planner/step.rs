@@ -167,6 +167,10 @@ pub fn observe_job(job: &Job) -> JobObservation {
     JobObservation::Active
 }
 
+/// The failure recorded (status, ledger) for a phase whose Job was deleted
+/// before it finished: nobody can tell how far it got.
+pub const JOB_DELETED: &str = "the Job was deleted before it finished";
+
 /// Where a phase stands, from its recorded status and its observed Job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -178,7 +182,8 @@ pub enum Outcome {
     Succeeded,
     /// The Job failed.
     Failed(String),
-    /// Status says the Job was created, but it is gone before finishing.
+    /// The Job was created (status or the ledger say so) but is gone
+    /// without having finished: the phase failed ([`JOB_DELETED`]).
     Vanished,
 }
 
@@ -200,6 +205,7 @@ pub fn outcome(
         .map(|s| s.state);
     match ledger {
         Some(LedgerState::Succeeded) => return Outcome::Succeeded,
+        Some(LedgerState::Failed(m)) if m == JOB_DELETED => return Outcome::Vanished,
         Some(LedgerState::Failed(m)) => return Outcome::Failed(m.clone()),
         Some(LedgerState::Started { done }) if phase.job.is_none() => {
             return Outcome::Failed(format!(
@@ -235,12 +241,12 @@ pub fn outcome(
         }
         (_, Some(JobObservation::Failed(m))) => Outcome::Failed(m.clone()),
         (_, Some(JobObservation::Active)) => Outcome::Running,
-        (Some(StepState::Failed), None) => Outcome::Failed(
-            status
-                .step(step)
-                .and_then(|s| s.message.clone())
-                .unwrap_or_else(|| "Job failed".into()),
-        ),
+        (Some(StepState::Failed), None) => {
+            match status.step(step).and_then(|s| s.message.clone()) {
+                Some(m) if m == JOB_DELETED => Outcome::Vanished,
+                m => Outcome::Failed(m.unwrap_or_else(|| "Job failed".into())),
+            }
+        }
         (Some(StepState::Running), None) => Outcome::Vanished,
         (None, None) => Outcome::NotStarted,
     }

@@ -322,6 +322,48 @@ fn i2_bake_time_counts_from_the_last_workload_becoming_rolled_out() {
 }
 
 #[test]
+fn i2_a_rolled_out_time_from_a_clock_15_minutes_fast_never_shortens_bake_time() {
+    let mut r = rollout(spec(
+        json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": "10m"}}}),
+    ));
+    expanded(&mut r);
+    let e = [(Step::Expand, Succeeded)];
+    // A replica whose clock ran 15 minutes ahead saw both rolled out at its
+    // t=1000 + 900; this replica's clock reads t=1000.
+    step(&mut r, &observed(both_rolled_out(), &e, 1900));
+    assert_eq!(
+        r.status.as_ref().unwrap().rolled_out_at,
+        Some(Time(at(1900)))
+    );
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 1000));
+    assert_eq!(
+        p.phase(),
+        RolloutPhase::Baking,
+        "future time counts as zero elapsed"
+    );
+    assert!(!creates_any(&p));
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(600)));
+    // Bake time ends 10 minutes after the recorded time, on any clock.
+    assert!(!creates_any(&step(
+        &mut r,
+        &observed(both_rolled_out(), &e, 2499)
+    )));
+    assert!(creates(
+        &step(&mut r, &observed(both_rolled_out(), &e, 2500)),
+        Step::Contract
+    ));
+}
+
+#[test]
+fn elapsed_is_zero_for_a_time_in_the_future() {
+    assert_eq!(
+        crate::planner::elapsed(at(100), at(40)),
+        Duration::from_secs(60)
+    );
+    assert_eq!(crate::planner::elapsed(at(100), at(1000)), Duration::ZERO);
+}
+
+#[test]
 fn i2_bake_time_restarts_when_a_workload_stops_being_rolled_out() {
     let mut r = rollout(spec(
         json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": "60s"}}}),
@@ -380,7 +422,8 @@ fn i3_a_started_or_finished_contract_is_never_created_again() {
     // The Job is not visible yet (or a watch lags): no second create.
     let p = step(&mut r, &observed(both_rolled_out(), &e, 3));
     assert!(!creates_any(&p));
-    assert_eq!(cond(&p, condition::STALLED).reason, "JobMissing");
+    assert_eq!(cond(&p, condition::STALLED).reason, "JobDeleted");
+    assert_eq!(p.phase(), RolloutPhase::Failed);
     let done = [(Step::Expand, Succeeded), (Step::Contract, Succeeded)];
     let p = step(&mut r, &observed(both_rolled_out(), &done, 4));
     assert_eq!(p.phase(), RolloutPhase::Succeeded);
@@ -939,9 +982,28 @@ fn i3_a_job_the_ledger_knows_is_never_created_again_when_it_is_gone() {
     o.ledger.insert(Step::Expand, LedgerState::Succeeded);
     o.ledger
         .insert(Step::Contract, LedgerState::Started { done: 0 });
-    let p = plan(&r, &o);
+    let mut r = r;
+    let p = step(&mut r, &o);
     assert!(!creates_any(&p), "{:?}", p.actions);
-    assert_eq!(cond(&p, condition::STALLED).reason, "JobMissing");
+    assert_eq!(cond(&p, condition::STALLED).reason, "JobDeleted");
+    assert_eq!(p.phase(), RolloutPhase::Failed);
+    // The ledger row fails (releasing the database for other rollouts).
+    assert!(
+        p.actions.contains(&Action::Record {
+            step: Step::Contract,
+            failure: Some(crate::planner::step::JOB_DELETED.into())
+        }),
+        "{:?}",
+        p.actions
+    );
+    // And stays JobDeleted once status and the ledger say so.
+    o.ledger.insert(
+        Step::Contract,
+        LedgerState::Failed(crate::planner::step::JOB_DELETED.into()),
+    );
+    let p = step(&mut r, &o);
+    assert_eq!(cond(&p, condition::STALLED).reason, "JobDeleted");
+    assert!(!creates_any(&p));
 }
 
 #[test]
