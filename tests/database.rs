@@ -297,6 +297,32 @@ async fn rollouts_serialize(engine: &str, url: &str, sleep: &str) {
     t.claim_job(&pools_b, &key("third", Step::Contract), "third-contract-d1")
         .await
         .unwrap();
+
+    // A claim whose Job the API server refused is released at once: the
+    // next rollout need not wait for it, and the row is gone.
+    let refused = key("third", Step::Contract);
+    t.release_claim(&pools_b, &refused).await.unwrap();
+    assert_eq!(t.ledger(&pools_b, &refused).await.unwrap(), None);
+    t.claim_job(&pools_a, &key("fourth", Step::Expand), "fourth-expand-d1")
+        .await
+        .unwrap();
+    // A started row is not a claim: releasing leaves it.
+    t.record_start(
+        &pools_a,
+        &key("fourth", Step::Expand),
+        &Runner::Job("fourth-expand-d1".into()),
+    )
+    .await
+    .unwrap();
+    t.release_claim(&pools_a, &key("fourth", Step::Expand))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.ledger(&pools_a, &key("fourth", Step::Expand))
+            .await
+            .unwrap(),
+        Some(LedgerState::Started { done: 0 })
+    );
 }
 
 /// Runs a phase whose second statement fails; returns the ledger's message.

@@ -275,21 +275,64 @@ async fn an_existing_job_counts_as_created() {
 }
 
 #[tokio::test]
-async fn a_failed_job_create_writes_no_status_and_reports_an_error() {
+async fn a_transient_job_create_failure_writes_no_status_and_reports_an_error() {
     let (result, metrics) = run(|mut h| {
         tokio::spawn(async move {
             observe_fresh_rollout(&mut h).await;
-            let denied = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403, "message": "no"});
+            let unavailable = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "ServiceUnavailable", "code": 503, "message": "etcd"});
             ledger_write(&mut h, "expand", "claimed").await;
-            expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (StatusCode::FORBIDDEN, denied)).await;
+            expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (StatusCode::SERVICE_UNAVAILABLE, unavailable)).await;
         })
     })
     .await;
-    let err = result.expect_err("a forbidden create must fail the reconcile");
+    let err = result.expect_err("a failed create must fail the reconcile");
     assert_eq!(err.metric_label(), "kube");
     assert!(metrics.encode().contains(
         "controller_runtime_reconcile_errors_total{controller=\"schemarollout\",error=\"kube\"} 1"
     ));
+}
+
+#[tokio::test]
+async fn a_job_the_api_server_refuses_stalls_the_rollout_with_its_message() {
+    for (code, status, message) in [
+        (
+            403,
+            StatusCode::FORBIDDEN,
+            "exceeded quota: jobs, requested: count/jobs.batch=1",
+        ),
+        (
+            422,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Job.batch is invalid: spec.template.spec.containers[0].image: Required value",
+        ),
+    ] {
+        let (result, _) = run(|mut h| {
+            tokio::spawn(async move {
+                observe_fresh_rollout(&mut h).await;
+                let refused = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": message});
+                ledger_write(&mut h, "expand", "claimed").await;
+                expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (status, refused)).await;
+                let (_, patch) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
+                let stalled = patch["status"]["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["type"] == "Stalled")
+                    .unwrap()
+                    .clone();
+                assert_eq!((stalled["status"].as_str(), stalled["reason"].as_str()), (Some("True"), Some("JobRejected")));
+                assert!(stalled["message"].as_str().unwrap().ends_with(message), "{stalled}");
+                assert!(patch["status"]["steps"].as_array().is_none_or(|s| s.is_empty()), "no step recorded as started: {patch}");
+                let (_, event) = expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events?", (StatusCode::CREATED, json!({}))).await;
+                assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("JobRejected")));
+            })
+        })
+        .await;
+        assert!(
+            matches!(&result, Ok(a) if *a == Action::requeue(Duration::from_secs(30))),
+            "{result:?}"
+        );
+    }
 }
 
 /// Synced caches holding `deployments` and nothing else.

@@ -465,6 +465,15 @@ fn cases() -> Vec<Case> {
             ),
         ),
         case(
+            "job-refused",
+            "expand container named Bad_Name (the API server refuses the Job)",
+            bad(&[(
+                "/expand/job/template/spec/containers/0/name",
+                json!("Bad_Name"),
+            )]),
+            stalled("JobRejected", "spec.template.spec.containers[0].name"),
+        ),
+        case(
             "retries",
             "expand Job backoffLimit: 3",
             bad(&[("/expand/job/backoffLimit", json!(3))]),

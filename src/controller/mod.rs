@@ -53,6 +53,15 @@ pub enum Error {
     /// An inline SQL phase or ledger write without `spec.database`.
     #[error("spec.database is not set")]
     NoDatabase,
+    /// The API server refused to create a phase's Job (not a transient
+    /// error: a forbidden, invalid or over-quota spec).
+    #[error("the {} Job was refused: {message}", step.as_str())]
+    JobRejected {
+        /// The phase.
+        step: crate::api::Step,
+        /// The API server's message.
+        message: String,
+    },
 }
 
 impl Error {
@@ -64,6 +73,7 @@ impl Error {
             Self::Serialize(_) => "serialize",
             Self::Database(_) => "database",
             Self::NoDatabase => "no_database",
+            Self::JobRejected { .. } => "job_rejected",
         }
     }
 }

@@ -203,6 +203,7 @@ pub async fn observe(
         checks: None,
         database_error: None,
         lock_holder: None,
+        rejected: None,
         now,
     };
     if let Some(database) = database {

@@ -66,14 +66,26 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
         return clean_up(ctx, rollout, database.as_ref(), &api, &observed).await;
     }
     finalizer::add(&api, rollout).await.map_err(Error::Kube)?;
-    let mut plan = planner::plan(rollout, &observe(source).await?);
+    let mut observed = observe(source).await?;
+    let mut plan = planner::plan(rollout, &observed);
     // Starting a phase cannot be undone: confirm it against the API server,
     // so a cache that lags behind a rollback or a new pod never starts one.
     if matches!(source, Source::Cached(_)) && plan.actions.iter().any(starts_phase) {
-        plan = planner::plan(rollout, &observe(Source::Live).await?);
+        observed = observe(Source::Live).await?;
+        plan = planner::plan(rollout, &observed);
     }
     for action in &plan.actions {
-        apply(ctx, rollout, database.as_ref(), action).await?;
+        match apply(ctx, rollout, database.as_ref(), action).await {
+            Ok(()) => {}
+            // The planner decides what a refused Job means for the rollout
+            // (Stalled JobRejected, tried again later); nothing after it runs.
+            Err(Error::JobRejected { step, message }) => {
+                observed.rejected = Some((step, message));
+                plan = planner::plan(rollout, &observed);
+                break;
+            }
+            Err(e) => return Err(e),
+        }
     }
     write_status(ctx, rollout, &plan).await?;
     record(ctx, rollout, &plan, now).await;
@@ -193,6 +205,19 @@ async fn apply(
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
                     tracing::info!(rollout = %name, namespace = %ns, job = %job_name, "Job already exists")
+                }
+                // Refused for what it is or who asks (RBAC, an invalid spec,
+                // a quota, Pod Security admission): no retry helps until a
+                // human acts, and the claim must not hold the database.
+                Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => {
+                    tracing::warn!(rollout = %name, namespace = %ns, job = %job_name, code = e.code, message = %e.message, "Job refused");
+                    if let Some(target) = &target {
+                        target.release_claim(&ctx.pools, &key).await?;
+                    }
+                    return Err(Error::JobRejected {
+                        step: *step,
+                        message: e.message,
+                    });
                 }
                 Err(e) => return Err(Error::Kube(e)),
             }

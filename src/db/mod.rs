@@ -140,6 +140,16 @@ impl Target {
         }
     }
 
+    /// Releases the claim of `key` whose Job the API server refused, so
+    /// other rollouts need not wait for it.
+    pub async fn release_claim(&self, pools: &Pools, key: &LedgerKey) -> Result<(), DbError> {
+        let result = match pools.get(self) {
+            connect::Pool::Postgres(p) => postgres::release(&p, key).await,
+            connect::Pool::Mysql(p) => mysql::release(&p, key).await,
+        };
+        result.map_err(|e| self.error(e))
+    }
+
     /// Records that `key` started with `runner` (a claim becomes started;
     /// a finished row stays as it is).
     pub async fn record_start(

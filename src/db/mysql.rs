@@ -196,6 +196,22 @@ pub(super) async fn claim(
     Ok(claimed)
 }
 
+/// Drops `key`'s claim (a Job that was never created): the database is
+/// free again. A row that went on to `started` or finished stays.
+pub(super) async fn release(pool: &MySqlPool, key: &LedgerKey) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM bellows_ledger
+         WHERE namespace = ? AND rollout = ? AND phase = ? AND digest = ? AND state = 'claimed'",
+    )
+    .bind(&key.namespace)
+    .bind(&key.rollout)
+    .bind(key.step.as_str())
+    .bind(&key.digest)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
 async fn run_locked(
     conn: &mut sqlx::MySqlConnection,
     key: &LedgerKey,

@@ -214,6 +214,22 @@ pub(super) async fn claim(pool: &PgPool, key: &LedgerKey, job: &str) -> Result<b
     Ok(claimed)
 }
 
+/// Drops `key`'s claim (a Job that was never created): the database is
+/// free again. A row that went on to `started` or finished stays.
+pub(super) async fn release(pool: &PgPool, key: &LedgerKey) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM bellows.ledger
+         WHERE namespace = $1 AND rollout = $2 AND phase = $3 AND digest = $4 AND state = 'claimed'",
+    )
+    .bind(&key.namespace)
+    .bind(&key.rollout)
+    .bind(key.step.as_str())
+    .bind(&key.digest)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
 async fn run_locked(
     conn: &mut sqlx::PgConnection,
     key: &LedgerKey,

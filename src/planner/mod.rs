@@ -46,6 +46,9 @@ pub struct Observed {
     pub database_error: Option<(&'static str, String)>,
     /// Which other rollout holds the database lock, if one does.
     pub lock_holder: Option<String>,
+    /// A phase whose Job the API server refused to create in this
+    /// reconcile (403, 422, quota, admission), with the server's message.
+    pub rejected: Option<(Step, String)>,
     /// The current time.
     pub now: Timestamp,
 }
@@ -393,6 +396,18 @@ impl<'a> Planner<'a> {
             );
         }
         let phase = step::phase(&self.rollout.spec, step).expect("started steps exist");
+        if let Some((_, message)) = self.observed.rejected.as_ref().filter(|r| r.0 == step) {
+            let mut d = Decision::stalled(
+                waiting,
+                "JobRejected",
+                format!(
+                    "the API server refused to create the {} Job: {message}",
+                    step.as_str()
+                ),
+            );
+            d.requeue_after = Some(RETRY_REJECTED);
+            return d;
+        }
         if let Some(holder) = &self.observed.lock_holder {
             let mut d = Decision::held(
                 waiting,
@@ -836,6 +851,9 @@ pub fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
 
 /// How soon a check that holds contract is evaluated again.
 const RETRY_CHECKS: Duration = Duration::from_secs(10);
+/// How soon a Job the API server refused is tried again (a quota raised,
+/// a policy or RBAC fixed).
+const RETRY_REJECTED: Duration = Duration::from_secs(30);
 /// How soon an unusable or busy database is tried again.
 const RETRY_DATABASE: Duration = Duration::from_secs(15);
 

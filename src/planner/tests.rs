@@ -78,6 +78,7 @@ fn observed(workloads: Vec<Assessment>, jobs: &[(Step, JobObservation)], now: i6
         checks: None,
         database_error: None,
         lock_holder: None,
+        rejected: None,
         now: at(now),
     }
 }
