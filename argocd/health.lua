@@ -65,12 +65,12 @@ elseif (obj.spec or {}).paused == true then
   hs.status = "Suspended"
   hs.message = either(status.message, "paused") .. "; resume with the resume action or kubectl bellows resume " .. name
 elseif phase == "AwaitingApproval" then
-  if approval == tostring(generation) then
+  if approval ~= nil and approval == status.approvalKey then
     hs.status = "Progressing"
     if status.holdReason == "AwaitingApproval" then
-      hs.message = "approved generation " .. approval .. "; waiting for the controller to start contract"
+      hs.message = "approved contract " .. approval .. "; waiting for the controller to start contract"
     else
-      hs.message = either(status.message, "approved generation " .. approval)
+      hs.message = either(status.message, "approved contract " .. approval)
     end
   else
     hs.status = "Suspended"

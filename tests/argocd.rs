@@ -14,6 +14,8 @@ use std::path::PathBuf;
 const NAME: &str = "users-split-name";
 /// The `metadata.generation` of every sample.
 const GENERATION: i64 = 4;
+/// The approval key the controller published in status.
+const KEY: &str = "uid-1/3fa9c0d1e2";
 
 /// `argocd/<rel>`, found at run time: a build shared between clones (one
 /// target dir) must not read the clone that compiled it.
@@ -133,6 +135,7 @@ fn rollout(phase: &str) -> Value {
             "observedGeneration": GENERATION,
             "phase": phase,
             "message": message,
+            "approvalKey": KEY,
             "conditions": [
                 cond("Ready", succeeded, if succeeded { "Succeeded" } else { phase }, &message),
                 cond("Reconciling", !succeeded && !failed, phase, &message),
@@ -330,7 +333,7 @@ fn succeeded_is_healthy_only_with_ready_true() {
 }
 
 #[test]
-fn approval_given_for_this_generation_is_progressing() {
+fn approval_given_for_this_contract_is_progressing() {
     let approved = |value: &str, hold: &str| {
         rollout_with("AwaitingApproval", |r| {
             r["metadata"]["annotations"]["bellows.dev/approve"] = json!(value);
@@ -339,22 +342,26 @@ fn approval_given_for_this_generation_is_progressing() {
     };
     // The controller has not seen the annotation yet.
     assert_eq!(
-        health(&approved("4", "AwaitingApproval")),
+        health(&approved(KEY, "AwaitingApproval")),
         hs(
             "Progressing",
-            "approved generation 4; waiting for the controller to start contract"
+            &format!("approved contract {KEY}; waiting for the controller to start contract")
         )
     );
     // Seen, and contract waits for something else.
     assert_eq!(
-        health(&approved("4", "DatabaseBusy")),
+        health(&approved(KEY, "DatabaseBusy")),
         hs("Progressing", &message_of("AwaitingApproval"))
     );
-    // An approval of an older generation approves nothing.
-    assert_eq!(
-        health(&approved("3", "AwaitingApproval")),
-        expected_health(RolloutPhase::AwaitingApproval)
-    );
+    // An approval of another contract, or in the old generation format,
+    // approves nothing.
+    for other in ["uid-1/0000000000", "4"] {
+        assert_eq!(
+            health(&approved(other, "AwaitingApproval")),
+            expected_health(RolloutPhase::AwaitingApproval),
+            "{other}"
+        );
+    }
 }
 
 #[test]
@@ -416,23 +423,28 @@ fn discovery_when_paused_offers_resume() {
 }
 
 #[test]
-fn discovery_offers_approve_once_per_observed_generation() {
+fn discovery_offers_approve_once_per_observed_contract() {
     let annotated = |value: &str| {
         rollout_with("AwaitingApproval", |r| {
             r["metadata"]["annotations"]["bellows.dev/approve"] = json!(value);
         })
     };
-    assert_eq!(disabled(&annotated("4")), [true, false, true]);
-    assert_eq!(disabled(&annotated("3")), [false, false, true]);
+    assert_eq!(disabled(&annotated(KEY)), [true, false, true]);
+    assert_eq!(disabled(&annotated("4")), [false, false, true]);
     let no_annotations = rollout_with("AwaitingApproval", |r| {
         r["metadata"].as_object_mut().unwrap().remove("annotations");
     });
     assert_eq!(disabled(&no_annotations), [false, false, true]);
-    // A status written for generation 3 waited for generation 3's approval.
+    // A status written for generation 3 waited for generation 3's contract.
     let stale = rollout_with("AwaitingApproval", |r| {
         r["status"]["observedGeneration"] = json!(3);
     });
     assert_eq!(disabled(&stale), [true, false, true]);
+    // No key published (an older controller): nothing to approve.
+    let no_key = rollout_with("AwaitingApproval", |r| {
+        r["status"].as_object_mut().unwrap().remove("approvalKey");
+    });
+    assert_eq!(disabled(&no_key), [true, false, true]);
     let no_status = rollout_with("Pending", |r| {
         r.as_object_mut().unwrap().remove("status");
     });
@@ -445,32 +457,32 @@ fn act(action: &str, object: &Value) -> mlua::Result<Value> {
 }
 
 #[test]
-fn approve_sets_the_annotation_to_the_generation() {
+fn approve_sets_the_annotation_to_the_approval_key() {
     let r = rollout("AwaitingApproval");
     let mut want = r.clone();
-    want["metadata"]["annotations"]["bellows.dev/approve"] = json!("4");
+    want["metadata"]["annotations"]["bellows.dev/approve"] = json!(KEY);
     assert_eq!(act("approve", &r).unwrap(), want);
 
-    let stale_approval = rollout_with("AwaitingApproval", |r| {
+    let old_format = rollout_with("AwaitingApproval", |r| {
         r["metadata"]["annotations"]["bellows.dev/approve"] = json!("3");
     });
-    assert_eq!(act("approve", &stale_approval).unwrap(), want);
+    assert_eq!(act("approve", &old_format).unwrap(), want);
 
     let no_annotations = rollout_with("AwaitingApproval", |r| {
         r["metadata"].as_object_mut().unwrap().remove("annotations");
     });
     let mut want = no_annotations.clone();
-    want["metadata"]["annotations"] = json!({"bellows.dev/approve": "4"});
+    want["metadata"]["annotations"] = json!({"bellows.dev/approve": KEY});
     assert_eq!(act("approve", &no_annotations).unwrap(), want);
 }
 
 #[test]
-fn approve_refuses_without_a_generation() {
+fn approve_refuses_without_an_approval_key() {
     let r = rollout_with("AwaitingApproval", |r| {
-        r["metadata"].as_object_mut().unwrap().remove("generation");
+        r["status"].as_object_mut().unwrap().remove("approvalKey");
     });
     let err = act("approve", &r).unwrap_err().to_string();
-    assert!(err.contains("metadata.generation is not set"), "{err}");
+    assert!(err.contains("status.approvalKey is not set"), "{err}");
 }
 
 #[test]

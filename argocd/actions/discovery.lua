@@ -8,15 +8,15 @@ local phase = status.phase
 local paused = (obj.spec or {}).paused == true
 local finished = phase == "Succeeded" or phase == "Failed"
 
--- Approval is for the generation the controller has observed waiting for it,
--- and only once: the annotation's value must equal metadata.generation.
+-- Approval is for the contract the controller has observed waiting for it,
+-- and only once: the annotation's value must equal status.approvalKey.
 local current = status.observedGeneration ~= nil and status.observedGeneration >= generation
 local approved = obj.metadata.annotations ~= nil
-  and obj.metadata.annotations["bellows.dev/approve"] == tostring(generation)
+  and obj.metadata.annotations["bellows.dev/approve"] == status.approvalKey
 
 actions["approve"] = {
   iconClass = "fa fa-fw fa-check",
-  disabled = not (phase == "AwaitingApproval" and current and not approved),
+  disabled = not (phase == "AwaitingApproval" and current and status.approvalKey ~= nil and not approved),
 }
 actions["pause"] = {
   iconClass = "fa fa-fw fa-pause",

@@ -275,6 +275,21 @@ impl Ns {
             .unwrap();
     }
 
+    /// Approves the rollout's contract the way a user does without the
+    /// plugin: waits for `status.approvalKey` and sets the annotation
+    /// `bellows.dev/approve` to it. Returns the key.
+    pub async fn approve(&self, name: &str) -> String {
+        let r = self
+            .wait_rollout(name, "status.approvalKey", Duration::from_secs(90), |r| {
+                r.status.as_ref().is_some_and(|s| s.approval_key.is_some())
+            })
+            .await;
+        let key = r.status.unwrap().approval_key.unwrap();
+        self.annotate_rollout(name, bellows::api::APPROVE_ANNOTATION, &key)
+            .await;
+        key
+    }
+
     /// Waits until the rollout satisfies `check`, returning it.
     pub async fn wait_rollout(
         &self,

@@ -12,7 +12,7 @@
 
 use super::{ContractGuard, STEP, in_order};
 use crate::harness::{App, Env, Ns, install_crd, repo_path};
-use bellows::api::{APPROVE_ANNOTATION, RolloutPhase::*, SchemaRollout};
+use bellows::api::{RolloutPhase::*, SchemaRollout};
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::{Scope, pinned_kind};
 use serde_json::{Value, json};
@@ -188,15 +188,13 @@ async fn rename_for_real(env: &Env, ns: &Ns, file: &str) {
 
     ns.set_container_image("shop-api", "api", "shop/api:2.0.0")
         .await;
-    let r = ns.wait_phase(&name, AwaitingApproval, STEP).await;
+    ns.wait_phase(&name, AwaitingApproval, STEP).await;
     assert_eq!(
         ns.sql(columns),
         "display_name,full_name,id",
         "{file}: no contract before the approval"
     );
-    let generation = r.metadata.generation.unwrap().to_string();
-    ns.annotate_rollout(&name, APPROVE_ANNOTATION, &generation)
-        .await;
+    ns.approve(&name).await;
     ns.wait_phase(&name, Succeeded, STEP).await;
     guard.finish().await;
 

@@ -216,12 +216,18 @@ pub async fn run(env: Arc<Env>) {
     .unwrap_or_else(|_| panic!("status --watch showed no AwaitingApproval:\n{seen}"));
 
     let out_approve = kubectl.ok(&["approve", "gated", "-n", NS]).await;
+    let key = ns
+        .rollout("gated")
+        .await
+        .status
+        .and_then(|s| s.approval_key)
+        .expect("status.approvalKey");
     assert_eq!(
         out_approve,
-        format!("schemarollout {NS}/gated approved: {APPROVE_ANNOTATION}=\"{generation}\"\n")
+        format!("schemarollout {NS}/gated approved: {APPROVE_ANNOTATION}=\"{key}\"\n")
     );
     let annotations = ns.rollout("gated").await.metadata.annotations.unwrap();
-    assert_eq!(annotations[APPROVE_ANNOTATION], generation.to_string());
+    assert_eq!(annotations[APPROVE_ANNOTATION], key);
 
     let (code, rest) = finish(&mut watch, out).await;
     seen.push_str(&rest);

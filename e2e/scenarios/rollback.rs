@@ -3,7 +3,7 @@
 
 use super::{ContractGuard, STEP};
 use crate::harness::{Env, cond, condition_of};
-use bellows::api::{APPROVE_ANNOTATION, RolloutPhase::*};
+use bellows::api::RolloutPhase::*;
 use std::sync::Arc;
 
 pub async fn run(env: Arc<Env>) {
@@ -34,9 +34,7 @@ pub async fn run(env: Arc<Env>) {
     // Approving while rolled back must not contract: the guard fails the
     // scenario if a contract Job appears while any v1 pod exists.
     ns.wait_available("api", 2).await;
-    let generation = r.metadata.generation.unwrap().to_string();
-    ns.annotate_rollout("undo", APPROVE_ANNOTATION, &generation)
-        .await;
+    ns.approve("undo").await;
 
     ns.set_image("api", "shop/api:2.0.0").await;
     ns.wait_phase("undo", Succeeded, STEP).await;

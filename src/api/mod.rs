@@ -200,8 +200,9 @@ pub struct ContractAfter {
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub bake_time: Option<String>,
     /// `Automatic` (default) contracts as soon as everything else holds;
-    /// `Manual` also waits for the annotation
-    /// `bellows.dev/approve: "<metadata.generation>"`.
+    /// `Manual` also waits for the annotation `bellows.dev/approve` set to
+    /// `status.approvalKey` (`<metadata.uid>/<contract spec digest>`, what
+    /// `kubectl bellows approve` writes).
     #[serde(default)]
     pub approval: Approval,
     /// SQL guards against `spec.database`, each returning one boolean row;

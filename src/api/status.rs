@@ -131,6 +131,13 @@ pub struct SchemaRolloutStatus {
     /// Why contract is held, as a CamelCase reason, while it is held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_reason: Option<String>,
+    /// With `approval: Manual`: the value of the annotation
+    /// `bellows.dev/approve` that approves the current contract,
+    /// `<metadata.uid>/<contract spec digest>`. It names this object and
+    /// this contract, so it approves neither a re-created rollout nor an
+    /// edited contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_key: Option<String>,
 }
 
 /// Rollout progress of one workload.

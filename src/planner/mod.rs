@@ -583,15 +583,10 @@ impl<'a> Planner<'a> {
             .as_ref()
             .map(|a| a.approval)
             .unwrap_or_default();
-        if approval == Approval::Manual && !self.approved() {
-            return Decision::held(
-                RolloutPhase::AwaitingApproval,
-                "AwaitingApproval",
-                format!(
-                    "contract waits for the annotation {APPROVE_ANNOTATION}: \"{}\"",
-                    self.rollout.metadata.generation.unwrap_or(0)
-                ),
-            );
+        if approval == Approval::Manual
+            && let Some(why) = self.unapproved()
+        {
+            return Decision::held(RolloutPhase::AwaitingApproval, "AwaitingApproval", why);
         }
         // I2: every check true, evaluated in this very reconcile.
         if let Some(d) = self.check_hold() {
@@ -678,9 +673,24 @@ impl<'a> Planner<'a> {
         Some(d)
     }
 
-    fn approved(&self) -> bool {
-        let generation = self.rollout.metadata.generation.unwrap_or(0).to_string();
-        self.rollout.annotations().get(APPROVE_ANNOTATION) == Some(&generation)
+    /// Why the contract is not approved yet, if it is not: the annotation
+    /// must name this object and this contract ([`approval_key`]).
+    fn unapproved(&self) -> Option<String> {
+        let key = approval_key(self.rollout);
+        match self.rollout.annotations().get(APPROVE_ANNOTATION) {
+            Some(given) if *given == key => None,
+            None => Some(format!(
+                "contract waits for the annotation {APPROVE_ANNOTATION}: \"{key}\""
+            )),
+            Some(given) if !given.is_empty() && given.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(format!(
+                    "{APPROVE_ANNOTATION}: \"{given}\" is the old generation format and approves nothing; approvals name this rollout and its contract: \"{key}\" (kubectl bellows approve writes it)"
+                ))
+            }
+            Some(given) => Some(format!(
+                "{APPROVE_ANNOTATION}: \"{given}\" approves another contract or an earlier object of this name; this contract is \"{key}\""
+            )),
+        }
     }
 
     fn finish(
@@ -692,6 +702,14 @@ impl<'a> Planner<'a> {
     ) -> Plan {
         let now = self.observed.now;
         let generation = self.rollout.metadata.generation;
+        let approval = self
+            .rollout
+            .spec
+            .contract
+            .after
+            .as_ref()
+            .map(|a| a.approval)
+            .unwrap_or_default();
         let expand_done = self
             .steps
             .iter()
@@ -833,6 +851,7 @@ impl<'a> Planner<'a> {
                 steps: self.steps,
                 rolled_out_at,
                 hold_reason: d.hold.as_ref().map(|h| h.0.to_owned()),
+                approval_key: (approval == Approval::Manual).then(|| approval_key(self.rollout)),
             },
             actions: self.actions,
             events: self.events,
@@ -847,6 +866,20 @@ impl<'a> Planner<'a> {
 /// clock can only lengthen a wait such as bake time, never shorten it.
 pub fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
     Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO)
+}
+
+/// The value of the `bellows.dev/approve` annotation that approves
+/// `rollout`'s current contract: `<metadata.uid>/<contract spec digest>`.
+/// Bound to the object (a `kubectl replace --force` gets a new uid) and to
+/// the contract's spec (an edited contract has a new digest), so no
+/// approval outlives what it approved or can be written in advance for a
+/// contract that does not exist yet.
+pub fn approval_key(rollout: &SchemaRollout) -> String {
+    format!(
+        "{}/{}",
+        rollout.uid().unwrap_or_default(),
+        step::digest(&rollout.spec.contract.run)
+    )
 }
 
 /// How soon a check that holds contract is evaluated again.

@@ -40,6 +40,7 @@ fn rollout(spec: SchemaRolloutSpec) -> SchemaRollout {
     let mut r = SchemaRollout::new("users", spec);
     r.metadata.namespace = Some("shop".into());
     r.metadata.generation = Some(1);
+    r.metadata.uid = Some("uid-1".into());
     r
 }
 
@@ -168,8 +169,8 @@ fn happy_path_walks_every_phase_in_order() {
     seen.push(p.phase());
     let p = step(&mut r, &observed(both_rolled_out(), &jobs, 700));
     seen.push(p.phase());
-    r.annotations_mut()
-        .insert(APPROVE_ANNOTATION.into(), "1".into());
+    let key = crate::planner::approval_key(&r);
+    r.annotations_mut().insert(APPROVE_ANNOTATION.into(), key);
     let p = step(&mut r, &observed(both_rolled_out(), &jobs, 710));
     assert!(creates(&p, Step::Contract));
     seen.push(p.phase());
@@ -388,29 +389,78 @@ fn i2_bake_time_restarts_when_a_workload_stops_being_rolled_out() {
 }
 
 #[test]
-fn i2_manual_approval_waits_for_the_annotation_of_the_current_generation() {
-    let mut r = rollout(spec(
-        json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"approval": "Manual"}}}),
-    ));
+fn i2_manual_approval_waits_for_the_annotation_naming_this_object_and_contract() {
+    let manual = |sql: &str| {
+        spec(
+            json!({"contract": {"sql": [sql], "after": {"approval": "Manual"}}, "database": {"engine": "postgres", "secretRef": {"name": "db", "key": "url"}}}),
+        )
+    };
+    let mut r = rollout(manual("ALTER TABLE users DROP COLUMN full_name"));
     expanded(&mut r);
     let e = [(Step::Expand, Succeeded)];
     let p = step(&mut r, &observed(both_rolled_out(), &e, 5));
     assert_eq!(p.phase(), RolloutPhase::AwaitingApproval);
-    assert!(!creates_any(&p));
+    assert!(!creates_any(&p) && !p.actions.contains(&Action::RunSql(Step::Contract)));
     assert!(reasons(&p).contains(&"ContractHeld"));
+    let key = p.status.approval_key.clone().expect("status shows the key");
+    assert_eq!(key, crate::planner::approval_key(&r));
+    assert!(key.starts_with("uid-1/"), "{key}");
+    assert!(p.status.message.as_deref().unwrap().contains(&key));
 
-    r.metadata.generation = Some(2);
+    // The old generation format approves nothing, and says so.
     r.annotations_mut()
         .insert(APPROVE_ANNOTATION.into(), "1".into());
     let p = step(&mut r, &observed(both_rolled_out(), &e, 6));
+    assert_eq!(p.phase(), RolloutPhase::AwaitingApproval);
     assert!(
-        !creates_any(&p),
-        "an approval of generation 1 does not approve generation 2"
+        p.status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("old generation format"),
+        "{:?}",
+        p.status.message
     );
+
+    // Approved, then the contract is edited: the approval was for the old
+    // contract and does not carry over.
     r.annotations_mut()
-        .insert(APPROVE_ANNOTATION.into(), "2".into());
+        .insert(APPROVE_ANNOTATION.into(), key.clone());
+    r.spec = manual("ALTER TABLE users DROP COLUMN full_name CASCADE");
+    r.metadata.generation = Some(2);
     let p = step(&mut r, &observed(both_rolled_out(), &e, 7));
-    assert!(creates(&p, Step::Contract));
+    assert_eq!(
+        p.phase(),
+        RolloutPhase::AwaitingApproval,
+        "an edited contract needs its own approval"
+    );
+    assert!(
+        p.status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("approves another contract")
+    );
+
+    // The same contract on a re-created object (`kubectl replace --force`:
+    // a new uid, generation 1 again) is not approved by the old key.
+    let mut recreated = rollout(manual("ALTER TABLE users DROP COLUMN full_name"));
+    recreated.metadata.uid = Some("uid-2".into());
+    expanded(&mut recreated);
+    recreated
+        .annotations_mut()
+        .insert(APPROVE_ANNOTATION.into(), key);
+    let p = step(&mut recreated, &observed(both_rolled_out(), &e, 8));
+    assert_eq!(p.phase(), RolloutPhase::AwaitingApproval);
+
+    let key = crate::planner::approval_key(&r);
+    r.annotations_mut().insert(APPROVE_ANNOTATION.into(), key);
+    let p = step(&mut r, &observed(both_rolled_out(), &e, 9));
+    assert!(
+        p.actions.contains(&Action::RunSql(Step::Contract)),
+        "{:?}",
+        p.actions
+    );
 }
 
 #[test]

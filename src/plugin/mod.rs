@@ -10,6 +10,7 @@ pub mod render;
 mod watch;
 
 use crate::api::{APPROVE_ANNOTATION, Approval, RolloutPhase, SchemaRollout};
+use crate::planner::approval_key;
 use clap::{Args, Subcommand};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -225,29 +226,30 @@ async fn get(api: &Api<SchemaRollout>, ns: &str, name: &str) -> Result<SchemaRol
     })
 }
 
-/// Sets the approval annotation to the generation just read. A spec change
-/// in between is not approved unseen: the controller only honours an
-/// approval naming the current generation.
+/// Sets the approval annotation to the approval key of the rollout just
+/// read (its uid and its contract's digest, see
+/// `planner::approval_key`). A contract edited in between is not approved
+/// unseen: the controller honours only the key of the current contract.
 async fn approve(client: &Client, ns: &str, name: &str) -> Result<String, Error> {
     let api = Api::<SchemaRollout>::namespaced(client.clone(), ns);
     let rollout = get(&api, ns, name).await?;
-    let generation = rollout.metadata.generation.unwrap_or_default();
+    let key = approval_key(&rollout);
     let patch = json!({"metadata": {
-        "annotations": {APPROVE_ANNOTATION: generation.to_string()},
+        "annotations": {APPROVE_ANNOTATION: key},
     }});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| Error::api(format!("approve schemarollout {ns}/{name}"), &e))?;
-    Ok(approval_report(&rollout, ns, generation))
+    Ok(approval_report(&rollout, ns))
 }
 
 /// What `approve` did, with a note when the approval cannot take effect
 /// right away.
-fn approval_report(rollout: &SchemaRollout, ns: &str, generation: i64) -> String {
+fn approval_report(rollout: &SchemaRollout, ns: &str) -> String {
     let name = rollout.name_any();
     let mut text = format!(
-        "schemarollout {ns}/{name} approved: {APPROVE_ANNOTATION}={generation:?}",
-        generation = generation.to_string()
+        "schemarollout {ns}/{name} approved: {APPROVE_ANNOTATION}={:?}",
+        approval_key(rollout)
     );
     let approval = rollout
         .spec

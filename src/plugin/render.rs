@@ -202,6 +202,15 @@ fn header(rollout: &SchemaRollout, status: &SchemaRolloutStatus, now: Timestamp)
     if let Some(h) = &status.hold_reason {
         rows.push(vec!["Contract held:".into(), h.clone()]);
     }
+    if let Some(key) = &status.approval_key {
+        let given = rollout.annotations().get(crate::api::APPROVE_ANNOTATION) == Some(key);
+        let note = if given {
+            "approved"
+        } else {
+            "not approved: kubectl bellows approve"
+        };
+        rows.push(vec!["Approval:".into(), format!("{key} ({note})")]);
+    }
     if rollout.spec.paused {
         rows.push(vec![
             "Paused:".into(),

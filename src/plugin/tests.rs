@@ -8,7 +8,7 @@ fn rollout(approval: &str, status: Value) -> SchemaRollout {
     let job = json!({"template": {"spec": {"containers": [{"name": "m", "image": "pg"}]}}});
     serde_json::from_value(json!({
         "apiVersion": "bellows.dev/v1alpha1", "kind": "SchemaRollout",
-        "metadata": {"name": "gated", "namespace": "shop", "generation": 2},
+        "metadata": {"name": "gated", "namespace": "shop", "generation": 2, "uid": "uid-7"},
         "spec": {
             "workloads": [{"name": "api", "version": {"labels": {"v": "2"}}}],
             "expand": {"job": job},
@@ -32,19 +32,25 @@ fn the_plugin_is_recognised_by_its_file_name_only() {
 fn approving_while_awaiting_approval_says_only_what_was_done() {
     let r = rollout("Manual", json!({"phase": "AwaitingApproval"}));
     assert_eq!(
-        approval_report(&r, "shop", 2),
-        "schemarollout shop/gated approved: bellows.dev/approve=\"2\""
+        approval_report(&r, "shop"),
+        format!(
+            "schemarollout shop/gated approved: bellows.dev/approve=\"uid-7/{}\"",
+            crate::planner::step::digest(&r.spec.contract.run)
+        )
     );
 }
 
 #[test]
 fn approving_early_notes_the_other_gates() {
     let r = rollout("Manual", json!({"phase": "AwaitingRollout"}));
-    let text = approval_report(&r, "shop", 2);
+    let text = approval_report(&r, "shop");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "schemarollout shop/gated approved: bellows.dev/approve=\"2\""
+        format!(
+            "schemarollout shop/gated approved: bellows.dev/approve=\"uid-7/{}\"",
+            crate::planner::step::digest(&r.spec.contract.run)
+        )
     );
     assert!(
         lines[1].starts_with(
@@ -53,13 +59,13 @@ fn approving_early_notes_the_other_gates() {
         "{text}"
     );
     let fresh = rollout("Manual", Value::Null);
-    assert!(approval_report(&fresh, "shop", 2).contains("note: phase is unknown"));
+    assert!(approval_report(&fresh, "shop").contains("note: phase is unknown"));
 }
 
 #[test]
 fn approving_an_automatic_rollout_says_it_changes_nothing() {
     let r = rollout("Automatic", json!({"phase": "AwaitingRollout"}));
-    let text = approval_report(&r, "shop", 2);
+    let text = approval_report(&r, "shop");
     assert_eq!(
         text.lines().nth(1),
         Some("note: its approval is Automatic, so contract does not wait for this annotation")

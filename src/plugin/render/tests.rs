@@ -51,8 +51,8 @@ fn awaiting_approval() -> SchemaRollout {
         spec(),
         json!({
             "observedGeneration": 2, "phase": "AwaitingApproval", "phaseSince": ago(75),
-            "message": "waiting for approval:\n annotate bellows.dev/approve=\"2\"",
-            "holdReason": "AwaitingApproval",
+            "message": "waiting for approval:\n annotate bellows.dev/approve=\"uid-1/d\"",
+            "holdReason": "AwaitingApproval", "approvalKey": "uid-1/d",
             "rolledOutAt": ago(80),
             "steps": [{"step": "Expand", "jobName": "gated-expand-1a2b", "digest": "d",
                        "state": "Succeeded", "startedAt": ago(90), "finishedAt": ago(86)}],
@@ -106,8 +106,9 @@ fn header_shows_name_generations_phase_age_message_and_hold() {
             "SchemaRollout:   shop/gated",
             "Generation:      2 (observed 2)",
             "Phase:           AwaitingApproval for 75s",
-            "Message:         waiting for approval: annotate bellows.dev/approve=\"2\"",
+            "Message:         waiting for approval: annotate bellows.dev/approve=\"uid-1/d\"",
             "Contract held:   AwaitingApproval",
+            "Approval:        uid-1/d (not approved: kubectl bellows approve)",
         ],
     );
     assert!(!text.contains("Paused:"), "{text}");
@@ -276,7 +277,7 @@ fn list_is_a_table_with_namespace_only_for_all_namespaces() {
     assert_eq!(
         list(&rollouts, Some("shop"), now()),
         "NAME    PHASE              READY   AGE   MESSAGE\n\
-         gated   AwaitingApproval   False   10m   waiting for approval: annotate bellows.dev/approve=\"2\"\n\
+         gated   AwaitingApproval   False   10m   waiting for approval: annotate bellows.dev/approve=\"uid-1/d\"\n\
          gated   -                  -       10m\n"
     );
     let all = list(&rollouts[..1], None, now());
