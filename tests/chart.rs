@@ -266,7 +266,7 @@ fn operator_pods_are_hardened_probed_and_leader_elected() {
 #[test]
 fn cluster_rbac_is_exactly_least_privilege() {
     let docs = render(&[]);
-    let cluster_role = one(&docs, "ClusterRole");
+    let cluster_role = role(&docs, "ClusterRole", "bellows");
     assert_eq!(access(&cluster_role["rules"]), controller_access());
     let binding = one(&docs, "ClusterRoleBinding");
     assert_eq!(
@@ -281,6 +281,50 @@ fn cluster_rbac_is_exactly_least_privilege() {
     assert_eq!(all(&docs, "Role").len(), 1);
     assert_lease_access(&docs);
     assert_no_wildcards(&docs);
+}
+
+#[test]
+fn users_get_schemarollouts_through_the_built_in_roles() {
+    let docs = render(&[]);
+    let edit = role(&docs, "ClusterRole", "bellows-schemarollouts-edit");
+    for label in ["aggregate-to-admin", "aggregate-to-edit"] {
+        assert_eq!(
+            edit["metadata"]["labels"][format!("rbac.authorization.k8s.io/{label}")],
+            "true"
+        );
+    }
+    let manage = [
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ];
+    assert_eq!(
+        access(&edit["rules"]),
+        access(&json!([
+            {"apiGroups": ["bellows.dev"], "resources": ["schemarollouts"], "verbs": manage},
+            {"apiGroups": ["bellows.dev"], "resources": ["schemarollouts/status"], "verbs": ["get"]},
+        ]))
+    );
+    let view = role(&docs, "ClusterRole", "bellows-schemarollouts-view");
+    assert_eq!(
+        view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    assert_eq!(
+        access(&view["rules"]),
+        access(
+            &json!([{"apiGroups": ["bellows.dev"], "resources": ["schemarollouts", "schemarollouts/status"], "verbs": ["get", "list", "watch"]}])
+        )
+    );
+    // No binding: the built-in roles carry them.
+    assert_eq!(all(&docs, "ClusterRoleBinding").len(), 1);
+    let off = render(&["--set", "rbac.aggregateToDefaultRoles=false"]);
+    assert_eq!(all(&off, "ClusterRole").len(), 1, "only the controller's");
 }
 
 #[test]

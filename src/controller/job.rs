@@ -21,8 +21,9 @@ pub const ROLLOUT_ANNOTATION: &str = "bellows.dev/rollout";
 ///
 /// Defaults that make a migration safe: no retries unless asked
 /// (`backoffLimit: 0`), a deadline from the phase's timeout, `restartPolicy:
-/// Never`, and never `ttlSecondsAfterFinished` (the finished Job is the
-/// record of what ran).
+/// Never`, no ServiceAccount token mounted unless the spec sets
+/// `automountServiceAccountToken`, and never `ttlSecondsAfterFinished` (the
+/// finished Job is the record of what ran).
 pub fn build(rollout: &SchemaRollout, step: Step, name: &str) -> Option<Job> {
     let mut spec = job_spec(&rollout.spec, step)?.clone();
     spec.backoff_limit.get_or_insert(0);
@@ -31,6 +32,9 @@ pub fn build(rollout: &SchemaRollout, step: Step, name: &str) -> Option<Job> {
     spec.ttl_seconds_after_finished = None;
     if let Some(pod) = spec.template.spec.as_mut() {
         pod.restart_policy.get_or_insert_with(|| "Never".into());
+        // A migration talks to its database, not to the API server: no
+        // token in its pod unless its spec asks for one.
+        pod.automount_service_account_token.get_or_insert(false);
     }
     let labels = BTreeMap::from([
         (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
@@ -96,6 +100,15 @@ mod tests {
                 .as_deref(),
             Some("Never")
         );
+        assert_eq!(
+            spec.template
+                .spec
+                .as_ref()
+                .unwrap()
+                .automount_service_account_token,
+            Some(false),
+            "no API token in a migration pod by default"
+        );
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
@@ -117,6 +130,22 @@ mod tests {
         );
         let job = build(&r, Step::Expand, "n").unwrap();
         let spec = job.spec.unwrap();
+        let asks = rollout(
+            json!({}),
+            json!({"template": {"spec": {"automountServiceAccountToken": true, "containers": [{"name": "m"}]}}}),
+        );
+        let pod = build(&asks, Step::Expand, "n")
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(
+            pod.automount_service_account_token,
+            Some(true),
+            "the spec's choice is kept"
+        );
         assert_eq!(
             (spec.backoff_limit, spec.active_deadline_seconds),
             (Some(0), Some(60))
