@@ -406,3 +406,159 @@ async fn mariadb_connection_errors_ledger_and_lock() {
     ledger_survives_recreate("mysql", &url).await;
     rollouts_serialize("mysql", &url, "SELECT SLEEP(2)").await;
 }
+
+/// A `MakeWriter` collecting everything logged into one buffer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn inline_sql_never_reaches_the_log_even_when_slow() {
+    // sqlx logs every statement (debug) and slow ones (warn) by default;
+    // inline SQL may hold secrets, so bellows turns both off.
+    let (_dir, _pg, url) = pg().await;
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(log.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let t = target("postgres", &url);
+    let pools = Pools::default();
+    t.run_inline(
+        &pools,
+        &key("slow", Step::Expand),
+        &statements(&[
+            "CREATE ROLE app_reader LOGIN PASSWORD 'role-pw-4d1e'",
+            "SELECT pg_sleep(1.2) /* slower than sqlx's 1 s slow-statement mark */",
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        t.ledger(&pools, &key("slow", Step::Expand)).await.unwrap(),
+        Some(LedgerState::Succeeded)
+    );
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !text.contains("role-pw-4d1e") && !text.contains("pg_sleep"),
+        "statements in the log:\n{text}"
+    );
+}
+
+/// Holds a lock on table `table` from another connection for `hold`: an
+/// exclusive table lock on PostgreSQL, an open transaction that read it
+/// (its metadata lock) on MySQL.
+async fn block(url: &str, table: &str, hold: Duration) -> tokio::task::JoinHandle<()> {
+    let (url, table) = (url.to_owned(), table.to_owned());
+    let (locked, is_locked) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        if url.starts_with("mysql") {
+            let mut c = sqlx::MySqlConnection::connect(&url).await.unwrap();
+            let sql = format!("START TRANSACTION; SELECT * FROM {table}");
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            let _ = locked.send(());
+            tokio::time::sleep(hold).await;
+            sqlx::raw_sql("COMMIT").execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            let sql = format!("BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE");
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            let _ = locked.send(());
+            tokio::time::sleep(hold).await;
+            sqlx::raw_sql("COMMIT").execute(&mut c).await.unwrap();
+        }
+    });
+    is_locked.await.expect("the lock was taken");
+    task
+}
+
+/// A statement that cannot get its lock within `lockTimeout` is tried
+/// again with backoff: it passes once the lock is free, and after the
+/// last try the phase fails saying how often it was tried.
+async fn lock_waits_are_retried(engine: &str, url: &str, lock_timeout: &str) {
+    let spec: DatabaseSpec = serde_json::from_value(json!({
+        "engine": engine, "secretRef": {"name": "shop-db", "key": "url"}, "lockTimeout": lock_timeout
+    }))
+    .unwrap();
+    let t = build(&spec, Some(url.to_owned()), None).unwrap();
+    let pools = Pools::default();
+    t.run_inline(
+        &pools,
+        &key("retry", Step::Expand),
+        &statements(&["CREATE TABLE t_retry (x int)"]),
+    )
+    .await
+    .unwrap();
+
+    // Held for a little longer than one lock timeout: the second try passes.
+    let held = block(url, "t_retry", t.timeouts.lock + Duration::from_millis(500)).await;
+    let k = key("retry", Step::Transition);
+    t.run_inline(
+        &pools,
+        &k,
+        &statements(&["ALTER TABLE t_retry ADD COLUMN y int"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        t.ledger(&pools, &k).await.unwrap(),
+        Some(LedgerState::Succeeded)
+    );
+    held.await.unwrap();
+
+    // Held throughout: failed after the last try.
+    let held = block(url, "t_retry", Duration::from_secs(60)).await;
+    let k = key("retry", Step::Contract);
+    t.run_inline(
+        &pools,
+        &k,
+        &statements(&["ALTER TABLE t_retry ADD COLUMN z int"]),
+    )
+    .await
+    .unwrap();
+    held.abort();
+    match t.ledger(&pools, &k).await.unwrap() {
+        Some(LedgerState::Failed(m)) => {
+            assert!(
+                m.contains("statement 1 of 1") && m.contains("(tried 4 times)"),
+                "{m}"
+            )
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn postgres_lock_waits_are_retried() {
+    let (_dir, _pg, url) = pg().await;
+    lock_waits_are_retried("postgres", &url, "200ms").await;
+}
+
+#[tokio::test]
+async fn mariadb_lock_waits_are_retried() {
+    let (_dir, _db, url) = maria().await;
+    lock_waits_are_retried("mysql", &url, "1s").await;
+}

@@ -465,6 +465,51 @@ fn cases() -> Vec<Case> {
             ),
         ),
         case(
+            "lock-timeout-zero",
+            "lockTimeout: 0s (PostgreSQL would read it as no limit)",
+            bad(&[
+                ("/database", database()),
+                ("/database/lockTimeout", json!("0s")),
+            ]),
+            stalled(
+                "InvalidSpec",
+                "spec.database.lockTimeout must be at least 1ms",
+            ),
+        ),
+        case(
+            "lock-timeout-tiny",
+            "lockTimeout: 500us",
+            bad(&[
+                ("/database", database()),
+                ("/database/lockTimeout", json!("500us")),
+            ]),
+            stalled(
+                "InvalidSpec",
+                "spec.database.lockTimeout must be at least 1ms",
+            ),
+        ),
+        case(
+            "statement-timeout-huge",
+            "statementTimeout: 100000h",
+            bad(&[
+                ("/database", database()),
+                ("/database/statementTimeout", json!("100000h")),
+            ]),
+            stalled(
+                "InvalidSpec",
+                "spec.database.statementTimeout: duration \"100000h\" is too large",
+            ),
+        ),
+        case(
+            "bake-time-huge",
+            "bakeTime: 99999999999h",
+            bad(&[("/contract/after", json!({"bakeTime": "99999999999h"}))]),
+            stalled(
+                "InvalidSpec",
+                "spec.contract.after.bakeTime: duration \"99999999999h\" is too large",
+            ),
+        ),
+        case(
             "job-refused",
             "expand container named Bad_Name (the API server refuses the Job)",
             bad(&[(

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
 use sha2::{Digest, Sha256};
+use sqlx::ConnectOptions;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use std::collections::HashMap;
@@ -73,18 +74,25 @@ impl Pools {
                         .max_connections(MAX_CONNECTIONS)
                         .acquire_timeout(ACQUIRE_TIMEOUT)
                         .idle_timeout(Duration::from_secs(300))
-                        .connect_lazy_with(o.clone()),
+                        .connect_lazy_with(quiet(o)),
                 ),
                 Options::Mysql(o) => Pool::Mysql(
                     MySqlPoolOptions::new()
                         .max_connections(MAX_CONNECTIONS)
                         .acquire_timeout(ACQUIRE_TIMEOUT)
                         .idle_timeout(Duration::from_secs(300))
-                        .connect_lazy_with(o.clone()),
+                        .connect_lazy_with(quiet(o)),
                 ),
             })
             .clone()
     }
+}
+
+/// `options` with sqlx's statement logging off, slow statements included:
+/// it would print inline SQL, which can hold secrets (`ALTER ROLE ...
+/// PASSWORD`).
+fn quiet<O: ConnectOptions>(options: &O) -> O {
+    options.clone().disable_statement_logging()
 }
 
 impl Target {

@@ -49,6 +49,38 @@ impl DbError {
     }
 }
 
+/// How many times an inline statement (on PostgreSQL: the phase's
+/// transaction) is tried when it fails for a reason that passes: a lock
+/// not granted within `lockTimeout`, a deadlock, a serialization failure.
+pub const TRIES: u32 = 4;
+
+/// Whether `e` is worth another try: PostgreSQL 55P03 (lock_not_available),
+/// 40P01 (deadlock_detected), 40001 (serialization_failure); MySQL 1205
+/// (lock wait timeout) and 1213 (deadlock).
+fn transient(e: &sqlx::Error) -> bool {
+    let Some(db) = e.as_database_error() else {
+        return false;
+    };
+    if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return matches!(mysql.number(), 1205 | 1213);
+    }
+    matches!(db.code().as_deref(), Some("55P03" | "40P01" | "40001"))
+}
+
+/// The wait before try `tries + 1`: 1 s, 2 s, 4 s.
+fn retry_delay(tries: u32) -> Duration {
+    Duration::from_secs(1 << (tries - 1).min(4))
+}
+
+/// `" (tried N times)"` in a failure message, when it was tried again.
+fn tries_note(tries: u32) -> String {
+    if tries > 1 {
+        format!(" (tried {tries} times)")
+    } else {
+        String::new()
+    }
+}
+
 /// How long a started Job phase of another rollout holds the database.
 pub const JOB_LEASE: Duration = Duration::from_secs(2 * 60 * 60);
 

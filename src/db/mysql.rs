@@ -243,13 +243,27 @@ async fn run_locked(
     let total = statements.len();
     insert_started(&mut *conn, key, &Runner::Statements(total)).await?;
     for (i, statement) in statements.iter().enumerate() {
-        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(statement.as_str()))
-            .execute(&mut *conn)
-            .await
-        {
+        let mut tries = 0;
+        let failed = loop {
+            tries += 1;
+            match sqlx::raw_sql(AssertSqlSafe(statement.as_str()))
+                .execute(&mut *conn)
+                .await
+            {
+                Ok(_) => break None,
+                // A lock wait timeout or a deadlock undid the statement:
+                // the next try may well pass.
+                Err(e) if super::transient(&e) && tries < super::TRIES => {
+                    tokio::time::sleep(super::retry_delay(tries)).await;
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        if let Some(e) = failed {
             let message = format!(
-                "statement {} of {total} failed after {i} were applied (MySQL commits DDL one statement at a time): {e}",
-                i + 1
+                "statement {} of {total} failed after {i} were applied (MySQL commits DDL one statement at a time){}: {e}",
+                i + 1,
+                super::tries_note(tries)
             );
             return finish(&mut *conn, key, Some(&message)).await;
         }

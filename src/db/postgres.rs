@@ -248,32 +248,52 @@ async fn run_locked(
     if done.as_deref().is_some_and(|s| s != "started") {
         return Ok(());
     }
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
-        t.lock.as_millis(),
-        t.statement.as_millis()
-    )))
-    .execute(&mut *tx)
-    .await?;
-    insert_started(&mut *tx, key, &Runner::Statements(statements.len())).await?;
-    for (i, statement) in statements.iter().enumerate() {
-        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(statement.as_str()))
-            .execute(&mut *tx)
-            .await
-        {
-            tx.rollback().await?;
-            let message = format!(
-                "statement {} of {} failed, nothing applied: {e}",
-                i + 1,
-                statements.len()
-            );
-            insert_started(&mut *conn, key, &Runner::Statements(statements.len())).await?;
-            return finish(&mut *conn, key, Some(&message)).await;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+            t.lock.as_millis(),
+            t.statement.as_millis()
+        )))
+        .execute(&mut *tx)
+        .await?;
+        insert_started(&mut *tx, key, &Runner::Statements(statements.len())).await?;
+        let Err((i, e)) = run_all(&mut tx, statements).await else {
+            finish(&mut *tx, key, None).await?;
+            return tx.commit().await;
+        };
+        tx.rollback().await?;
+        // A lock not granted in time, a deadlock or a serialization
+        // failure: nothing was applied, and the next try may well pass.
+        if super::transient(&e) && tries < super::TRIES {
+            tokio::time::sleep(super::retry_delay(tries)).await;
+            continue;
         }
+        let message = format!(
+            "statement {} of {} failed, nothing applied{}: {e}",
+            i + 1,
+            statements.len(),
+            super::tries_note(tries)
+        );
+        insert_started(&mut *conn, key, &Runner::Statements(statements.len())).await?;
+        return finish(&mut *conn, key, Some(&message)).await;
     }
-    finish(&mut *tx, key, None).await?;
-    tx.commit().await
+}
+
+/// Runs `statements` in `tx`; the index and error of the first that fails.
+async fn run_all(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    statements: &[String],
+) -> Result<(), (usize, sqlx::Error)> {
+    for (i, statement) in statements.iter().enumerate() {
+        sqlx::raw_sql(AssertSqlSafe(statement.as_str()))
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| (i, e))?;
+    }
+    Ok(())
 }
 
 pub(super) async fn lock_holder(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {

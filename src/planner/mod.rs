@@ -855,7 +855,7 @@ impl<'a> Planner<'a> {
             },
             actions: self.actions,
             events: self.events,
-            requeue_after: d.requeue_after,
+            requeue_after: d.requeue_after.map(|r| r.min(MAX_REQUEUE)),
             hold_reason: d.hold.map(|h| h.0),
         }
     }
@@ -881,6 +881,10 @@ pub fn approval_key(rollout: &SchemaRollout) -> String {
         step::digest(&rollout.spec.contract.run)
     )
 }
+
+/// The furthest wake-up a plan asks for: a timeout of years is checked
+/// again hourly rather than handed to a timer it could overflow.
+const MAX_REQUEUE: Duration = Duration::from_secs(60 * 60);
 
 /// How soon a check that holds contract is evaluated again.
 const RETRY_CHECKS: Duration = Duration::from_secs(10);

@@ -1108,11 +1108,66 @@ fn timeouts_must_fit_a_job_deadline_and_not_be_zero() {
     // Just under the largest deadline a Job can hold (i64::MAX seconds).
     let max = json!({"timeouts": {"expand": "2562047788015215h"}});
     assert!(validate::validate(&spec(max)).is_ok());
+    let bake = |t: &str| {
+        spec(
+            json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": t}}}),
+        )
+    };
+    assert!(validate::validate(&bake("8760h")).is_ok());
+    assert_eq!(
+        validate::validate(&bake("99999999999h")).unwrap_err(),
+        [
+            "spec.contract.after.bakeTime: duration \"99999999999h\" is too large (at most 31536000s)"
+        ]
+    );
     // A zero bake time is no bake at all, not a problem.
     let s = spec(
         json!({"contract": {"job": spec(json!({})).contract.run.job, "after": {"bakeTime": "0s"}}}),
     );
     assert!(validate::validate(&s).is_ok());
+}
+
+#[test]
+fn sql_timeouts_are_between_a_millisecond_and_24_days() {
+    let messages = |field: &str, value: &str| {
+        let database =
+            json!({"engine": "postgres", "secretRef": {"name": "db", "key": "url"}, field: value});
+        validate::validate(&spec(json!({"database": database}))).err()
+    };
+    for (value, problem) in [
+        ("0s", "spec.database.lockTimeout must be at least 1ms"),
+        ("500us", "spec.database.lockTimeout must be at least 1ms"),
+        (
+            "100000h",
+            "spec.database.lockTimeout: duration \"100000h\" is too large (at most 2073600s)",
+        ),
+    ] {
+        assert_eq!(
+            messages("lockTimeout", value),
+            Some(vec![problem.to_owned()]),
+            "{value}"
+        );
+    }
+    assert!(messages("statementTimeout", "0s").is_some());
+    for ok in ["1ms", "5s", "576h"] {
+        assert_eq!(messages("lockTimeout", ok), None, "{ok}");
+        assert_eq!(messages("statementTimeout", ok), None, "{ok}");
+    }
+}
+
+#[test]
+fn a_huge_timeout_never_asks_for_a_wake_up_further_than_an_hour() {
+    let mut r = rollout(spec(json!({"timeouts": {"rollout": "2562047788015215h"}})));
+    expanded(&mut r);
+    let p = step(
+        &mut r,
+        &observed(
+            vec![rolled_out("api"), waiting("worker", Wait::OldPodsRemain)],
+            &[(Step::Expand, Succeeded)],
+            10,
+        ),
+    );
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(3600)));
 }
 
 #[test]

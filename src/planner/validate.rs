@@ -133,16 +133,30 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
             "spec.contract.after.bakeTime",
             after.bake_time.as_ref(),
             Duration::ZERO,
-            None,
+            (Duration::ZERO, MAX_BAKE_TIME),
         ),
         rollout: read_duration(
             &mut problems,
             "spec.timeouts.rollout",
             timeouts.rollout.as_ref(),
             DEFAULT_LONG_TIMEOUT,
-            Some(Duration::MAX),
+            (Duration::from_secs(1), MAX_JOB_TIMEOUT),
         ),
     };
+    if let Some(db) = &spec.database {
+        for (field, value) in [
+            ("spec.database.lockTimeout", &db.lock_timeout),
+            ("spec.database.statementTimeout", &db.statement_timeout),
+        ] {
+            read_duration(
+                &mut problems,
+                field,
+                value.as_ref(),
+                Duration::ZERO,
+                (Duration::from_millis(1), MAX_SQL_TIMEOUT),
+            );
+        }
+    }
     for (field, value) in [
         ("spec.timeouts.expand", &timeouts.expand),
         ("spec.timeouts.transition", &timeouts.transition),
@@ -153,7 +167,7 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
             field,
             value.as_ref(),
             DEFAULT_JOB_TIMEOUT,
-            Some(MAX_JOB_TIMEOUT),
+            (Duration::from_secs(1), MAX_JOB_TIMEOUT),
         );
     }
     if problems.is_empty() {
@@ -163,18 +177,25 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
     }
 }
 
-/// Longest Job deadline: a Job's `activeDeadlineSeconds` is an int64.
+/// Longest Job deadline (and rollout timeout): a Job's
+/// `activeDeadlineSeconds` is an int64.
 const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(i64::MAX as u64);
+/// Longest bake time: a year.
+pub const MAX_BAKE_TIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// Longest `lockTimeout` / `statementTimeout`: 24 days (PostgreSQL's
+/// limit is 2^31 - 1 milliseconds).
+pub const MAX_SQL_TIMEOUT: Duration = Duration::from_secs(24 * 24 * 60 * 60);
 
 /// Reads the optional duration `field` (`default` when unset), recording a
-/// problem when it is malformed. A timeout (`at_most` given) must also be at
-/// least 1s, since a zero deadline expires at once, and at most `at_most`.
+/// problem when it is malformed or outside `(min, max)`. A timeout has a
+/// positive minimum, since a zero deadline expires at once (or, for
+/// PostgreSQL's `lock_timeout`, means no limit at all).
 fn read_duration(
     problems: &mut Vec<String>,
     field: &str,
     value: Option<&String>,
     default: Duration,
-    at_most: Option<Duration>,
+    (min, max): (Duration, Duration),
 ) -> Duration {
     let Some(value) = value else {
         return default;
@@ -184,18 +205,27 @@ fn read_duration(
             problems.push(format!("{field}: {e}"));
             default
         }
-        Ok(d) => {
-            if let Some(max) = at_most {
-                if d.as_secs() == 0 {
-                    problems.push(format!("{field} must be at least 1s"));
-                } else if d > max {
-                    problems.push(format!(
-                        "{field}: duration {value:?} is too large (at most {}s)",
-                        max.as_secs()
-                    ));
-                }
-            }
-            d
+        Ok(d) if d < min => {
+            problems.push(format!("{field} must be at least {}", shown(min)));
+            default
         }
+        Ok(d) if d > max => {
+            problems.push(format!(
+                "{field}: duration {value:?} is too large (at most {})",
+                shown(max)
+            ));
+            default
+        }
+        Ok(d) => d,
+    }
+}
+
+/// A bound as the messages show it: whole seconds, or milliseconds below a
+/// second.
+fn shown(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
     }
 }
