@@ -20,6 +20,9 @@ use std::time::Duration;
 
 const PG_PASSWORD: &str = "pg-test-pw-91c2";
 
+/// A claim's lease that outlasts any test.
+const HOUR: Duration = Duration::from_secs(3600);
+
 fn key(rollout: &str, step: Step) -> LedgerKey {
     LedgerKey {
         namespace: "shop".into(),
@@ -256,7 +259,7 @@ async fn rollouts_serialize(engine: &str, url: &str, sleep: &str) {
     // another rollout's claim or inline run is then refused, and the Job's
     // rollout is named as the holder until its phase is recorded finished.
     let job = key("jobber", Step::Contract);
-    t.claim_job(&pools_a, &job, "jobber-contract-d1")
+    t.claim_job(&pools_a, &job, "jobber-contract-d1", HOUR)
         .await
         .unwrap();
     assert_eq!(
@@ -264,7 +267,12 @@ async fn rollouts_serialize(engine: &str, url: &str, sleep: &str) {
         Some(LedgerState::Claimed)
     );
     let other = t
-        .claim_job(&pools_b, &key("third", Step::Contract), "third-contract-d1")
+        .claim_job(
+            &pools_b,
+            &key("third", Step::Contract),
+            "third-contract-d1",
+            HOUR,
+        )
         .await;
     assert!(matches!(other, Err(DbError::Busy(_))), "{other:?}");
     let inline = t
@@ -294,16 +302,67 @@ async fn rollouts_serialize(engine: &str, url: &str, sleep: &str) {
         t.lock_holder(&pools_b, "shop", "third").await.unwrap(),
         None
     );
-    t.claim_job(&pools_b, &key("third", Step::Contract), "third-contract-d1")
-        .await
-        .unwrap();
+    t.claim_job(
+        &pools_b,
+        &key("third", Step::Contract),
+        "third-contract-d1",
+        HOUR,
+    )
+    .await
+    .unwrap();
 
     // A claim whose Job the API server refused is released at once: the
     // next rollout need not wait for it, and the row is gone.
     let refused = key("third", Step::Contract);
     t.release_claim(&pools_b, &refused).await.unwrap();
     assert_eq!(t.ledger(&pools_b, &refused).await.unwrap(), None);
-    t.claim_job(&pools_a, &key("fourth", Step::Expand), "fourth-expand-d1")
+    t.claim_job(
+        &pools_a,
+        &key("fourth", Step::Expand),
+        "fourth-expand-d1",
+        HOUR,
+    )
+    .await
+    .unwrap();
+    // A claim holds the database only for its lease (its Job's deadline):
+    // one whose lease ran out blocks nobody.
+    t.release_claim(&pools_a, &key("fourth", Step::Expand))
+        .await
+        .unwrap();
+    t.claim_job(
+        &pools_a,
+        &key("fourth", Step::Expand),
+        "fourth-expand-d1",
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        t.lock_holder(&pools_b, "shop", "fifth").await.unwrap(),
+        None,
+        "an expired claim holds nothing"
+    );
+    t.claim_job(
+        &pools_b,
+        &key("fifth", Step::Expand),
+        "fifth-expand-d1",
+        HOUR,
+    )
+    .await
+    .unwrap();
+    let busy = t
+        .claim_job(
+            &pools_a,
+            &key("sixth", Step::Expand),
+            "sixth-expand-d1",
+            HOUR,
+        )
+        .await;
+    assert!(
+        matches!(busy, Err(DbError::Busy(_))),
+        "a live claim holds: {busy:?}"
+    );
+    t.release_claim(&pools_b, &key("fifth", Step::Expand))
         .await
         .unwrap();
     // A started row is not a claim: releasing leaves it.

@@ -7,6 +7,7 @@ use super::{Context, Error, FIELD_MANAGER, finalizer, gate, job, reference};
 use crate::api::{RolloutPhase, SchemaRollout};
 use crate::db::{self, DbError, LedgerState, Runner, Target};
 use crate::planner::step;
+use crate::planner::validate::step_timeout;
 use crate::planner::{self, Action as PlanAction, EventKind, Plan};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -39,9 +40,10 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
     // The database's Secrets are read once per reconcile, for observing and
     // for every action alike.
+    // A settled rollout sends its database nothing.
     let database = match &rollout.spec.database {
-        Some(spec) => Some(db::target(&ctx.client, &ns, spec).await),
-        None => None,
+        Some(spec) if !planner::settled(rollout) => Some(db::target(&ctx.client, &ns, spec).await),
+        _ => None,
     };
     let source = match &ctx.caches {
         Some(caches) if caches.ready() => Source::Cached(caches),
@@ -94,6 +96,10 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
         None => Action::await_change(),
     })
 }
+
+/// How much longer than its Job's deadline a claim holds the database
+/// (pod scheduling and image pulls come before the deadline counts).
+const CLAIM_MARGIN: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// How often a deleted rollout looks again at a migration Job it waits for
 /// (the Job's own events also wake it).
@@ -187,7 +193,10 @@ async fn apply(
             let cluster_entry =
                 |state: LedgerState| cluster_ledger::Entry::new(&state, &name, *step, &key.digest);
             match &target {
-                Some(target) => target.claim_job(&ctx.pools, &key, job_name).await?,
+                Some(target) => {
+                    let lease = step_timeout(&rollout.spec, *step) + CLAIM_MARGIN;
+                    target.claim_job(&ctx.pools, &key, job_name, lease).await?
+                }
                 None => {
                     cluster_ledger::write(&ledger, job_name, &cluster_entry(LedgerState::Claimed))
                         .await

@@ -12,8 +12,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -58,31 +59,57 @@ pub(super) enum Pool {
     Mysql(MySqlPool),
 }
 
-/// Pools by database, shared by every reconcile.
+/// Pools by database, shared by every reconcile, each with a flag set once
+/// its ledger table is known to exist.
 #[derive(Default)]
-pub struct Pools(Mutex<HashMap<String, Pool>>);
+pub struct Pools(Mutex<HashMap<String, Entry>>);
+
+/// A pool and whether its ledger table is known to exist.
+type Entry = (Pool, Arc<OnceCell<()>>);
 
 impl Pools {
     /// The pool of `target`, created (lazily connecting) on first use.
     pub(super) fn get(&self, target: &Target) -> Pool {
+        self.entry(target).0
+    }
+
+    /// The pool of `target`, its ledger table created if absent: once per
+    /// pool, not on every call.
+    pub(super) async fn with_ledger(&self, target: &Target) -> Result<Pool, sqlx::Error> {
+        let (pool, ready) = self.entry(target);
+        ready
+            .get_or_try_init(|| async {
+                match &pool {
+                    Pool::Postgres(p) => super::postgres::ensure_ledger(p).await,
+                    Pool::Mysql(p) => super::mysql::ensure_ledger(p).await,
+                }
+            })
+            .await?;
+        Ok(pool)
+    }
+
+    fn entry(&self, target: &Target) -> Entry {
         let mut pools = self.0.lock().expect("pool cache lock");
         pools
             .entry(target.key.clone())
-            .or_insert_with(|| match &target.options {
-                Options::Postgres(o) => Pool::Postgres(
-                    PgPoolOptions::new()
-                        .max_connections(MAX_CONNECTIONS)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .idle_timeout(Duration::from_secs(300))
-                        .connect_lazy_with(quiet(o)),
-                ),
-                Options::Mysql(o) => Pool::Mysql(
-                    MySqlPoolOptions::new()
-                        .max_connections(MAX_CONNECTIONS)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .idle_timeout(Duration::from_secs(300))
-                        .connect_lazy_with(quiet(o)),
-                ),
+            .or_insert_with(|| {
+                let pool = match &target.options {
+                    Options::Postgres(o) => Pool::Postgres(
+                        PgPoolOptions::new()
+                            .max_connections(MAX_CONNECTIONS)
+                            .acquire_timeout(ACQUIRE_TIMEOUT)
+                            .idle_timeout(Duration::from_secs(300))
+                            .connect_lazy_with(quiet(o)),
+                    ),
+                    Options::Mysql(o) => Pool::Mysql(
+                        MySqlPoolOptions::new()
+                            .max_connections(MAX_CONNECTIONS)
+                            .acquire_timeout(ACQUIRE_TIMEOUT)
+                            .idle_timeout(Duration::from_secs(300))
+                            .connect_lazy_with(quiet(o)),
+                    ),
+                };
+                (pool, Arc::default())
             })
             .clone()
     }

@@ -81,9 +81,6 @@ fn tries_note(tries: u32) -> String {
     }
 }
 
-/// How long a started Job phase of another rollout holds the database.
-pub const JOB_LEASE: Duration = Duration::from_secs(2 * 60 * 60);
-
 /// Identity of one phase in the ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerKey {
@@ -141,7 +138,7 @@ impl Target {
         pools: &Pools,
         key: &LedgerKey,
     ) -> Result<Option<LedgerState>, DbError> {
-        let result = match pools.get(self) {
+        let result = match self.ledger_pool(pools).await? {
             connect::Pool::Postgres(p) => postgres::ledger(&p, key).await,
             connect::Pool::Mysql(p) => mysql::ledger(&p, key).await,
         };
@@ -154,16 +151,19 @@ impl Target {
 
     /// Claims the database for the Job `job` of `key` under the lock, unless
     /// another rollout runs a phase on it ([`DbError::Busy`]). Called before
-    /// the Job is created, so two rollouts never start Jobs at once.
+    /// the Job is created, so two rollouts never start Jobs at once. The
+    /// claim holds for `lease` (the Job's deadline): a Job that outlived it
+    /// has been stopped by its own deadline, so the database is free.
     pub async fn claim_job(
         &self,
         pools: &Pools,
         key: &LedgerKey,
         job: &str,
+        lease: Duration,
     ) -> Result<(), DbError> {
-        let result = match pools.get(self) {
-            connect::Pool::Postgres(p) => postgres::claim(&p, key, job).await,
-            connect::Pool::Mysql(p) => mysql::claim(&p, key, job).await,
+        let result = match self.ledger_pool(pools).await? {
+            connect::Pool::Postgres(p) => postgres::claim(&p, key, job, lease).await,
+            connect::Pool::Mysql(p) => mysql::claim(&p, key, job, lease).await,
         };
         match result {
             Ok(true) => Ok(()),
@@ -175,7 +175,7 @@ impl Target {
     /// Releases the claim of `key` whose Job the API server refused, so
     /// other rollouts need not wait for it.
     pub async fn release_claim(&self, pools: &Pools, key: &LedgerKey) -> Result<(), DbError> {
-        let result = match pools.get(self) {
+        let result = match self.ledger_pool(pools).await? {
             connect::Pool::Postgres(p) => postgres::release(&p, key).await,
             connect::Pool::Mysql(p) => mysql::release(&p, key).await,
         };
@@ -190,7 +190,7 @@ impl Target {
         key: &LedgerKey,
         runner: &Runner,
     ) -> Result<(), DbError> {
-        let result = match pools.get(self) {
+        let result = match self.ledger_pool(pools).await? {
             connect::Pool::Postgres(p) => postgres::record_start(&p, key, runner).await,
             connect::Pool::Mysql(p) => mysql::record_start(&p, key, runner).await,
         };
@@ -204,7 +204,7 @@ impl Target {
         key: &LedgerKey,
         failure: Option<&str>,
     ) -> Result<(), DbError> {
-        let result = match pools.get(self) {
+        let result = match self.ledger_pool(pools).await? {
             connect::Pool::Postgres(p) => postgres::record_finish(&p, key, failure).await,
             connect::Pool::Mysql(p) => mysql::record_finish(&p, key, failure).await,
         };
@@ -221,7 +221,7 @@ impl Target {
         key: &LedgerKey,
         statements: &[String],
     ) -> Result<(), DbError> {
-        let result = match pools.get(self) {
+        let result = match self.ledger_pool(pools).await? {
             connect::Pool::Postgres(p) => {
                 postgres::run_inline(&p, key, statements, self.timeouts).await
             }
@@ -236,15 +236,15 @@ impl Target {
 
     /// Which other rollout holds the database, if one does: one running
     /// inline SQL under the lock, or one whose migration Job is active (its
-    /// ledger row says started; rows older than [`JOB_LEASE`] are taken
-    /// for abandoned). `namespace`/`rollout` name the asking rollout.
+    /// ledger row says claimed or started, until the lease its claim was
+    /// given). `namespace`/`rollout` name the asking rollout.
     pub async fn lock_holder(
         &self,
         pools: &Pools,
         namespace: &str,
         rollout: &str,
     ) -> Result<Option<String>, DbError> {
-        let result = match pools.get(self) {
+        let result = match self.ledger_pool(pools).await? {
             connect::Pool::Postgres(p) => match postgres::lock_holder(&p).await {
                 Ok(None) => postgres::active_job(&p, namespace, rollout).await,
                 other => other,
@@ -272,6 +272,11 @@ impl Target {
                 self.timeouts.statement
             ))),
         }
+    }
+
+    /// The pool, with its ledger table in place.
+    async fn ledger_pool(&self, pools: &Pools) -> Result<connect::Pool, DbError> {
+        pools.with_ledger(self).await.map_err(|e| self.error(e))
     }
 
     /// Turns a driver error into a DbError without any credential in it.

@@ -19,6 +19,7 @@ const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS bellows_ledger (
   statements INT NULL,
   progress INT NOT NULL DEFAULT 0,
   message TEXT NULL,
+  lease_until TIMESTAMP(3) NULL,
   PRIMARY KEY (namespace, rollout, phase, digest)
 )";
 
@@ -27,7 +28,10 @@ const LOCK_NAME: &str = "CONCAT('bellows:', DATABASE())";
 
 const WHERE_KEY: &str = "WHERE namespace = ? AND rollout = ? AND phase = ? AND digest = ?";
 
-async fn ensure_ledger<'e, E: sqlx::MySqlExecutor<'e>>(db: E) -> Result<(), sqlx::Error> {
+/// Creates the ledger table if absent (once per pool, see `Pools`).
+pub(super) async fn ensure_ledger<'e, E: sqlx::MySqlExecutor<'e>>(
+    db: E,
+) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(LEDGER_DDL).execute(db).await.map(|_| ())
 }
 
@@ -45,7 +49,6 @@ pub(super) async fn ledger(
     pool: &MySqlPool,
     key: &LedgerKey,
 ) -> Result<Option<LedgerState>, sqlx::Error> {
-    ensure_ledger(pool).await?;
     let sql = format!("SELECT state, progress, message FROM bellows_ledger {WHERE_KEY}");
     let row = bind_key(sqlx::query(AssertSqlSafe(sql)), key)
         .fetch_optional(pool)
@@ -58,7 +61,6 @@ pub(super) async fn record_start(
     key: &LedgerKey,
     runner: &Runner,
 ) -> Result<(), sqlx::Error> {
-    ensure_ledger(pool).await?;
     insert_started(pool, key, runner).await
 }
 
@@ -123,7 +125,6 @@ pub(super) async fn run_inline(
     t: Timeouts,
 ) -> Result<bool, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    ensure_ledger(&mut *conn).await?;
     if !try_lock(&mut conn).await? {
         return Ok(false);
     }
@@ -163,9 +164,9 @@ pub(super) async fn claim(
     pool: &MySqlPool,
     key: &LedgerKey,
     job: &str,
+    lease: std::time::Duration,
 ) -> Result<bool, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    ensure_ledger(&mut *conn).await?;
     if !try_lock(&mut conn).await? {
         return Ok(false);
     }
@@ -177,14 +178,15 @@ pub(super) async fn claim(
             return Ok(false);
         }
         sqlx::query(
-            "INSERT IGNORE INTO bellows_ledger (namespace, rollout, phase, digest, state, job_name)
-             VALUES (?, ?, ?, ?, 'claimed', ?)",
+            "INSERT IGNORE INTO bellows_ledger (namespace, rollout, phase, digest, state, job_name, lease_until)
+             VALUES (?, ?, ?, ?, 'claimed', ?, NOW(3) + INTERVAL ? SECOND)",
         )
         .bind(&key.namespace)
         .bind(&key.rollout)
         .bind(key.step.as_str())
         .bind(&key.digest)
         .bind(job)
+        .bind(lease.as_secs() as i64)
         .execute(&mut *conn)
         .await
         .map(|_| true)
@@ -283,7 +285,6 @@ pub(super) async fn lock_holder(pool: &MySqlPool) -> Result<Option<String>, sqlx
     if used.is_none() {
         return Ok(None);
     }
-    ensure_ledger(pool).await?;
     let row = sqlx::query(
         "SELECT namespace, rollout, phase FROM bellows_ledger
          WHERE state = 'started' AND statements IS NOT NULL ORDER BY started_at DESC LIMIT 1",
@@ -311,11 +312,10 @@ pub(super) async fn active_job<'e, E: sqlx::MySqlExecutor<'e>>(
     sqlx::query_scalar(
         "SELECT CONCAT(namespace, '/', rollout, ' ', phase) FROM bellows_ledger
          WHERE state IN ('claimed', 'started') AND job_name IS NOT NULL AND NOT (namespace = ? AND rollout = ?)
-           AND started_at > NOW(3) - INTERVAL ? SECOND ORDER BY started_at LIMIT 1",
+           AND lease_until > NOW(3) ORDER BY started_at LIMIT 1",
     )
     .bind(namespace)
     .bind(rollout)
-    .bind(super::JOB_LEASE.as_secs() as i64)
     .fetch_optional(db)
     .await
 }

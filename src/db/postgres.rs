@@ -17,13 +17,15 @@ CREATE TABLE IF NOT EXISTS bellows.ledger (
   statements integer,
   progress integer NOT NULL DEFAULT 0,
   message text,
+  lease_until timestamptz,
   PRIMARY KEY (namespace, rollout, phase, digest)
 )";
 
 /// One lock per database: phases of rollouts on it run one at a time.
 const LOCK_KEY: &str = "hashtext('bellows:' || current_database())";
 
-async fn ensure_ledger<'e, E: sqlx::PgExecutor<'e>>(db: E) -> Result<(), sqlx::Error> {
+/// Creates the ledger table if absent (once per pool, see `Pools`).
+pub(super) async fn ensure_ledger<'e, E: sqlx::PgExecutor<'e>>(db: E) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(LEDGER_DDL).execute(db).await.map(|_| ())
 }
 
@@ -31,7 +33,6 @@ pub(super) async fn ledger(
     pool: &PgPool,
     key: &LedgerKey,
 ) -> Result<Option<LedgerState>, sqlx::Error> {
-    ensure_ledger(pool).await?;
     let row = sqlx::query(
         "SELECT state, progress, message FROM bellows.ledger
          WHERE namespace = $1 AND rollout = $2 AND phase = $3 AND digest = $4",
@@ -59,7 +60,6 @@ pub(super) async fn record_start(
     key: &LedgerKey,
     runner: &Runner,
 ) -> Result<(), sqlx::Error> {
-    ensure_ledger(pool).await?;
     insert_started(pool, key, runner).await
 }
 
@@ -133,7 +133,6 @@ pub(super) async fn run_inline(
     t: Timeouts,
 ) -> Result<bool, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    ensure_ledger(&mut *conn).await?;
     // Names the holder for lock_holder() of other rollouts.
     sqlx::query("SELECT set_config('application_name', $1, false)")
         .bind(format!(
@@ -181,9 +180,13 @@ async fn unlock(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
 /// Claims the database for `key`'s Job under the lock; false when another
 /// rollout runs a phase on it. The claim becomes `started` once the Job
 /// exists (`record_start`).
-pub(super) async fn claim(pool: &PgPool, key: &LedgerKey, job: &str) -> Result<bool, sqlx::Error> {
+pub(super) async fn claim(
+    pool: &PgPool,
+    key: &LedgerKey,
+    job: &str,
+    lease: std::time::Duration,
+) -> Result<bool, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    ensure_ledger(&mut *conn).await?;
     if !try_lock(&mut conn).await? {
         return Ok(false);
     }
@@ -195,14 +198,15 @@ pub(super) async fn claim(pool: &PgPool, key: &LedgerKey, job: &str) -> Result<b
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO bellows.ledger (namespace, rollout, phase, digest, state, job_name)
-             VALUES ($1, $2, $3, $4, 'claimed', $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO bellows.ledger (namespace, rollout, phase, digest, state, job_name, lease_until)
+             VALUES ($1, $2, $3, $4, 'claimed', $5, now() + make_interval(secs => $6)) ON CONFLICT DO NOTHING",
         )
         .bind(&key.namespace)
         .bind(&key.rollout)
         .bind(key.step.as_str())
         .bind(&key.digest)
         .bind(job)
+        .bind(lease.as_secs_f64())
         .execute(&mut *conn)
         .await
         .map(|_| true)
@@ -315,11 +319,10 @@ pub(super) async fn active_job<'e, E: sqlx::PgExecutor<'e>>(
     sqlx::query_scalar(
         "SELECT namespace || '/' || rollout || ' ' || phase FROM bellows.ledger
          WHERE state IN ('claimed', 'started') AND job_name IS NOT NULL AND NOT (namespace = $1 AND rollout = $2)
-           AND started_at > now() - make_interval(secs => $3) ORDER BY started_at LIMIT 1",
+           AND lease_until > now() ORDER BY started_at LIMIT 1",
     )
     .bind(namespace)
     .bind(rollout)
-    .bind(super::JOB_LEASE.as_secs_f64())
     .fetch_optional(db)
     .await
 }

@@ -316,6 +316,7 @@ impl<'a> Planner<'a> {
         if phase.job.is_some()
             && state != StepState::Running
             && !ledger_final
+            && !settled(self.rollout)
             && (self.rollout.spec.database.is_some() || !known)
         {
             self.actions.push(Action::Record {
@@ -866,6 +867,20 @@ impl<'a> Planner<'a> {
 /// clock can only lengthen a wait such as bake time, never shorten it.
 pub fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
     Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO)
+}
+
+/// Whether `rollout` has settled: Succeeded or Failed for its current
+/// generation. Its ledger rows were made final before its status said so,
+/// so a settled rollout needs no database: no Secret read, no query, no
+/// ledger write (a spec change starts a new generation and unsettles it).
+pub fn settled(rollout: &SchemaRollout) -> bool {
+    rollout.status.as_ref().is_some_and(|s| {
+        matches!(
+            s.phase,
+            Some(RolloutPhase::Succeeded | RolloutPhase::Failed)
+        ) && s.observed_generation.is_some()
+            && s.observed_generation == rollout.metadata.generation
+    })
 }
 
 /// The value of the `bellows.dev/approve` annotation that approves

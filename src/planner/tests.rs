@@ -1197,3 +1197,42 @@ fn event_notes_are_cut_at_a_character_boundary() {
     assert_eq!(cut.chars().filter(|&c| c == 'é').count(), 510);
     assert!(cut.ends_with('…'));
 }
+
+#[test]
+fn a_settled_rollout_needs_no_database_and_records_nothing() {
+    let mut r = rollout(with_database(json!({})));
+    assert!(!crate::planner::settled(&r), "no status yet");
+    expanded(&mut r);
+    let p = step(
+        &mut r,
+        &observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 4),
+    );
+    assert!(creates(&p, Step::Contract));
+    let failed = [
+        (Step::Expand, Succeeded),
+        (Step::Contract, Failed("BackoffLimitExceeded".into())),
+    ];
+    let mut o = observed(both_rolled_out(), &failed, 5);
+    let p = step(&mut r, &o);
+    assert_eq!(p.phase(), RolloutPhase::Failed);
+    assert!(
+        p.actions.iter().any(|a| matches!(
+            a,
+            Action::Record {
+                step: Step::Contract,
+                ..
+            }
+        )),
+        "the failure goes into the ledger before status says Failed"
+    );
+    assert!(crate::planner::settled(&r));
+    // Observed without the database (nothing read from it): still Failed,
+    // and no ledger write for the finished Job.
+    o.now = at(6);
+    let p = step(&mut r, &o);
+    assert_eq!(p.phase(), RolloutPhase::Failed);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    // A new generation (the spec changed) is not settled.
+    r.metadata.generation = Some(2);
+    assert!(!crate::planner::settled(&r));
+}
