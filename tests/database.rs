@@ -36,7 +36,7 @@ fn target(engine: &str, url: &str) -> Target {
     let spec: DatabaseSpec =
         serde_json::from_value(json!({"engine": engine, "secretRef": {"name": "shop-db", "key": "url"}, "lockTimeout": "2s"}))
             .unwrap();
-    build(&spec, Some(url.to_owned()), None).unwrap()
+    build(&spec, Some(url.to_owned()), None, None).unwrap()
 }
 
 fn statements(s: &[&str]) -> Vec<String> {
@@ -562,7 +562,7 @@ async fn lock_waits_are_retried(engine: &str, url: &str, lock_timeout: &str) {
         "engine": engine, "secretRef": {"name": "shop-db", "key": "url"}, "lockTimeout": lock_timeout
     }))
     .unwrap();
-    let t = build(&spec, Some(url.to_owned()), None).unwrap();
+    let t = build(&spec, Some(url.to_owned()), None, None).unwrap();
     let pools = Pools::default();
     t.run_inline(
         &pools,
@@ -620,4 +620,122 @@ async fn postgres_lock_waits_are_retried() {
 async fn mariadb_lock_waits_are_retried() {
     let (_dir, _db, url) = maria().await;
     lock_waits_are_retried("mysql", &url, "1s").await;
+}
+
+/// A throwaway CA, and a server certificate it signed for 127.0.0.1 and
+/// localhost, made with the openssl command: (CA cert, server cert, server
+/// key), PEM.
+fn certificates(dir: &std::path::Path) -> (String, String, String) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=bellows test CA",
+        "-days",
+        "2",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    (read("ca.crt"), read("server.crt"), read("server.key"))
+}
+
+#[tokio::test]
+async fn postgres_tls_modes_and_a_ca_from_a_secret() {
+    let dir = tempfile::Builder::new()
+        .prefix("bellows-tls-")
+        .tempdir()
+        .unwrap();
+    let path = postgres::shared_dir(dir.path());
+    let server = postgres::Postgres::start(&path, None).await;
+    server.create_database("shop");
+    let (ca, cert, key) = certificates(&path);
+    server.enable_tls(&cert, &key);
+    server.require_password(PG_PASSWORD);
+    let url = format!(
+        "postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{}/shop",
+        server.port
+    );
+    let with = |mode: &str, ca: Option<&str>| {
+        let spec: DatabaseSpec = serde_json::from_value(json!({
+            "engine": "postgres", "secretRef": {"name": "shop-db", "key": "url"}, "sslMode": mode
+        }))
+        .unwrap();
+        build(&spec, Some(url.clone()), None, ca.map(str::to_owned)).unwrap()
+    };
+    // One cache of pools for all: the key must tell the settings apart.
+    let pools = Pools::default();
+    let on_tls = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
+    // verify-full with the CA from the Secret: a verified TLS connection.
+    let verified = with("verify-full", Some(&ca));
+    assert_eq!(verified.check(&pools, on_tls).await, Ok(true));
+    // The same URL with sslMode disable (the spec wins over the URL): no
+    // TLS, and not the TLS pool above.
+    let plain = with("disable", None);
+    assert_eq!(plain.check(&pools, on_tls).await, Ok(false));
+    // verify-full without the CA: refused, and the reason says why.
+    let unverified = with("verify-full", None);
+    match unverified.check(&pools, "SELECT true").await {
+        Err(DbError::Connect { target, reason }) => {
+            assert!(target.contains("Secret shop-db/url"), "{target}");
+            assert!(
+                reason.to_lowercase().contains("certificate"),
+                "a reason naming the certificate: {reason}"
+            );
+            assert!(!reason.contains(PG_PASSWORD), "{reason}");
+        }
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
 }

@@ -168,6 +168,21 @@ impl Postgres {
         self.query("postgres", "SELECT pg_reload_conf()");
     }
 
+    /// From now on the server also speaks TLS, with certificate `cert` and
+    /// key `key` (PEM).
+    pub fn enable_tls(&self, cert: &str, key: &str) {
+        for (name, pem, mode) in [("server.crt", cert, 0o644), ("server.key", key, 0o600)] {
+            let path = self.data.join(name);
+            std::fs::write(&path, pem).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            if let Some((uid, gid)) = postgres_user() {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        self.query("postgres", "ALTER SYSTEM SET ssl = on");
+        self.query("postgres", "SELECT pg_reload_conf()");
+    }
+
     /// Runs `sql` in `database` and returns its unaligned, tuples-only output.
     pub fn query(&self, database: &str, sql: &str) -> String {
         run(

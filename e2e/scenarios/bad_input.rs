@@ -510,6 +510,19 @@ fn cases() -> Vec<Case> {
             ),
         ),
         case(
+            "ca-without-verify",
+            "caSecretRef with sslMode require (the CA would verify nothing)",
+            bad(&[
+                ("/database", database()),
+                ("/database/sslMode", json!("require")),
+                ("/database/caSecretRef", json!({"name": "db", "key": "url"})),
+            ]),
+            stalled(
+                "InvalidSpec",
+                "spec.database.caSecretRef needs sslMode verify-ca or verify-full",
+            ),
+        ),
+        case(
             "job-refused",
             "expand container named Bad_Name (the API server refuses the Job)",
             bad(&[(

@@ -255,9 +255,15 @@ pub struct DatabaseSpec {
     /// A key of a Secret in this namespace holding the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
-    /// TLS mode: disable, prefer (default), require, verify-ca or verify-full.
+    /// TLS mode: disable, prefer (default), require, verify-ca or
+    /// verify-full. With `secretRef` it overrides the URL's own TLS mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_mode: Option<SslMode>,
+    /// A key of a Secret in this namespace holding the PEM certificate of
+    /// the CA that signed the server's certificate, for `sslMode`
+    /// verify-ca or verify-full (without it, the system's roots are used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
     /// Longest wait for a table lock in inline SQL (default 5s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]

@@ -147,7 +147,11 @@ pub async fn target(
         Some(r) => Some(secret_value(&secrets, r).await?),
         None => None,
     };
-    build(spec, url, password)
+    let ca = match &spec.ca_secret_ref {
+        Some(r) => Some(secret_value(&secrets, r).await?),
+        None => None,
+    };
+    build(spec, url, password, ca)
 }
 
 async fn secret_value(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<String, DbError> {
@@ -169,6 +173,7 @@ pub fn build(
     spec: &DatabaseSpec,
     url: Option<String>,
     password: Option<String>,
+    ca: Option<String>,
 ) -> Result<Target, DbError> {
     let duration = |field: &str, value: &Option<String>, default| match value {
         None => Ok(default),
@@ -271,12 +276,36 @@ pub fn build(
             (options, id)
         }
     };
+    // The spec's TLS settings win over the URL's, and the pool key covers
+    // them: two rollouts with different TLS settings never share a pool.
+    let options = match options {
+        Options::Postgres(mut o) => {
+            if let Some(mode) = spec.ssl_mode {
+                o = o.ssl_mode(pg_ssl(Some(mode)));
+            }
+            if let Some(ca) = &ca {
+                o = o.ssl_root_cert_from_pem(ca.as_bytes().to_vec());
+            }
+            Options::Postgres(o)
+        }
+        Options::Mysql(mut o) => {
+            if let Some(mode) = spec.ssl_mode {
+                o = o.ssl_mode(mysql_ssl(Some(mode)));
+            }
+            if let Some(ca) = &ca {
+                o = o.ssl_ca_from_pem(ca.as_bytes().to_vec());
+            }
+            Options::Mysql(o)
+        }
+    };
     let engine = match spec.engine {
         Engine::Postgres => "postgres",
         Engine::Mysql => "mysql",
     };
     let mut hasher = Sha256::new();
     hasher.update(identity.as_bytes());
+    hasher.update(format!("\0{:?}\0", spec.ssl_mode).as_bytes());
+    hasher.update(ca.as_deref().unwrap_or_default().as_bytes());
     for s in &secrets {
         hasher.update(s.as_bytes());
     }
@@ -337,7 +366,7 @@ mod tests {
     #[test]
     fn a_bad_url_names_the_secret_not_the_url() {
         let s = spec(json!({"engine": "postgres", "secretRef": {"name": "shop-db", "key": "url"}}));
-        let err = build(&s, Some("postgres://u:hunter2@[bad".into()), None).unwrap_err();
+        let err = build(&s, Some("postgres://u:hunter2@[bad".into()), None, None).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("shop-db/url"), "{text}");
         assert!(
@@ -349,7 +378,13 @@ mod tests {
     #[test]
     fn scrub_removes_url_and_password() {
         let s = spec(json!({"engine": "mysql", "secretRef": {"name": "db", "key": "url"}}));
-        let t = build(&s, Some("mysql://app:s3cret@db:3306/shop".into()), None).unwrap();
+        let t = build(
+            &s,
+            Some("mysql://app:s3cret@db:3306/shop".into()),
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             t.scrub("denied for mysql://app:s3cret@db:3306/shop, pw s3cret"),
             "denied for ***, pw ***"
@@ -363,7 +398,7 @@ mod tests {
             json!({"engine": "postgres", "host": "db", "port": 6543, "database": "shop", "user": "app",
                             "passwordSecretRef": {"name": "pw", "key": "p"}, "lockTimeout": "2s", "statementTimeout": "1m"}),
         );
-        let t = build(&s, None, Some("pa55".into())).unwrap();
+        let t = build(&s, None, Some("pa55".into()), None).unwrap();
         assert_eq!(
             t.timeouts,
             Timeouts {
@@ -375,7 +410,7 @@ mod tests {
         assert!(t.label.contains("pw/p") && !t.label.contains("pa55"));
         let bad = spec(json!({"engine": "postgres", "host": "db", "lockTimeout": "soon"}));
         assert!(
-            matches!(build(&bad, None, None), Err(DbError::Config(m)) if m.contains("lockTimeout"))
+            matches!(build(&bad, None, None, None), Err(DbError::Config(m)) if m.contains("lockTimeout"))
         );
     }
 }

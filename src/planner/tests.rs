@@ -1236,3 +1236,20 @@ fn a_settled_rollout_needs_no_database_and_records_nothing() {
     r.metadata.generation = Some(2);
     assert!(!crate::planner::settled(&r));
 }
+
+#[test]
+fn a_ca_is_only_accepted_with_a_verifying_tls_mode() {
+    let with = |extra: serde_json::Value| {
+        let mut database = json!({"engine": "postgres", "secretRef": {"name": "db", "key": "url"}, "caSecretRef": {"name": "db-ca", "key": "ca.crt"}});
+        database
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        validate::validate(&spec(json!({"database": database})))
+    };
+    let problem = "spec.database.caSecretRef needs sslMode verify-ca or verify-full (a CA is only used to verify the server)";
+    assert_eq!(with(json!({})).unwrap_err(), [problem]);
+    assert_eq!(with(json!({"sslMode": "require"})).unwrap_err(), [problem]);
+    assert!(with(json!({"sslMode": "verify-ca"})).is_ok());
+    assert!(with(json!({"sslMode": "verify-full"})).is_ok());
+}

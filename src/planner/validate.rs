@@ -2,7 +2,7 @@
 //! rules are dropped by API servers older than 1.25), so the controller
 //! enforces them itself before it runs anything.
 
-use crate::api::{SchemaRolloutSpec, Step, parse_duration};
+use crate::api::{SchemaRolloutSpec, SslMode, Step, parse_duration};
 use crate::planner::step::phase;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -71,6 +71,14 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
         && db.secret_ref.is_some() == db.host.is_some()
     {
         problems.push("spec.database needs exactly one of secretRef or host".to_owned());
+    }
+    if let Some(db) = &spec.database
+        && db.ca_secret_ref.is_some()
+        && !matches!(db.ssl_mode, Some(SslMode::VerifyCa | SslMode::VerifyFull))
+    {
+        problems.push(
+            "spec.database.caSecretRef needs sslMode verify-ca or verify-full (a CA is only used to verify the server)".to_owned(),
+        );
     }
     let has_database = spec.database.is_some();
     for step in [Step::Expand, Step::Transition, Step::Contract] {
