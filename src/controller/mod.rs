@@ -88,6 +88,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Connection pools of the rollouts' databases.
     pub pools: crate::db::Pools,
+    /// The last contract check results, reused while fresh.
+    pub recent_checks: observe::RecentChecks,
     /// Consecutive failures per rollout, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<SchemaRollout>, u32>>,
     /// The watch caches; without them every reconcile reads live.
@@ -107,6 +109,7 @@ impl Context {
             client,
             metrics,
             pools: Default::default(),
+            recent_checks: Default::default(),
             failures: Mutex::default(),
             caches: None,
         }

@@ -12,7 +12,7 @@ use crate::api::{SchemaRollout, Step, StepState};
 use crate::db::{DbError, LedgerKey, LedgerState, Pools, Target};
 use crate::planner::rollout::assess;
 use crate::planner::step::{self, JobObservation, Reference, observe_job};
-use crate::planner::{CheckResult, Observed};
+use crate::planner::{self, CheckResult, Observed};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -20,7 +20,8 @@ use kube::api::{Api, ListParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 
 /// Where observe reads Deployments, ReplicaSets, pods and Jobs from.
 /// Referenced Secrets and ConfigMaps and the database are always read live.
@@ -110,11 +111,42 @@ where
         .collect()
 }
 
-/// Observes everything `rollout` depends on.
+/// The last contract check results of each rollout generation, reused
+/// while [`planner::checks_due`] says they are fresh.
+#[derive(Default)]
+pub struct RecentChecks(Mutex<HashMap<Generation, (Timestamp, Vec<CheckResult>)>>);
+
+/// A rollout generation: namespace, name, `metadata.generation`.
+type Generation = (String, String, i64);
+
+impl RecentChecks {
+    fn key(rollout: &SchemaRollout) -> Generation {
+        (
+            rollout.namespace().unwrap_or_default(),
+            rollout.name_any(),
+            rollout.metadata.generation.unwrap_or_default(),
+        )
+    }
+
+    fn get(&self, rollout: &SchemaRollout) -> Option<(Timestamp, Vec<CheckResult>)> {
+        let recent = self.0.lock().expect("recent checks lock");
+        recent.get(&Self::key(rollout)).cloned()
+    }
+
+    fn put(&self, rollout: &SchemaRollout, at: Timestamp, results: Vec<CheckResult>) {
+        let mut recent = self.0.lock().expect("recent checks lock");
+        recent.insert(Self::key(rollout), (at, results));
+    }
+}
+
+/// Observes everything `rollout` depends on. Contract checks are evaluated
+/// only when due (`planner::checks_due`), else the recent results are
+/// reused.
 pub async fn observe(
     client: &Client,
     source: Source<'_>,
     pools: &Pools,
+    recent: &RecentChecks,
     rollout: &SchemaRollout,
     database: Option<&Result<Target, DbError>>,
     now: Timestamp,
@@ -208,7 +240,10 @@ pub async fn observe(
     };
     if let Some(database) = database {
         let result = match database {
-            Ok(target) => observe_database(target, pools, rollout, &mut observed).await,
+            Ok(target) => {
+                let confirming = matches!(source, Source::Live);
+                observe_database(target, pools, recent, confirming, rollout, &mut observed).await
+            }
             Err(e) => Err(e.clone()),
         };
         if let Err(e) = result {
@@ -223,6 +258,8 @@ pub async fn observe(
 async fn observe_database(
     target: &Target,
     pools: &Pools,
+    recent: &RecentChecks,
+    confirming: bool,
     rollout: &SchemaRollout,
     observed: &mut Observed,
 ) -> Result<(), DbError> {
@@ -255,6 +292,11 @@ async fn observe_database(
             .is_some_and(|s| Some(&s.digest) == contract_digest.as_ref());
     let checks = rollout.spec.checks();
     if expanded && !contract_started && !checks.is_empty() {
+        let last = recent.get(rollout);
+        if !planner::checks_due(last.as_ref().map(|l| l.0), observed.now, confirming) {
+            observed.checks = last.map(|l| l.1);
+            return Ok(());
+        }
         let mut results = Vec::with_capacity(checks.len());
         for c in checks {
             let result = target.check(pools, &c.sql).await.map_err(|e| e.to_string());
@@ -263,6 +305,7 @@ async fn observe_database(
                 result,
             });
         }
+        recent.put(rollout, observed.now, results.clone());
         observed.checks = Some(results);
     }
     Ok(())

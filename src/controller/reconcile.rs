@@ -54,6 +54,7 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
             &ctx.client,
             source,
             &ctx.pools,
+            &ctx.recent_checks,
             rollout,
             database.as_ref(),
             now,

@@ -901,8 +901,20 @@ pub fn approval_key(rollout: &SchemaRollout) -> String {
 /// again hourly rather than handed to a timer it could overflow.
 const MAX_REQUEUE: Duration = Duration::from_secs(60 * 60);
 
+/// How long contract check results may be reused while they only hold
+/// contract (a burst of pod events must not query the database each time).
+pub const CHECKS_FRESH_FOR: Duration = Duration::from_secs(5);
+
+/// Whether the contract checks must be evaluated now: always when the
+/// reconcile confirms a decision to start a phase (I2: every check true in
+/// the very reconcile that starts contract), otherwise once the last
+/// evaluation (if any) is [`CHECKS_FRESH_FOR`] old.
+pub fn checks_due(last: Option<Timestamp>, now: Timestamp, confirming: bool) -> bool {
+    confirming || last.is_none_or(|at| elapsed(now, at) >= CHECKS_FRESH_FOR)
+}
+
 /// How soon a check that holds contract is evaluated again.
-const RETRY_CHECKS: Duration = Duration::from_secs(10);
+const RETRY_CHECKS: Duration = CHECKS_FRESH_FOR;
 /// How soon a Job the API server refused is tried again (a quota raised,
 /// a policy or RBAC fixed).
 const RETRY_REJECTED: Duration = Duration::from_secs(30);

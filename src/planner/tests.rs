@@ -1253,3 +1253,13 @@ fn a_ca_is_only_accepted_with_a_verifying_tls_mode() {
     assert!(with(json!({"sslMode": "verify-ca"})).is_ok());
     assert!(with(json!({"sslMode": "verify-full"})).is_ok());
 }
+
+#[test]
+fn checks_are_due_when_confirming_or_stale_never_on_every_event() {
+    use crate::planner::checks_due;
+    assert!(checks_due(None, at(100), false), "never evaluated");
+    assert!(!checks_due(Some(at(98)), at(100), false), "2 s old: reused");
+    assert!(checks_due(Some(at(95)), at(100), false), "5 s old: due");
+    assert!(checks_due(Some(at(100)), at(100), true), "starting contract: always fresh (I2)");
+    assert!(!checks_due(Some(at(200)), at(100), false), "a future time is not stale");
+}
