@@ -89,6 +89,17 @@ async fn maria() -> (tempfile::TempDir, mariadb::MariaDb, String) {
     (dir, db, url)
 }
 
+/// Runs `sql` as the inline phase `k` and asserts the ledger says it
+/// succeeded.
+async fn succeeds(t: &Target, pools: &Pools, k: &LedgerKey, sql: &[&str]) {
+    t.run_inline(pools, k, &statements(sql)).await.unwrap();
+    assert_eq!(
+        t.ledger(pools, k).await.unwrap(),
+        Some(LedgerState::Succeeded),
+        "{sql:?}"
+    );
+}
+
 /// Inline expand then contract; a second run of a finished phase is a no-op.
 async fn inline_phases(engine: &str, url: &str) {
     let t = target(engine, url);
@@ -121,17 +132,13 @@ async fn inline_phases(engine: &str, url: &str) {
         Some(LedgerState::Succeeded)
     );
     let contract = key("users", Step::Contract);
-    t.run_inline(
+    succeeds(
+        &t,
         &pools,
         &contract,
-        &statements(&["ALTER TABLE users DROP COLUMN full_name"]),
+        &["ALTER TABLE users DROP COLUMN full_name"],
     )
-    .await
-    .unwrap();
-    assert_eq!(
-        t.ledger(&pools, &contract).await.unwrap(),
-        Some(LedgerState::Succeeded)
-    );
+    .await;
     let columns = scalar(url, "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'full_name'").await;
     assert_eq!(columns, "0");
 }
@@ -575,17 +582,7 @@ async fn lock_waits_are_retried(engine: &str, url: &str, lock_timeout: &str) {
     // Held for a little longer than one lock timeout: the second try passes.
     let held = block(url, "t_retry", t.timeouts.lock + Duration::from_millis(500)).await;
     let k = key("retry", Step::Transition);
-    t.run_inline(
-        &pools,
-        &k,
-        &statements(&["ALTER TABLE t_retry ADD COLUMN y int"]),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        t.ledger(&pools, &k).await.unwrap(),
-        Some(LedgerState::Succeeded)
-    );
+    succeeds(&t, &pools, &k, &["ALTER TABLE t_retry ADD COLUMN y int"]).await;
     held.await.unwrap();
 
     // Held throughout: failed after the last try.

@@ -92,8 +92,14 @@ fn ok(v: Value) -> (StatusCode, Value) {
 }
 
 /// Answers the reads of one reconcile: the Deployment, its ReplicaSets and
-/// pods, and the (absent) Jobs of both phases.
+/// pods, the (absent) Jobs of both phases, and an absent cluster ledger.
 async fn observe_fresh_rollout(h: &mut ApiHandle) {
+    observe_with_ledger(h, not_found()).await;
+}
+
+/// [`observe_fresh_rollout`] with `ledger` as the cluster ledger's answer;
+/// returns the expand Job's name.
+async fn observe_with_ledger(h: &mut ApiHandle, ledger: (StatusCode, Value)) -> String {
     expect(
         h,
         Method::GET,
@@ -116,7 +122,7 @@ async fn observe_fresh_rollout(h: &mut ApiHandle) {
         ok(list("Pod")),
     )
     .await;
-    expect(
+    let (uri, _) = expect(
         h,
         Method::GET,
         "/apis/batch/v1/namespaces/shop/jobs/users-expand-",
@@ -130,12 +136,34 @@ async fn observe_fresh_rollout(h: &mut ApiHandle) {
         not_found(),
     )
     .await;
-    // No database: the cluster ledger says no phase ran yet.
+    // No database: the cluster ledger says which phases ran.
     expect(
         h,
         Method::GET,
         "/api/v1/namespaces/shop/configmaps/bellows-ledger",
-        not_found(),
+        ledger,
+    )
+    .await;
+    uri.rsplit('/').next().unwrap().to_owned()
+}
+
+/// Expects expand to start without a database: the ledger claim, the Job,
+/// the ledger's `started`, then the status.
+async fn starts_expand(h: &mut ApiHandle) {
+    ledger_write(h, "expand", "claimed").await;
+    expect(
+        h,
+        Method::POST,
+        "/apis/batch/v1/namespaces/shop/jobs?",
+        (StatusCode::CREATED, json!({})),
+    )
+    .await;
+    ledger_write(h, "expand", "started").await;
+    expect(
+        h,
+        Method::PATCH,
+        "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?",
+        ok(serde_json::to_value(rollout()).unwrap()),
     )
     .await;
 }
@@ -374,22 +402,7 @@ async fn a_plan_from_the_caches_that_starts_a_phase_is_remade_from_live_reads() 
             // The cached plan says "create the expand Job": nothing is
             // created before the same reads come back from the API server.
             observe_fresh_rollout(&mut h).await;
-            ledger_write(&mut h, "expand", "claimed").await;
-            expect(
-                &mut h,
-                Method::POST,
-                "/apis/batch/v1/namespaces/shop/jobs?",
-                (StatusCode::CREATED, json!({})),
-            )
-            .await;
-            ledger_write(&mut h, "expand", "started").await;
-            expect(
-                &mut h,
-                Method::PATCH,
-                "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?",
-                ok(serde_json::to_value(rollout()).unwrap()),
-            )
-            .await;
+            starts_expand(&mut h).await;
             expect(
                 &mut h,
                 Method::POST,
@@ -520,22 +533,7 @@ async fn the_cleanup_finalizer_is_added_before_anything_else() {
             );
             // Then the ordinary reconcile.
             observe_fresh_rollout(&mut h).await;
-            ledger_write(&mut h, "expand", "claimed").await;
-            expect(
-                &mut h,
-                Method::POST,
-                "/apis/batch/v1/namespaces/shop/jobs?",
-                (StatusCode::CREATED, json!({})),
-            )
-            .await;
-            ledger_write(&mut h, "expand", "started").await;
-            expect(
-                &mut h,
-                Method::PATCH,
-                "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?",
-                ok(serde_json::to_value(rollout()).unwrap()),
-            )
-            .await;
+            starts_expand(&mut h).await;
         })
     })
     .await;
@@ -617,36 +615,47 @@ async fn a_deleted_rollout_resumes_what_its_gate_paused_then_lets_go() {
 async fn a_recreated_rollout_skips_a_phase_the_cluster_ledger_says_succeeded() {
     // No database, no status, no Job (deleted with the old rollout): the
     // cluster ledger's entry for this spec's expand Job says it succeeded.
+    let r = rollout();
+    let expand = step::job_name("users", Step::Expand, &step::digest(&r.spec.expand));
+    let entry = json!({"state": "succeeded", "rollout": "users", "step": "expand", "digest": "x", "at": "2026-12-01T00:00:00Z"});
+    let ledger = ok(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger"},
+                           "data": {expand: entry.to_string()}}),
+    );
     let (result, _) = run(|mut h| {
         tokio::spawn(async move {
-            expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/shop/deployments/api", ok(deployment_v1())).await;
-            expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/shop/replicasets?", ok(list("ReplicaSet"))).await;
-            expect(&mut h, Method::GET, "/api/v1/namespaces/shop/pods?", ok(list("Pod"))).await;
-            let (uri, _) = expect(&mut h, Method::GET, "/apis/batch/v1/namespaces/shop/jobs/users-expand-", not_found()).await;
-            let job_name = uri.rsplit('/').next().unwrap().to_owned();
-            expect(&mut h, Method::GET, "/apis/batch/v1/namespaces/shop/jobs/users-contract-", not_found()).await;
-            let entry = json!({"state": "succeeded", "rollout": "users", "step": "expand", "digest": "x", "at": "2026-12-01T00:00:00Z"});
-            expect(
+            observe_with_ledger(&mut h, ledger).await;
+            // Nothing is created: status adopts the phase, an event says so.
+            let (_, status) = expect(
                 &mut h,
-                Method::GET,
-                "/api/v1/namespaces/shop/configmaps/bellows-ledger",
-                ok(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger"},
-                          "data": {job_name: entry.to_string()}})),
+                Method::PATCH,
+                "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?",
+                ok(serde_json::to_value(rollout()).unwrap()),
             )
             .await;
-            // Nothing is created: status adopts the phase, an event says so.
-            let (_, status) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
             assert_eq!(status["status"]["phase"], "AwaitingRollout", "{status}");
             assert_eq!(status["status"]["steps"][0]["state"], "Succeeded");
             let mut reasons = vec![];
             while let Some((request, send)) = h.next_request().await {
-                assert!(request.uri().path().ends_with("/events"), "{}", request.uri());
+                assert!(
+                    request.uri().path().ends_with("/events"),
+                    "{}",
+                    request.uri()
+                );
                 let body = request.into_body().collect().await.unwrap().to_bytes();
                 let event: Value = serde_json::from_slice(&body).unwrap();
                 reasons.push(event["reason"].as_str().unwrap().to_owned());
-                send.send_response(Response::builder().status(StatusCode::CREATED).body(Body::from(b"{}".to_vec())).unwrap());
+                send.send_response(
+                    Response::builder()
+                        .status(StatusCode::CREATED)
+                        .body(Body::from(b"{}".to_vec()))
+                        .unwrap(),
+                );
             }
-            assert!(reasons.contains(&"PhaseAlreadyDone".to_owned()), "{reasons:?}");
+            assert!(
+                reasons.contains(&"PhaseAlreadyDone".to_owned()),
+                "{reasons:?}"
+            );
         })
     })
     .await;

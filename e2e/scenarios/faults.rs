@@ -283,6 +283,21 @@ async fn delete_rollout(ns: &Ns) -> bool {
     held
 }
 
+/// The re-created rollout `r` skips expand (the ledger says it ran), rolls
+/// and finishes, each phase's SQL committed once.
+async fn finish_recreated(f: &mut Fault, ns: &Ns) {
+    ns.wait_phase("r", AwaitingRollout, STEP).await;
+    f.check(
+        ns.jobs_of("expand").await.is_empty(),
+        "the re-created rollout ran expand again",
+    );
+    roll_and_finish(ns).await;
+    for step in ["expand", "contract"] {
+        let runs = ns.runs_of(step);
+        f.check(runs == 1, format!("{step} ran {runs} times"));
+    }
+}
+
 async fn rollout_deleted_after_expand(env: &Env) -> Fault {
     let mut f = Fault::new("SchemaRollout deleted after expand, re-created");
     let ns = setup(env, "fault-delete").await;
@@ -291,16 +306,7 @@ async fn rollout_deleted_after_expand(env: &Env) -> Fault {
     delete_rollout(&ns).await;
     f.injected += 1;
     ns.create_rollout("r", job_spec(1.0)).await.unwrap();
-    ns.wait_phase("r", AwaitingRollout, STEP).await;
-    f.check(
-        ns.jobs_of("expand").await.is_empty(),
-        "the re-created rollout ran expand again",
-    );
-    roll_and_finish(&ns).await;
-    for step in ["expand", "contract"] {
-        let runs = ns.runs_of(step);
-        f.check(runs == 1, format!("{step} ran {runs} times"));
-    }
+    finish_recreated(&mut f, &ns).await;
     f
 }
 
@@ -340,15 +346,6 @@ async fn rollout_deleted_during_expand(env: &Env) -> Fault {
     );
     // The ledger says expand succeeded: the re-created rollout skips it.
     ns.create_rollout("r", spec).await.unwrap();
-    ns.wait_phase("r", AwaitingRollout, STEP).await;
-    f.check(
-        ns.jobs_of("expand").await.is_empty(),
-        "the re-created rollout ran expand again",
-    );
-    roll_and_finish(&ns).await;
-    for step in ["expand", "contract"] {
-        let runs = ns.runs_of(step);
-        f.check(runs == 1, format!("{step} ran {runs} times"));
-    }
+    finish_recreated(&mut f, &ns).await;
     f
 }

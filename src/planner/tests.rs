@@ -1260,6 +1260,12 @@ fn checks_are_due_when_confirming_or_stale_never_on_every_event() {
     assert!(checks_due(None, at(100), false), "never evaluated");
     assert!(!checks_due(Some(at(98)), at(100), false), "2 s old: reused");
     assert!(checks_due(Some(at(95)), at(100), false), "5 s old: due");
-    assert!(checks_due(Some(at(100)), at(100), true), "starting contract: always fresh (I2)");
-    assert!(!checks_due(Some(at(200)), at(100), false), "a future time is not stale");
+    assert!(
+        checks_due(Some(at(100)), at(100), true),
+        "starting contract: always fresh (I2)"
+    );
+    assert!(
+        !checks_due(Some(at(200)), at(100), false),
+        "a future time is not stale"
+    );
 }
