@@ -9,7 +9,7 @@ use super::cache::Caches;
 use super::job;
 use super::ledger as cluster_ledger;
 use crate::api::{SchemaRollout, Step, StepState};
-use crate::db::{DbError, LedgerKey, LedgerState, Pools, Target};
+use crate::db::{DbError, LedgerState, Pools, Target};
 use crate::planner::rollout::assess;
 use crate::planner::step::{self, JobObservation, Reference, observe_job};
 use crate::planner::{self, CheckResult, Observed};
@@ -264,7 +264,7 @@ async fn observe_database(
     observed: &mut Observed,
 ) -> Result<(), DbError> {
     for s in [Step::Expand, Step::Transition, Step::Contract] {
-        if let Some(key) = ledger_key(rollout, s)
+        if let Some(key) = planner::ledger::key(rollout, s)
             && let Some(state) = target.ledger(pools, &key).await?
         {
             observed.ledger.insert(s, state);
@@ -282,7 +282,7 @@ async fn observe_database(
         || status
             .step(Step::Expand)
             .is_some_and(|s| s.state == StepState::Succeeded);
-    let contract_digest = ledger_key(rollout, Step::Contract).map(|k| k.digest);
+    let contract_digest = planner::ledger::key(rollout, Step::Contract).map(|k| k.digest);
     let contract_started = observed
         .ledger
         .get(&Step::Contract)
@@ -309,17 +309,6 @@ async fn observe_database(
         observed.checks = Some(results);
     }
     Ok(())
-}
-
-/// The ledger key of `step` for the current spec, if the rollout has it.
-pub fn ledger_key(rollout: &SchemaRollout, step: Step) -> Option<LedgerKey> {
-    let phase = step::phase(&rollout.spec, step)?;
-    Some(LedgerKey {
-        namespace: rollout.namespace().unwrap_or_default(),
-        rollout: rollout.name_any(),
-        step,
-        digest: step::digest(phase),
-    })
 }
 
 /// Whether the referenced object exists. Only metadata is read: a Secret's

@@ -189,7 +189,7 @@ async fn apply(
             // One phase at a time per database: claim it under the lock
             // before the Job exists.
             let target = database.map(usable).transpose()?;
-            let key = observe::ledger_key(rollout, *step).expect("the phase exists");
+            let key = planner::ledger::key(rollout, *step).expect("the phase exists");
             let ledger: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
             let cluster_entry =
                 |state: LedgerState| cluster_ledger::Entry::new(&state, &name, *step, &key.digest);
@@ -251,7 +251,7 @@ async fn apply(
         }
         PlanAction::RunSql(step) => {
             let target = usable(database.ok_or(Error::NoDatabase)?)?;
-            let key = observe::ledger_key(rollout, *step).expect("the phase exists");
+            let key = planner::ledger::key(rollout, *step).expect("the phase exists");
             let statements = step::phase(&rollout.spec, *step)
                 .and_then(|p| p.sql.clone())
                 .unwrap_or_default();
@@ -259,7 +259,7 @@ async fn apply(
             target.run_inline(&ctx.pools, &key, &statements).await?;
         }
         PlanAction::Record { step, failure } => {
-            let key = observe::ledger_key(rollout, *step).expect("the phase exists");
+            let key = planner::ledger::key(rollout, *step).expect("the phase exists");
             let job = step::job_spec(&rollout.spec, *step)
                 .map(|_| step::job_name(&name, *step, &key.digest))
                 .unwrap_or_default();

@@ -10,9 +10,9 @@ mod connect;
 mod mysql;
 mod postgres;
 
+pub use crate::planner::ledger::{LedgerKey, LedgerState};
 pub use connect::{Pools, Target, build, target};
 
-use crate::api::Step;
 use std::time::Duration;
 
 /// A database operation that failed; the text never holds a credential.
@@ -79,38 +79,6 @@ fn tries_note(tries: u32) -> String {
     } else {
         String::new()
     }
-}
-
-/// Identity of one phase in the ledger.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LedgerKey {
-    /// Namespace of the rollout.
-    pub namespace: String,
-    /// Name of the rollout.
-    pub rollout: String,
-    /// The phase.
-    pub step: Step,
-    /// Digest of the phase's spec.
-    pub digest: String,
-}
-
-/// What the ledger says about a phase.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LedgerState {
-    /// Started and not finished: a Job that runs, or inline SQL that was
-    /// interrupted after `done` statements (MySQL only: on PostgreSQL the
-    /// row is written in the phase's own transaction).
-    Started {
-        /// Statements applied so far (inline SQL).
-        done: i32,
-    },
-    /// A Job phase claimed the database but its Job was not (yet) seen
-    /// created; the phase may still be started.
-    Claimed,
-    /// Finished successfully.
-    Succeeded,
-    /// Failed, with why.
-    Failed(String),
 }
 
 /// What a phase's runner was: a Job or inline statements.

@@ -8,6 +8,7 @@
 //! plain unit tests (see `tests.rs`).
 
 mod conditions;
+pub mod ledger;
 pub mod rollout;
 pub mod step;
 pub mod validate;
@@ -19,7 +20,7 @@ use crate::api::{
     APPROVE_ANNOTATION, Approval, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step,
     StepState, StepStatus, WorkloadStatus, condition,
 };
-use crate::db::LedgerState;
+use crate::planner::ledger::LedgerState;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;

@@ -2,7 +2,7 @@
 //! and what an observed Job says about its phase.
 
 use crate::api::{PhaseSpec, SchemaRolloutSpec, SchemaRolloutStatus, Step, StepState};
-use crate::db::LedgerState;
+use crate::planner::ledger::LedgerState;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use sha2::{Digest, Sha256};
 

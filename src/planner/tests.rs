@@ -5,7 +5,7 @@ use super::rollout::{Assessment, Problem, Verdict, Wait};
 use super::step::JobObservation;
 use super::*;
 use crate::api::SchemaRolloutSpec;
-use crate::db::LedgerState;
+use crate::planner::ledger::LedgerState;
 use serde_json::json;
 
 const T0: i64 = 1_700_000_000;
