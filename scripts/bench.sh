@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The scale benchmark (e2e/bench.rs), run on demand, never in CI: starts the
 # e2e suite's local control plane per size, rolls N gated Deployments at
-# once and prints a table (see README.md, "Scale"). Sizes default to 100 500:
+# once and prints a table (see docs/operations.md, "Scale"). Sizes default to 100 500:
 #   bash scripts/bench.sh          # N = 100 and 500
 #   bash scripts/bench.sh 50       # one quick size
 set -euo pipefail

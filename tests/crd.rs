@@ -88,6 +88,79 @@ fn crd_has_printer_columns_short_name_category_and_status() {
     assert_eq!(columns, ["Phase", "Ready", "Message", "Age"]);
 }
 
+/// One row per field below `node` (at `path`): path, type, description.
+/// The embedded Kubernetes types (a Job's spec, a metav1.Condition) are
+/// named, not expanded: `kubectl explain` documents them.
+fn reference_rows(path: &str, node: &Value, out: &mut Vec<String>) {
+    let Some(props) = node.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    for (name, child) in props {
+        let p = format!("{path}.{name}");
+        let ty = match (child["type"].as_str(), child.get("items")) {
+            (Some("array"), Some(items)) => {
+                format!("[]{}", items["type"].as_str().unwrap_or("object"))
+            }
+            (Some(t), _) => t.to_owned(),
+            (None, _) => "object".to_owned(),
+        };
+        let mut text = child["description"]
+            .as_str()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some(values) = child["enum"].as_array() {
+            let values: Vec<String> = values
+                .iter()
+                .map(|v| format!("`{}`", v.as_str().unwrap_or_default()))
+                .collect();
+            text.push_str(&format!(" One of {}.", values.join(", ")));
+        }
+        out.push(format!("| `{p}` | {ty} | {} |", text.replace('|', "\\|")));
+        let embedded = name == "job" || name == "conditions";
+        if !embedded {
+            reference_rows(&p, child, out);
+            if let Some(items) = child.get("items") {
+                reference_rows(&format!("{p}[]"), items, out);
+            }
+        }
+    }
+}
+
+/// `docs/api.md` as generated from the CRD.
+fn api_reference() -> String {
+    let s = schema();
+    let mut rows = vec![];
+    reference_rows("spec", &s["properties"]["spec"], &mut rows);
+    reference_rows("status", &s["properties"]["status"], &mut rows);
+    format!(
+        "# SchemaRollout field reference\n\n\
+         Generated from the CRD (`bellows crd`, the doc comments of `src/api`) by\n\
+         `BELLOWS_BLESS=1 cargo test --test crd api_reference`; a test fails when\n\
+         it is stale. The same text is what `kubectl explain schemarollout.spec`\n\
+         prints. A Job phase's `job` is a `batch/v1` JobSpec and `conditions` are\n\
+         `metav1.Condition`s: `kubectl explain` documents their fields.\n\n\
+         | field | type | description |\n| --- | --- | --- |\n{}\n",
+        rows.join("\n")
+    )
+}
+
+#[test]
+fn api_reference_in_docs_matches_the_crd() {
+    let root = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let path = root.join("docs/api.md");
+    let generated = api_reference();
+    if std::env::var_os("BELLOWS_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/api.md is stale: run `BELLOWS_BLESS=1 cargo test --test crd api_reference`"
+    );
+}
+
 fn spec(workloads: Value) -> Value {
     let job =
         json!({"template": {"spec": {"containers": [{"name": "m", "image": "postgres:16"}]}}});

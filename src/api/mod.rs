@@ -195,7 +195,8 @@ pub struct ContractSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ContractAfter {
     /// How long every workload must have been rolled out (counted from the
-    /// last one to become rolled out) before contract starts, e.g. `10m`.
+    /// last one to become rolled out) before contract starts, e.g. `10m`
+    /// (at most a year).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub bake_time: Option<String>,
@@ -264,11 +265,14 @@ pub struct DatabaseSpec {
     /// verify-ca or verify-full (without it, the system's roots are used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
-    /// Longest wait for a table lock in inline SQL (default 5s).
+    /// Longest wait for a table lock in inline SQL (default 5s, from 1ms to
+    /// 24 days); a statement that waited this long is tried again, up to 4
+    /// times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub lock_timeout: Option<String>,
-    /// Longest run of one inline statement or check (default 5m).
+    /// Longest run of one inline statement or check (default 5m, from 1ms
+    /// to 24 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub statement_timeout: Option<String>,
