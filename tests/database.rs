@@ -176,7 +176,7 @@ async fn bad_connections(engine: &str, url: &str, password: &str) {
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert_eq!(err.reason(), "DatabaseUnavailable", "{text}");
+    assert_eq!(err.reason().as_str(), "DatabaseUnavailable", "{text}");
     assert!(text.contains("shop-db/url"), "{text}");
     assert!(
         !text.contains("wrong-password-xyz") && !text.contains(password),
@@ -189,7 +189,7 @@ async fn bad_connections(engine: &str, url: &str, password: &str) {
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert_eq!(err.reason(), "DatabaseUnavailable", "{text}");
+    assert_eq!(err.reason().as_str(), "DatabaseUnavailable", "{text}");
     assert!(!text.contains(password), "{text}");
 }
 

@@ -17,8 +17,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Short, so that a takeover after SIGKILL fits comfortably in a step (the
-/// one flag the replicas run with beyond the chart's).
-const LEASE_DURATION: &str = "4s";
+/// one flag the replicas run with beyond the chart's), and long enough that
+/// a renewal (timed from when it is sent) survives the API server's latency
+/// while the replica reconciles every rollout of the suite: with 4 s, a
+/// 2.7 s wait for an answer made the new leader step down.
+const LEASE_DURATION: &str = "8s";
 
 pub async fn run(env: Arc<Env>) {
     let ns = env.namespace("leader").await;

@@ -5,9 +5,11 @@
 //! of `kubectl explain`.
 
 mod duration;
+mod reason;
 mod status;
 
 pub use duration::{DurationError, parse_duration};
+pub use reason::Reason;
 pub use status::*;
 
 use k8s_openapi::api::batch::v1::JobSpec;
@@ -19,9 +21,9 @@ use std::collections::BTreeMap;
 
 /// API group of every bellows resource.
 pub const GROUP: &str = "bellows.dev";
-/// Annotation that approves a `Manual` contract; its value must equal the
-/// rollout's current `metadata.generation` so an approval never carries over
-/// to a changed spec.
+/// Annotation that approves a `Manual` contract; its value must equal
+/// `status.approvalKey` (the object's uid and the contract's digest) so an
+/// approval never carries over to another contract or object.
 pub const APPROVE_ANNOTATION: &str = "bellows.dev/approve";
 
 /// Go-style duration such as `30s`, `10m` or `1h30m` (no sign, no spaces).

@@ -4,7 +4,7 @@
 use super::ledger as cluster_ledger;
 use super::observe::{self, Source};
 use super::{Context, Error, FIELD_MANAGER, finalizer, gate, job, reference};
-use crate::api::{RolloutPhase, SchemaRollout};
+use crate::api::{Reason, RolloutPhase, SchemaRollout};
 use crate::db::{self, DbError, LedgerState, Runner, Target};
 use crate::planner::step;
 use crate::planner::validate::step_timeout;
@@ -148,7 +148,7 @@ async fn clean_up(
     if !resumed.is_empty() {
         let event = Event {
             type_: EventType::Normal,
-            reason: "WorkloadsResumed".into(),
+            reason: Reason::WorkloadsResumed.as_str().into(),
             note: Some(planner::event_note(&format!(
                 "the rollout was deleted; resumed the Deployments its gate had paused: {}",
                 resumed.join(", ")
@@ -347,10 +347,8 @@ async fn record(ctx: &Context, rollout: &SchemaRollout, plan: &Plan, now: Timest
             "phase changed"
         );
     }
-    if let Some(reason) = plan.hold_reason
-        && plan.events.iter().any(|e| e.reason == "ContractHeld")
-    {
-        ctx.metrics.contract_held(reason);
+    if let Some(reason) = plan.newly_held {
+        ctx.metrics.contract_held(reason.as_str());
     }
     for e in &plan.events {
         let event = Event {
@@ -358,13 +356,13 @@ async fn record(ctx: &Context, rollout: &SchemaRollout, plan: &Plan, now: Timest
                 EventKind::Normal => EventType::Normal,
                 EventKind::Warning => EventType::Warning,
             },
-            reason: e.reason.into(),
+            reason: e.reason.as_str().into(),
             note: Some(e.note.clone()),
             action: phase.as_str().into(),
             secondary: None,
         };
         if let Err(err) = ctx.recorder.publish(&event, &reference(rollout)).await {
-            tracing::warn!(rollout = %rollout.name_any(), reason = e.reason, error = %err, "could not publish event");
+            tracing::warn!(rollout = %rollout.name_any(), reason = %e.reason, error = %err, "could not publish event");
         }
     }
 }

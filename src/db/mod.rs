@@ -38,13 +38,14 @@ pub enum DbError {
 }
 
 impl DbError {
-    /// CamelCase reason for conditions and events.
-    pub fn reason(&self) -> &'static str {
+    /// Its reason for conditions and events.
+    pub fn reason(&self) -> crate::api::Reason {
+        use crate::api::Reason;
         match self {
-            Self::Config(_) => "DatabaseConfigInvalid",
-            Self::Connect { .. } => "DatabaseUnavailable",
-            Self::Query(_) => "DatabaseError",
-            Self::Busy(_) => "DatabaseBusy",
+            Self::Config(_) => Reason::DatabaseConfigInvalid,
+            Self::Connect { .. } => Reason::DatabaseUnavailable,
+            Self::Query(_) => Reason::DatabaseError,
+            Self::Busy(_) => Reason::DatabaseBusy,
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod validate;
 mod tests;
 
 use crate::api::{
-    APPROVE_ANNOTATION, Approval, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step,
+    APPROVE_ANNOTATION, Approval, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step,
     StepState, StepStatus, WorkloadStatus, condition,
 };
 use crate::planner::ledger::LedgerState;
@@ -44,7 +44,7 @@ pub struct Observed {
     /// Results of the contract checks, when they were evaluated.
     pub checks: Option<Vec<CheckResult>>,
     /// Why `spec.database` cannot be used (reason, message), if it cannot.
-    pub database_error: Option<(&'static str, String)>,
+    pub database_error: Option<(Reason, String)>,
     /// Which other rollout holds the database lock, if one does.
     pub lock_holder: Option<String>,
     /// A phase whose Job the API server refused to create in this
@@ -103,8 +103,8 @@ pub enum EventKind {
 pub struct EventIntent {
     /// Normal or Warning.
     pub kind: EventKind,
-    /// Fixed CamelCase reason.
-    pub reason: &'static str,
+    /// Its reason.
+    pub reason: Reason,
     /// Human-readable detail.
     pub note: String,
 }
@@ -139,7 +139,10 @@ pub struct Plan {
     /// rollout timeout); `None` means wait for a watch event.
     pub requeue_after: Option<Duration>,
     /// Why contract (or the next phase) is held, if it is.
-    pub hold_reason: Option<&'static str>,
+    pub hold_reason: Option<Reason>,
+    /// Why contract became held in this plan (it was not held for that
+    /// reason before), for the `bellows_contract_held_total` metric.
+    pub newly_held: Option<Reason>,
 }
 
 impl Plan {
@@ -150,7 +153,7 @@ impl Plan {
 }
 
 /// A reason with its message.
-type Why = (&'static str, String);
+type Why = (Reason, String);
 
 /// Where the rollout stands after one planning pass.
 struct Decision {
@@ -171,13 +174,13 @@ impl Decision {
             requeue_after: None,
         }
     }
-    fn stalled(phase: RolloutPhase, reason: &'static str, message: String) -> Self {
+    fn stalled(phase: RolloutPhase, reason: Reason, message: String) -> Self {
         Self {
             stall: Some((reason, message)),
             ..Self::at(phase)
         }
     }
-    fn held(phase: RolloutPhase, reason: &'static str, message: String) -> Self {
+    fn held(phase: RolloutPhase, reason: Reason, message: String) -> Self {
         Self {
             hold: Some((reason, message)),
             ..Self::at(phase)
@@ -231,7 +234,7 @@ impl<'a> Planner<'a> {
         let decision = match validate::validate(&self.rollout.spec) {
             Err(problems) => Decision::stalled(
                 self.prev.phase.unwrap_or(RolloutPhase::Pending),
-                "InvalidSpec",
+                Reason::InvalidSpec,
                 problems.join("; "),
             ),
             Ok(durations) => self.decide(&durations, rolled_out_at.as_ref()),
@@ -261,7 +264,9 @@ impl<'a> Planner<'a> {
                     .and_then(|w| w.rolled_out_at.clone());
                 let (reason, message) = match &a.verdict {
                     Verdict::RolledOut => (None, None),
-                    Verdict::Waiting(w, m) => (Some(w.reason().to_owned()), Some(m.clone())),
+                    Verdict::Waiting(w, m) => {
+                        (Some(w.reason().as_str().to_owned()), Some(m.clone()))
+                    }
                 };
                 WorkloadStatus {
                     name: a.name.clone(),
@@ -352,7 +357,7 @@ impl<'a> Planner<'a> {
                 {
                     self.events.push(EventIntent {
                         kind: EventKind::Normal,
-                        reason: "PhaseAlreadyDone",
+                        reason: Reason::PhaseAlreadyDone,
                         note: format!(
                             "{} already succeeded for this spec (digest {digest}, recorded in the ledger); not run again",
                             step.as_str()
@@ -393,7 +398,7 @@ impl<'a> Planner<'a> {
         if self.rollout.spec.paused {
             return Decision::held(
                 waiting,
-                "Paused",
+                Reason::Paused,
                 format!("paused before {}", step.as_str()),
             );
         }
@@ -401,7 +406,7 @@ impl<'a> Planner<'a> {
         if let Some((_, message)) = self.observed.rejected.as_ref().filter(|r| r.0 == step) {
             let mut d = Decision::stalled(
                 waiting,
-                "JobRejected",
+                Reason::JobRejected,
                 format!(
                     "the API server refused to create the {} Job: {message}",
                     step.as_str()
@@ -413,7 +418,7 @@ impl<'a> Planner<'a> {
         if let Some(holder) = &self.observed.lock_holder {
             let mut d = Decision::held(
                 waiting,
-                "DatabaseBusy",
+                Reason::DatabaseBusy,
                 format!("waiting for the database lock held by {holder}"),
             );
             d.requeue_after = Some(RETRY_DATABASE);
@@ -457,7 +462,7 @@ impl<'a> Planner<'a> {
             // runs again for this spec.
             Outcome::Vanished => Some(Decision::stalled(
                 RolloutPhase::Failed,
-                "JobDeleted",
+                Reason::JobDeleted,
                 format!(
                     "the {} Job was deleted before it finished; check the schema, then change the spec to run the phase again",
                     step.as_str()
@@ -497,7 +502,7 @@ impl<'a> Planner<'a> {
         if let Some((reason, message)) = &self.observed.database_error {
             let mut d = Decision::stalled(
                 self.prev.phase.unwrap_or(RolloutPhase::Pending),
-                reason,
+                *reason,
                 message.clone(),
             );
             d.requeue_after = Some(RETRY_DATABASE);
@@ -509,7 +514,7 @@ impl<'a> Planner<'a> {
             let reason = a
                 .problem
                 .as_ref()
-                .map_or("WorkloadNotFound", |p| p.reason());
+                .map_or(Reason::WorkloadNotFound, |p| p.reason());
             let message = match &a.verdict {
                 Verdict::Waiting(_, m) => m.clone(),
                 Verdict::RolledOut => String::new(),
@@ -568,7 +573,7 @@ impl<'a> Planner<'a> {
                 let left = durations.bake_time - elapsed;
                 let mut d = Decision::held(
                     RolloutPhase::Baking,
-                    "Baking",
+                    Reason::Baking,
                     format!(
                         "all workloads rolled out; baking for {}s more",
                         left.as_secs().max(1)
@@ -588,7 +593,11 @@ impl<'a> Planner<'a> {
         if approval == Approval::Manual
             && let Some(why) = self.unapproved()
         {
-            return Decision::held(RolloutPhase::AwaitingApproval, "AwaitingApproval", why);
+            return Decision::held(
+                RolloutPhase::AwaitingApproval,
+                Reason::AwaitingApproval,
+                why,
+            );
         }
         // I2: every check true, evaluated in this very reconcile.
         if let Some(d) = self.check_hold() {
@@ -616,11 +625,11 @@ impl<'a> Planner<'a> {
             })?;
         let phase = RolloutPhase::AwaitingRollout;
         let mut decision = match wait {
-            Wait::RolledBack => Decision::held(phase, "RolledBack", message),
+            Wait::RolledBack => Decision::held(phase, Reason::RolledBack, message),
             Wait::ProgressDeadlineExceeded => {
-                Decision::stalled(phase, "ProgressDeadlineExceeded", message)
+                Decision::stalled(phase, Reason::ProgressDeadlineExceeded, message)
             }
-            _ => Decision::held(phase, "RolloutInProgress", message),
+            _ => Decision::held(phase, Reason::RolloutInProgress, message),
         };
         if decision.stall.is_none() {
             let expanded_at = self
@@ -631,9 +640,9 @@ impl<'a> Planner<'a> {
                 .map_or(self.observed.now, |t| t.0);
             let waited = elapsed(self.observed.now, expanded_at);
             if waited >= durations.rollout {
-                let (_, m) = decision.hold.take().unwrap_or_default();
+                let m = decision.hold.take().map(|h| h.1).unwrap_or_default();
                 decision.stall = Some((
-                    "RolloutTimedOut",
+                    Reason::RolloutTimedOut,
                     format!(
                         "workloads not rolled out {}s after expand: {m}",
                         durations.rollout.as_secs()
@@ -656,7 +665,7 @@ impl<'a> Planner<'a> {
         let mut d = match &self.observed.checks {
             None => Decision::held(
                 phase,
-                "ChecksPending",
+                Reason::ChecksPending,
                 "contract checks not evaluated yet".into(),
             ),
             Some(results) => match results.iter().find(|c| c.result != Ok(true)) {
@@ -664,11 +673,15 @@ impl<'a> Planner<'a> {
                 Some(CheckResult {
                     name,
                     result: Ok(_),
-                }) => Decision::held(phase, "CheckFailed", format!("check {name} is false")),
+                }) => Decision::held(phase, Reason::CheckFailed, format!("check {name} is false")),
                 Some(CheckResult {
                     name,
                     result: Err(e),
-                }) => Decision::held(phase, "CheckError", format!("check {name} failed: {e}")),
+                }) => Decision::held(
+                    phase,
+                    Reason::CheckError,
+                    format!("check {name} failed: {e}"),
+                ),
             },
         };
         d.requeue_after = Some(RETRY_CHECKS);
@@ -725,7 +738,7 @@ impl<'a> Planner<'a> {
         {
             self.events.push(EventIntent {
                 kind: EventKind::Normal,
-                reason: "RolloutObserved",
+                reason: Reason::RolloutObserved,
                 note: "every workload runs only the new version".into(),
             });
         }
@@ -737,33 +750,35 @@ impl<'a> Planner<'a> {
             .filter(|c| c.status == "True")
             .map(|c| c.reason.as_str());
         if let Some((reason, message)) = &d.stall
-            && prev_stall != Some(*reason)
+            && prev_stall != Some(reason.as_str())
         {
             self.events.push(EventIntent {
                 kind: EventKind::Warning,
-                reason,
+                reason: *reason,
                 note: event_note(message),
             });
         }
+        let mut newly_held = None;
         if let Some((reason, message)) = &d.hold
             && expand_done
-            && prev_hold != Some(*reason)
+            && prev_hold != Some(reason.as_str())
         {
-            let kind = if *reason == "RolledBack" {
+            newly_held = Some(*reason);
+            let kind = if *reason == Reason::RolledBack {
                 EventKind::Warning
             } else {
                 EventKind::Normal
             };
             self.events.push(EventIntent {
                 kind,
-                reason: "ContractHeld",
+                reason: Reason::ContractHeld,
                 note: event_note(&format!("{reason}: {message}")),
             });
         }
         if d.phase == RolloutPhase::Succeeded && self.prev.phase != Some(RolloutPhase::Succeeded) {
             self.events.push(EventIntent {
                 kind: EventKind::Normal,
-                reason: "Succeeded",
+                reason: Reason::Succeeded,
                 note: "contract completed; the schema rollout is done".into(),
             });
         }
@@ -781,20 +796,22 @@ impl<'a> Planner<'a> {
             self.steps
                 .iter()
                 .find(|s| s.step == step)
-                .map_or("NotStarted", |s| match s.state {
-                    StepState::Running => "Running",
-                    StepState::Succeeded => "Succeeded",
-                    StepState::Failed => "Failed",
+                .map_or(Reason::NotStarted, |s| match s.state {
+                    StepState::Running => Reason::Running,
+                    StepState::Succeeded => Reason::Succeeded,
+                    StepState::Failed => Reason::Failed,
                 })
+                .as_str()
         };
         let succeeded = d.phase == RolloutPhase::Succeeded;
-        let progress_reason = d.hold.as_ref().map_or(d.phase.as_str(), |h| h.0);
+        let progress_reason = d.hold.as_ref().map_or(d.phase.as_str(), |h| h.0.as_str());
+        let stall_reason = stall_reason.map(Reason::as_str);
         let mut cond = conditions::Builder::new(&self.prev.conditions, generation, now);
         cond.set(
             condition::READY,
             succeeded,
             if succeeded {
-                "Succeeded"
+                Reason::Succeeded.as_str()
             } else {
                 stall_reason.unwrap_or(progress_reason)
             },
@@ -804,7 +821,7 @@ impl<'a> Planner<'a> {
             condition::RECONCILING,
             !succeeded && d.stall.is_none() && !self.rollout.spec.paused,
             if self.rollout.spec.paused {
-                "Paused"
+                Reason::Paused.as_str()
             } else {
                 progress_reason
             },
@@ -813,7 +830,7 @@ impl<'a> Planner<'a> {
         cond.set(
             condition::STALLED,
             d.stall.is_some(),
-            stall_reason.unwrap_or("NotStalled"),
+            stall_reason.unwrap_or(Reason::NotStalled.as_str()),
             d.stall.as_ref().map_or("", |s| s.1.as_str()),
         );
         cond.set(
@@ -827,7 +844,7 @@ impl<'a> Planner<'a> {
             None => cond.set(
                 condition::ROLLED_OUT,
                 all_rolled_out,
-                "AllWorkloadsRolledOut",
+                Reason::AllWorkloadsRolledOut.as_str(),
                 "every workload runs only the new version",
             ),
         }
@@ -852,13 +869,14 @@ impl<'a> Planner<'a> {
                 workloads,
                 steps: self.steps,
                 rolled_out_at,
-                hold_reason: d.hold.as_ref().map(|h| h.0.to_owned()),
+                hold_reason: d.hold.as_ref().map(|h| h.0.as_str().to_owned()),
                 approval_key: (approval == Approval::Manual).then(|| approval_key(self.rollout)),
             },
             actions: self.actions,
             events: self.events,
             requeue_after: d.requeue_after.map(|r| r.min(MAX_REQUEUE)),
             hold_reason: d.hold.map(|h| h.0),
+            newly_held,
         }
     }
 }
@@ -940,17 +958,17 @@ fn step_phase(step: Step) -> RolloutPhase {
 }
 
 /// The fixed event reason for `step` reaching `state`.
-fn step_event(step: Step, state: StepState) -> &'static str {
+fn step_event(step: Step, state: StepState) -> Reason {
     match (step, state) {
-        (Step::Expand, StepState::Running) => "ExpandStarted",
-        (Step::Expand, StepState::Succeeded) => "ExpandSucceeded",
-        (Step::Expand, StepState::Failed) => "ExpandFailed",
-        (Step::Transition, StepState::Running) => "TransitionStarted",
-        (Step::Transition, StepState::Succeeded) => "TransitionSucceeded",
-        (Step::Transition, StepState::Failed) => "TransitionFailed",
-        (Step::Contract, StepState::Running) => "ContractStarted",
-        (Step::Contract, StepState::Succeeded) => "ContractSucceeded",
-        (Step::Contract, StepState::Failed) => "ContractFailed",
+        (Step::Expand, StepState::Running) => Reason::ExpandStarted,
+        (Step::Expand, StepState::Succeeded) => Reason::ExpandSucceeded,
+        (Step::Expand, StepState::Failed) => Reason::ExpandFailed,
+        (Step::Transition, StepState::Running) => Reason::TransitionStarted,
+        (Step::Transition, StepState::Succeeded) => Reason::TransitionSucceeded,
+        (Step::Transition, StepState::Failed) => Reason::TransitionFailed,
+        (Step::Contract, StepState::Running) => Reason::ContractStarted,
+        (Step::Contract, StepState::Succeeded) => Reason::ContractSucceeded,
+        (Step::Contract, StepState::Failed) => Reason::ContractFailed,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Whether a workload runs only the new version: a pure function of the
 //! Deployment, its ReplicaSets and the pods its selector matches.
 
-use crate::api::{ImageVersion, Workload, WorkloadVersion};
+use crate::api::{ImageVersion, Reason, Workload, WorkloadVersion};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::ResourceExt;
@@ -46,11 +46,11 @@ pub enum Problem {
 }
 
 impl Problem {
-    /// CamelCase reason for conditions and events.
-    pub fn reason(&self) -> &'static str {
+    /// Its reason for conditions and events.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::NotFound => "WorkloadNotFound",
-            Self::ContainerNotFound(_) => "ContainerNotFound",
+            Self::NotFound => Reason::WorkloadNotFound,
+            Self::ContainerNotFound(_) => Reason::ContainerNotFound,
         }
     }
 }
@@ -87,17 +87,17 @@ pub enum Wait {
 }
 
 impl Wait {
-    /// CamelCase reason for conditions and events.
-    pub fn reason(self) -> &'static str {
+    /// Its reason for conditions and events.
+    pub fn reason(self) -> Reason {
         match self {
-            Self::TemplateNotUpdated => "TemplateNotUpdated",
-            Self::RolledBack => "RolledBack",
-            Self::GenerationNotObserved => "GenerationNotObserved",
-            Self::ReplicasNotReady => "ReplicasNotReady",
-            Self::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
-            Self::NewReplicaSetNotFound => "NewReplicaSetNotFound",
-            Self::OldPodsRemain => "OldPodsRemain",
-            Self::Unavailable => "Unavailable",
+            Self::TemplateNotUpdated => Reason::TemplateNotUpdated,
+            Self::RolledBack => Reason::RolledBack,
+            Self::GenerationNotObserved => Reason::GenerationNotObserved,
+            Self::ReplicasNotReady => Reason::ReplicasNotReady,
+            Self::ProgressDeadlineExceeded => Reason::ProgressDeadlineExceeded,
+            Self::NewReplicaSetNotFound => Reason::NewReplicaSetNotFound,
+            Self::OldPodsRemain => Reason::OldPodsRemain,
+            Self::Unavailable => Reason::Unavailable,
         }
     }
 }

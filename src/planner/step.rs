@@ -1,7 +1,7 @@
 //! Identity and outcome of a phase's Job: deterministic names, spec digests,
 //! and what an observed Job says about its phase.
 
-use crate::api::{PhaseSpec, SchemaRolloutSpec, SchemaRolloutStatus, Step, StepState};
+use crate::api::{PhaseSpec, Reason, SchemaRolloutSpec, SchemaRolloutStatus, Step, StepState};
 use crate::planner::ledger::LedgerState;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use sha2::{Digest, Sha256};
@@ -65,11 +65,11 @@ pub enum Reference {
 }
 
 impl Reference {
-    /// CamelCase reason when the object is missing.
-    pub fn missing_reason(&self) -> &'static str {
+    /// The reason when the object is missing.
+    pub fn missing_reason(&self) -> Reason {
         match self {
-            Self::Secret(_) => "SecretNotFound",
-            Self::ConfigMap(_) => "ConfigMapNotFound",
+            Self::Secret(_) => Reason::SecretNotFound,
+            Self::ConfigMap(_) => Reason::ConfigMapNotFound,
         }
     }
 }

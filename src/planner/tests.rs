@@ -113,7 +113,7 @@ fn cond<'a>(
 }
 
 fn reasons(p: &Plan) -> Vec<&'static str> {
-    p.events.iter().map(|e| e.reason).collect()
+    p.events.iter().map(|e| e.reason.as_str()).collect()
 }
 
 use JobObservation::{Active, Failed, Succeeded};
@@ -268,7 +268,7 @@ fn i2_contract_held_while_any_workload_is_not_rolled_out() {
         let rolled = cond(&p, condition::ROLLED_OUT);
         assert_eq!(
             (rolled.status.as_str(), rolled.reason.as_str()),
-            ("False", wait.reason())
+            ("False", wait.reason().as_str())
         );
     }
 }
@@ -538,7 +538,7 @@ fn i4_rollback_after_expand_holds_contract_until_rolled_forward() {
     assert!(
         p.events
             .iter()
-            .any(|e| e.reason == "ContractHeld" && e.kind == EventKind::Warning)
+            .any(|e| e.reason.as_str() == "ContractHeld" && e.kind == EventKind::Warning)
     );
     let p = step(
         &mut r,
@@ -570,7 +570,7 @@ fn i5_failed_expand_fails_the_rollout_and_never_contracts() {
     assert!(
         p.events
             .iter()
-            .any(|e| e.reason == "ExpandFailed" && e.kind == EventKind::Warning)
+            .any(|e| e.reason.as_str() == "ExpandFailed" && e.kind == EventKind::Warning)
     );
     // Even when the failed Job is later deleted.
     let p = step(&mut r, &observed(both_rolled_out(), &[], 2));
@@ -757,7 +757,10 @@ fn i6_unknown_workload_or_container_stalls_before_expand() {
         };
         let p = plan(&r, &observed(vec![bad, rolled_out("worker")], &[], 0));
         assert!(p.actions.is_empty(), "{problem:?}");
-        assert_eq!(cond(&p, condition::STALLED).reason, problem.reason());
+        assert_eq!(
+            cond(&p, condition::STALLED).reason,
+            problem.reason().as_str()
+        );
         assert_eq!(p.phase(), RolloutPhase::Pending);
     }
 }
@@ -783,9 +786,9 @@ fn progress_deadline_exceeded_stalls_with_a_warning_and_holds_contract() {
         "ProgressDeadlineExceeded"
     );
     assert!(
-        p.events
-            .iter()
-            .any(|e| e.reason == "ProgressDeadlineExceeded" && e.kind == EventKind::Warning)
+        p.events.iter().any(
+            |e| e.reason.as_str() == "ProgressDeadlineExceeded" && e.kind == EventKind::Warning
+        )
     );
 }
 
@@ -985,7 +988,7 @@ fn database_problems_stall_and_a_busy_lock_holds_inline_sql() {
     let r = rollout(s);
     let mut o = observed(both_rolled_out(), &[], 0);
     o.database_error = Some((
-        "DatabaseUnavailable",
+        crate::api::Reason::DatabaseUnavailable,
         "cannot connect to postgres database (Secret db/url): refused".into(),
     ));
     let p = plan(&r, &o);

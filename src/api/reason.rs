@@ -1,0 +1,188 @@
+//! Every reason bellows writes into a condition, an event or
+//! `status.holdReason`, as one enum. Users' tools match these strings (the
+//! README and docs, the Argo CD Lua, the alert rules, the e2e suite), so
+//! `tests` below pins the list: renaming one is a visible change.
+
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
+        /// A CamelCase reason; its string is the variant's name.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $($(#[doc = $doc])+ $name,)+
+        }
+
+        impl Reason {
+            /// Every reason, in declaration order.
+            pub const ALL: &[Reason] = &[$(Reason::$name,)+];
+
+            /// The string written to the API.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => stringify!($name),)+
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Event: the expand Job was created or its SQL started.
+    ExpandStarted,
+    /// Event: expand succeeded.
+    ExpandSucceeded,
+    /// Event and stall: expand failed.
+    ExpandFailed,
+    /// Event: the transition step started.
+    TransitionStarted,
+    /// Event: transition succeeded.
+    TransitionSucceeded,
+    /// Event and stall: transition failed.
+    TransitionFailed,
+    /// Event: the contract step started.
+    ContractStarted,
+    /// Event: contract succeeded.
+    ContractSucceeded,
+    /// Event and stall: contract failed.
+    ContractFailed,
+    /// Event: every workload runs only the new version.
+    RolloutObserved,
+    /// Event: contract is held, the note says why.
+    ContractHeld,
+    /// Event and Ready reason: the rollout is done.
+    Succeeded,
+    /// Event: a re-created rollout found a step done in the ledger.
+    PhaseAlreadyDone,
+    /// Event: a deleted rollout resumed what its gate had paused.
+    WorkloadsResumed,
+    /// Stall: the API server refused to create a Job.
+    JobRejected,
+    /// Stall: a Job was deleted before it finished.
+    JobDeleted,
+    /// Stall: the spec breaks a rule the schema could not state.
+    InvalidSpec,
+    /// Stall: a listed Deployment does not exist.
+    WorkloadNotFound,
+    /// Stall: the version names a container the Deployment lacks.
+    ContainerNotFound,
+    /// Stall: a Secret a Job needs does not exist.
+    SecretNotFound,
+    /// Stall: a ConfigMap a Job needs does not exist.
+    ConfigMapNotFound,
+    /// Stall: `spec.database` or its Secrets cannot give a connection.
+    DatabaseConfigInvalid,
+    /// Stall: the database cannot be reached or refused the login.
+    DatabaseUnavailable,
+    /// Stall: a database query failed.
+    DatabaseError,
+    /// Hold: another rollout runs a step on the same database.
+    DatabaseBusy,
+    /// Hold and Reconciling reason: `spec.paused`.
+    Paused,
+    /// Hold and workload reason: a workload went back to an older version.
+    RolledBack,
+    /// Stall and workload reason: a Deployment exceeded its progress deadline.
+    ProgressDeadlineExceeded,
+    /// Hold: a workload is still rolling out.
+    RolloutInProgress,
+    /// Stall: workloads not rolled out within `timeouts.rollout`.
+    RolloutTimedOut,
+    /// Hold: bake time has not elapsed.
+    Baking,
+    /// Hold: waiting for approval.
+    AwaitingApproval,
+    /// Hold: contract checks not evaluated yet.
+    ChecksPending,
+    /// Hold: a contract check is false.
+    CheckFailed,
+    /// Hold: a contract check could not be evaluated.
+    CheckError,
+    /// Workload reason: the pod template does not run the new version yet.
+    TemplateNotUpdated,
+    /// Workload reason: the Deployment controller has not seen the spec.
+    GenerationNotObserved,
+    /// Workload reason: not every replica is updated and available.
+    ReplicasNotReady,
+    /// Workload reason: no ReplicaSet of the current revision yet.
+    NewReplicaSetNotFound,
+    /// Workload reason: pods of an older version remain.
+    OldPodsRemain,
+    /// Workload reason: the Deployment or its container is missing.
+    Unavailable,
+    /// RolledOut reason: every workload runs only the new version.
+    AllWorkloadsRolledOut,
+    /// Stalled reason when not stalled.
+    NotStalled,
+    /// Expanded/Contracted reason: the step has not started.
+    NotStarted,
+    /// Expanded/Contracted reason: the step runs.
+    Running,
+    /// Expanded/Contracted reason: the step failed.
+    Failed,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    #[test]
+    fn the_reason_strings_users_match_on_are_pinned() {
+        let all: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            all,
+            [
+                "ExpandStarted",
+                "ExpandSucceeded",
+                "ExpandFailed",
+                "TransitionStarted",
+                "TransitionSucceeded",
+                "TransitionFailed",
+                "ContractStarted",
+                "ContractSucceeded",
+                "ContractFailed",
+                "RolloutObserved",
+                "ContractHeld",
+                "Succeeded",
+                "PhaseAlreadyDone",
+                "WorkloadsResumed",
+                "JobRejected",
+                "JobDeleted",
+                "InvalidSpec",
+                "WorkloadNotFound",
+                "ContainerNotFound",
+                "SecretNotFound",
+                "ConfigMapNotFound",
+                "DatabaseConfigInvalid",
+                "DatabaseUnavailable",
+                "DatabaseError",
+                "DatabaseBusy",
+                "Paused",
+                "RolledBack",
+                "ProgressDeadlineExceeded",
+                "RolloutInProgress",
+                "RolloutTimedOut",
+                "Baking",
+                "AwaitingApproval",
+                "ChecksPending",
+                "CheckFailed",
+                "CheckError",
+                "TemplateNotUpdated",
+                "GenerationNotObserved",
+                "ReplicasNotReady",
+                "NewReplicaSetNotFound",
+                "OldPodsRemain",
+                "Unavailable",
+                "AllWorkloadsRolledOut",
+                "NotStalled",
+                "NotStarted",
+                "Running",
+                "Failed",
+            ]
+        );
+    }
+}
