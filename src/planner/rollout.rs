@@ -1,5 +1,7 @@
 //! Whether a workload runs only the new version: a pure function of the
-//! Deployment, its ReplicaSets and the pods its selector matches.
+//! Deployment, its ReplicaSets and the pods its selector matches. (Half of
+//! this file is its unit tests, one per way a workload can fail to count
+//! as rolled out.)
 
 use crate::api::{ImageVersion, Reason, Workload, WorkloadVersion};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};

@@ -1,12 +1,15 @@
 //! Table-driven tests of the planner, one or more per safety invariant of
-//! design.md §3 (I1, I2, I4, I5) and per phase transition.
+//! docs/design.md (I1-I7) and per phase transition. One file: the tests
+//! share the small builders at the top, and each names its invariant.
 
 use super::rollout::{Assessment, Problem, Verdict, Wait};
 use super::step::JobObservation;
 use super::*;
-use crate::api::SchemaRolloutSpec;
+use crate::api::{APPROVE_ANNOTATION, RolloutPhase, SchemaRolloutSpec, Step, StepState, condition};
 use crate::planner::ledger::LedgerState;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
+use std::collections::BTreeMap;
 
 const T0: i64 = 1_700_000_000;
 

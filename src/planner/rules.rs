@@ -1,0 +1,619 @@
+//! The rule chain: from the observed state to a [`Decision`], phase by
+//! phase (contract first, then bad input, expand with its gate, rollout
+//! and transition, bake time, approval, checks). A phase rule changes here.
+//!
+//! Over 400 lines on purpose: the chain reads top to bottom in the order
+//! the rules apply, and each gate's helper sits next to the rule using it.
+
+use super::plan::{Action, CheckResult, EventIntent, EventKind, Observed, Plan};
+use super::rollout::{Verdict, Wait};
+use super::step::{self, Outcome};
+use super::{
+    RETRY_CHECKS, RETRY_DATABASE, RETRY_REJECTED, approval_key, elapsed, settled, validate,
+};
+use crate::api::{
+    APPROVE_ANNOTATION, Approval, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step,
+    StepState, StepStatus, WorkloadStatus,
+};
+use crate::planner::ledger::LedgerState;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use std::time::Duration;
+
+/// A reason with its message.
+type Why = (Reason, String);
+
+/// Where the rollout stands after one planning pass.
+pub(super) struct Decision {
+    pub(super) phase: RolloutPhase,
+    /// Progress needs a human (kstatus `Stalled`).
+    pub(super) stall: Option<Why>,
+    /// Contract (or the next phase) waits for this.
+    pub(super) hold: Option<Why>,
+    pub(super) requeue_after: Option<Duration>,
+}
+
+impl Decision {
+    fn at(phase: RolloutPhase) -> Self {
+        Self {
+            phase,
+            stall: None,
+            hold: None,
+            requeue_after: None,
+        }
+    }
+    fn stalled(phase: RolloutPhase, reason: Reason, message: String) -> Self {
+        Self {
+            stall: Some((reason, message)),
+            ..Self::at(phase)
+        }
+    }
+    fn held(phase: RolloutPhase, reason: Reason, message: String) -> Self {
+        Self {
+            hold: Some((reason, message)),
+            ..Self::at(phase)
+        }
+    }
+}
+
+pub(super) struct Planner<'a> {
+    pub(super) rollout: &'a SchemaRollout,
+    pub(super) observed: &'a Observed,
+    pub(super) prev: SchemaRolloutStatus,
+    pub(super) steps: Vec<StepStatus>,
+    pub(super) actions: Vec<Action>,
+    pub(super) events: Vec<EventIntent>,
+}
+
+impl<'a> Planner<'a> {
+    pub(super) fn new(rollout: &'a SchemaRollout, observed: &'a Observed) -> Self {
+        let prev = rollout.status.clone().unwrap_or_default();
+        Self {
+            rollout,
+            observed,
+            steps: prev.steps.clone(),
+            prev,
+            actions: vec![],
+            events: vec![],
+        }
+    }
+
+    pub(super) fn now(&self) -> Time {
+        Time(self.observed.now)
+    }
+
+    pub(super) fn run(mut self) -> Plan {
+        let workloads = self.workload_statuses();
+        let all_rolled_out = !workloads.is_empty() && workloads.iter().all(|w| w.rolled_out);
+        let rolled_out_at = all_rolled_out
+            .then(|| {
+                workloads
+                    .iter()
+                    .filter_map(|w| w.rolled_out_at.clone())
+                    .max()
+            })
+            .flatten();
+
+        let decision = match validate::validate(&self.rollout.spec) {
+            Err(problems) => Decision::stalled(
+                self.prev.phase.unwrap_or(RolloutPhase::Pending),
+                Reason::InvalidSpec,
+                problems.join("; "),
+            ),
+            Ok(durations) => self.decide(&durations, rolled_out_at.as_ref()),
+        };
+        if decision.stall.is_some() || self.rollout.spec.paused {
+            // A stalled or paused rollout starts nothing new; a Job already
+            // running is left to finish.
+            self.actions
+                .retain(|a| !matches!(a, Action::CreateJob { .. } | Action::ResumeWorkload(_)));
+        }
+        self.finish(decision, workloads, all_rolled_out, rolled_out_at)
+    }
+
+    /// Workload statuses, keeping each one's `rolledOutAt` while it stays
+    /// rolled out.
+    fn workload_statuses(&self) -> Vec<WorkloadStatus> {
+        self.observed
+            .workloads
+            .iter()
+            .map(|a| {
+                let rolled_out = a.verdict == Verdict::RolledOut;
+                let since = self
+                    .prev
+                    .workloads
+                    .iter()
+                    .find(|w| w.name == a.name && w.rolled_out)
+                    .and_then(|w| w.rolled_out_at.clone());
+                let (reason, message) = match &a.verdict {
+                    Verdict::RolledOut => (None, None),
+                    Verdict::Waiting(w, m) => {
+                        (Some(w.reason().as_str().to_owned()), Some(m.clone()))
+                    }
+                };
+                WorkloadStatus {
+                    name: a.name.clone(),
+                    rolled_out,
+                    rolled_out_at: rolled_out.then(|| since.unwrap_or_else(|| self.now())),
+                    replicas: a.replicas,
+                    new_pods: a.new_pods,
+                    old_pods: a.old_pods,
+                    reason,
+                    message,
+                }
+            })
+            .collect()
+    }
+
+    /// Outcome of `step` for the current spec, recording it in `steps` (and,
+    /// for a finished Job, in the ledger).
+    fn outcome(&mut self, step: Step) -> Outcome {
+        let Some(phase) = step::phase(&self.rollout.spec, step) else {
+            return Outcome::Succeeded;
+        };
+        let digest = step::digest(phase);
+        let ledger = self.observed.ledger.get(&step);
+        let outcome = step::outcome(
+            &self.prev,
+            step,
+            phase,
+            ledger,
+            self.observed.jobs.get(&step),
+        );
+        let state = match &outcome {
+            Outcome::Running => StepState::Running,
+            Outcome::Succeeded => StepState::Succeeded,
+            Outcome::Failed(_) | Outcome::Vanished => StepState::Failed,
+            Outcome::NotStarted => return outcome,
+        };
+        let message = match &outcome {
+            Outcome::Failed(m) => Some(m.clone()),
+            Outcome::Vanished => Some(step::JOB_DELETED.to_owned()),
+            _ => None,
+        };
+        let ledger_final = matches!(
+            ledger,
+            Some(LedgerState::Succeeded | LedgerState::Failed(_))
+        );
+        // The database ledger is read on every reconcile; the cluster
+        // ledger (no database) only when a phase may start, so it is
+        // written when status first sees the Job finish.
+        let known = self
+            .steps
+            .iter()
+            .any(|s| s.step == step && s.digest == digest && s.state == state);
+        if phase.job.is_some()
+            && state != StepState::Running
+            && !ledger_final
+            && !settled(self.rollout)
+            && (self.rollout.spec.database.is_some() || !known)
+        {
+            self.actions.push(Action::Record {
+                step,
+                failure: message.clone(),
+            });
+        }
+        let now = self.now();
+        match self
+            .steps
+            .iter_mut()
+            .find(|s| s.step == step && s.digest == digest)
+        {
+            Some(record) if record.state == state => {}
+            Some(record) => {
+                if state == StepState::Succeeded && step != Step::Contract {
+                    self.events.push(EventIntent {
+                        kind: EventKind::Normal,
+                        reason: step_event(step, StepState::Succeeded),
+                        note: format!("{} completed", runner_text(record)),
+                    });
+                }
+                record.state = state;
+                record.finished_at = (state != StepState::Running).then_some(now);
+                record.message = message;
+            }
+            None => {
+                // Status was lost (or the rollout re-created) but the Job or
+                // the ledger knows: adopt that.
+                if ledger == Some(&LedgerState::Succeeded)
+                    && !self.observed.jobs.contains_key(&step)
+                {
+                    self.events.push(EventIntent {
+                        kind: EventKind::Normal,
+                        reason: Reason::PhaseAlreadyDone,
+                        note: format!(
+                            "{} already succeeded for this spec (digest {digest}, recorded in the ledger); not run again",
+                            step.as_str()
+                        ),
+                    });
+                }
+                let mut record = self.new_record(step, phase, digest);
+                record.state = state;
+                record.finished_at = (state != StepState::Running).then_some(now);
+                record.message = message;
+                self.steps.retain(|s| s.step != step);
+                self.steps.push(record);
+            }
+        }
+        outcome
+    }
+
+    fn new_record(&self, step: Step, phase: &crate::api::PhaseSpec, digest: String) -> StepStatus {
+        StepStatus {
+            step,
+            job_name: phase
+                .job
+                .as_ref()
+                .map(|_| step::job_name(&self.rollout.name_any(), step, &digest)),
+            statements: phase.sql.as_ref().map(|s| s.len() as i32),
+            digest,
+            state: StepState::Running,
+            started_at: Some(self.now()),
+            finished_at: None,
+            message: None,
+        }
+    }
+
+    /// Starts `step` now unless the rollout is paused or another rollout
+    /// holds the database (one phase at a time per database); `waiting` is the phase to show
+    /// meanwhile.
+    fn start(&mut self, step: Step, waiting: RolloutPhase) -> Decision {
+        if self.rollout.spec.paused {
+            return Decision::held(
+                waiting,
+                Reason::Paused,
+                format!("paused before {}", step.as_str()),
+            );
+        }
+        let phase = step::phase(&self.rollout.spec, step).expect("started steps exist");
+        if let Some((_, message)) = self.observed.rejected.as_ref().filter(|r| r.0 == step) {
+            let mut d = Decision::stalled(
+                waiting,
+                Reason::JobRejected,
+                format!(
+                    "the API server refused to create the {} Job: {message}",
+                    step.as_str()
+                ),
+            );
+            d.requeue_after = Some(RETRY_REJECTED);
+            return d;
+        }
+        if let Some(holder) = &self.observed.lock_holder {
+            let mut d = Decision::held(
+                waiting,
+                Reason::DatabaseBusy,
+                format!("waiting for the database lock held by {holder}"),
+            );
+            d.requeue_after = Some(RETRY_DATABASE);
+            return d;
+        }
+        let record = self.new_record(step, phase, step::digest(phase));
+        self.actions.push(match &record.job_name {
+            Some(name) => Action::CreateJob {
+                step,
+                name: name.clone(),
+            },
+            None => Action::RunSql(step),
+        });
+        self.events.push(EventIntent {
+            kind: EventKind::Normal,
+            reason: step_event(step, StepState::Running),
+            note: format!("started {}", runner_text(&record)),
+        });
+        self.steps.retain(|s| s.step != step);
+        self.steps.push(record);
+        let mut d = Decision::at(step_phase(step));
+        if phase.sql.is_some() {
+            // The statements run in this reconcile; look at the ledger next.
+            d.requeue_after = Some(Duration::ZERO);
+        }
+        d
+    }
+
+    /// The decision for a phase whose Job exists or existed.
+    fn started(&self, step: Step, outcome: Outcome) -> Option<Decision> {
+        let phase = step_phase(step);
+        match outcome {
+            Outcome::Running => Some(Decision::at(phase)),
+            Outcome::Failed(m) => Some(Decision::stalled(
+                RolloutPhase::Failed,
+                step_event(step, StepState::Failed),
+                format!("{} Job failed: {m}", step.as_str()),
+            )),
+            // Nobody can tell how far a deleted Job got: the phase failed,
+            // its ledger row says so (releasing the database) and it never
+            // runs again for this spec.
+            Outcome::Vanished => Some(Decision::stalled(
+                RolloutPhase::Failed,
+                Reason::JobDeleted,
+                format!(
+                    "the {} Job was deleted before it finished; check the schema, then change the spec to run the phase again",
+                    step.as_str()
+                ),
+            )),
+            Outcome::NotStarted | Outcome::Succeeded => None,
+        }
+    }
+
+    fn decide(
+        &mut self,
+        durations: &validate::Durations,
+        rolled_out_at: Option<&Time>,
+    ) -> Decision {
+        let spec = &self.rollout.spec;
+        // Once contract has started, it is what the rollout is about (I3:
+        // nothing re-runs it, whatever happens to the workloads later).
+        let contract = self.outcome(Step::Contract);
+        if contract == Outcome::Succeeded {
+            return Decision::at(RolloutPhase::Succeeded);
+        }
+        if let Some(d) = self.started(Step::Contract, contract) {
+            return d;
+        }
+
+        // I6: a Job that could not start its pods is never created, in any
+        // phase, so no migration is left half done.
+        if let Some(r) = self.observed.missing.first() {
+            return Decision::stalled(
+                self.prev.phase.unwrap_or(RolloutPhase::Pending),
+                r.missing_reason(),
+                format!("{r} needed by a migration Job does not exist"),
+            );
+        }
+
+        // The database is needed for ledger, checks and inline SQL.
+        if let Some((reason, message)) = &self.observed.database_error {
+            let mut d = Decision::stalled(
+                self.prev.phase.unwrap_or(RolloutPhase::Pending),
+                *reason,
+                message.clone(),
+            );
+            d.requeue_after = Some(RETRY_DATABASE);
+            return d;
+        }
+
+        // I6: a workload that cannot be found starts nothing.
+        if let Some(a) = self.observed.workloads.iter().find(|a| a.problem.is_some()) {
+            let reason = a
+                .problem
+                .as_ref()
+                .map_or(Reason::WorkloadNotFound, |p| p.reason());
+            let message = match &a.verdict {
+                Verdict::Waiting(_, m) => m.clone(),
+                Verdict::RolledOut => String::new(),
+            };
+            return Decision::stalled(
+                self.prev.phase.unwrap_or(RolloutPhase::Pending),
+                reason,
+                message,
+            );
+        }
+
+        // Expand, with the optional gate (I5).
+        let gate = spec.gate.as_ref().is_some_and(|g| g.pause_workloads);
+        let expand = self.outcome(Step::Expand);
+        if gate && expand != Outcome::Succeeded {
+            for a in self.observed.workloads.iter().filter(|a| !a.paused) {
+                self.actions.push(Action::PauseWorkload(a.name.clone()));
+            }
+        }
+        match expand {
+            Outcome::NotStarted => return self.start(Step::Expand, RolloutPhase::Pending),
+            Outcome::Succeeded => {
+                for a in self.observed.workloads.iter().filter(|a| a.paused_by_us) {
+                    self.actions.push(Action::ResumeWorkload(a.name.clone()));
+                }
+            }
+            other => return self.started(Step::Expand, other).expect("expand started"),
+        }
+
+        // Roll out (I2, I4), with the optional transition in between.
+        let hold = self.rollout_hold(durations);
+        if spec.transition.is_some() {
+            match self.outcome(Step::Transition) {
+                Outcome::Succeeded => {}
+                Outcome::NotStarted if hold.is_none() => {
+                    return self.start(Step::Transition, RolloutPhase::AwaitingRollout);
+                }
+                Outcome::NotStarted => {}
+                other => {
+                    return self
+                        .started(Step::Transition, other)
+                        .expect("transition started");
+                }
+            }
+        }
+        if let Some(d) = hold {
+            return d;
+        }
+
+        // Bake time counts from the last workload becoming rolled out.
+        let now = self.observed.now;
+        if !durations.bake_time.is_zero() {
+            let since = rolled_out_at.map_or(now, |t| t.0);
+            let elapsed = elapsed(now, since);
+            if elapsed < durations.bake_time {
+                let left = durations.bake_time - elapsed;
+                let mut d = Decision::held(
+                    RolloutPhase::Baking,
+                    Reason::Baking,
+                    format!(
+                        "all workloads rolled out; baking for {}s more",
+                        left.as_secs().max(1)
+                    ),
+                );
+                d.requeue_after = Some(left);
+                return d;
+            }
+        }
+
+        let approval = spec
+            .contract
+            .after
+            .as_ref()
+            .map(|a| a.approval)
+            .unwrap_or_default();
+        if approval == Approval::Manual
+            && let Some(why) = self.unapproved()
+        {
+            return Decision::held(
+                RolloutPhase::AwaitingApproval,
+                Reason::AwaitingApproval,
+                why,
+            );
+        }
+        // I2: every check true, evaluated in this very reconcile.
+        if let Some(d) = self.check_hold() {
+            return d;
+        }
+        let waiting = if approval == Approval::Manual {
+            RolloutPhase::AwaitingApproval
+        } else if !durations.bake_time.is_zero() {
+            RolloutPhase::Baking
+        } else {
+            RolloutPhase::AwaitingRollout
+        };
+        self.start(Step::Contract, waiting)
+    }
+
+    /// Why contract cannot start yet because of the workloads, if it cannot.
+    fn rollout_hold(&self, durations: &validate::Durations) -> Option<Decision> {
+        let (wait, message) = self
+            .observed
+            .workloads
+            .iter()
+            .find_map(|a| match &a.verdict {
+                Verdict::Waiting(w, m) => Some((*w, m.clone())),
+                Verdict::RolledOut => None,
+            })?;
+        let phase = RolloutPhase::AwaitingRollout;
+        let mut decision = match wait {
+            Wait::RolledBack => Decision::held(phase, Reason::RolledBack, message),
+            Wait::ProgressDeadlineExceeded => {
+                Decision::stalled(phase, Reason::ProgressDeadlineExceeded, message)
+            }
+            _ => Decision::held(phase, Reason::RolloutInProgress, message),
+        };
+        if decision.stall.is_none() {
+            let expanded_at = self
+                .steps
+                .iter()
+                .find(|s| s.step == Step::Expand)
+                .and_then(|s| s.finished_at.clone())
+                .map_or(self.observed.now, |t| t.0);
+            let waited = elapsed(self.observed.now, expanded_at);
+            if waited >= durations.rollout {
+                let m = decision.hold.take().map(|h| h.1).unwrap_or_default();
+                decision.stall = Some((
+                    Reason::RolloutTimedOut,
+                    format!(
+                        "workloads not rolled out {}s after expand: {m}",
+                        durations.rollout.as_secs()
+                    ),
+                ));
+            } else {
+                decision.requeue_after = Some(durations.rollout - waited);
+            }
+        }
+        Some(decision)
+    }
+
+    /// Why the contract checks hold contract, if they do.
+    fn check_hold(&self) -> Option<Decision> {
+        let checks = self.rollout.spec.checks();
+        if checks.is_empty() {
+            return None;
+        }
+        let phase = RolloutPhase::AwaitingRollout;
+        let mut d = match &self.observed.checks {
+            None => Decision::held(
+                phase,
+                Reason::ChecksPending,
+                "contract checks not evaluated yet".into(),
+            ),
+            Some(results) => match results.iter().find(|c| c.result != Ok(true)) {
+                None => return None,
+                Some(CheckResult {
+                    name,
+                    result: Ok(_),
+                }) => Decision::held(phase, Reason::CheckFailed, format!("check {name} is false")),
+                Some(CheckResult {
+                    name,
+                    result: Err(e),
+                }) => Decision::held(
+                    phase,
+                    Reason::CheckError,
+                    format!("check {name} failed: {e}"),
+                ),
+            },
+        };
+        d.requeue_after = Some(RETRY_CHECKS);
+        Some(d)
+    }
+
+    /// Why the contract is not approved yet, if it is not: the annotation
+    /// must name this object and this contract ([`approval_key`]).
+    fn unapproved(&self) -> Option<String> {
+        let key = approval_key(self.rollout);
+        match self.rollout.annotations().get(APPROVE_ANNOTATION) {
+            Some(given) if *given == key => None,
+            None => Some(format!(
+                "contract waits for the annotation {APPROVE_ANNOTATION}: \"{key}\""
+            )),
+            Some(given) if !given.is_empty() && given.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(format!(
+                    "{APPROVE_ANNOTATION}: \"{given}\" is the old generation format and approves nothing; approvals name this rollout and its contract: \"{key}\" (kubectl bellows approve writes it)"
+                ))
+            }
+            Some(given) => Some(format!(
+                "{APPROVE_ANNOTATION}: \"{given}\" approves another contract or an earlier object of this name; this contract is \"{key}\""
+            )),
+        }
+    }
+}
+
+/// `Job NAME` or `N SQL statements`, for events.
+pub(super) fn runner_text(record: &StepStatus) -> String {
+    match (&record.job_name, record.statements) {
+        (Some(name), _) => format!("Job {name}"),
+        (None, n) => format!("{} SQL statement(s)", n.unwrap_or_default()),
+    }
+}
+
+/// The phase in which `step`'s Job runs.
+pub(super) fn step_phase(step: Step) -> RolloutPhase {
+    match step {
+        Step::Expand => RolloutPhase::Expanding,
+        Step::Transition => RolloutPhase::Transitioning,
+        Step::Contract => RolloutPhase::Contracting,
+    }
+}
+
+/// The fixed event reason for `step` reaching `state`.
+pub(super) fn step_event(step: Step, state: StepState) -> Reason {
+    match (step, state) {
+        (Step::Expand, StepState::Running) => Reason::ExpandStarted,
+        (Step::Expand, StepState::Succeeded) => Reason::ExpandSucceeded,
+        (Step::Expand, StepState::Failed) => Reason::ExpandFailed,
+        (Step::Transition, StepState::Running) => Reason::TransitionStarted,
+        (Step::Transition, StepState::Succeeded) => Reason::TransitionSucceeded,
+        (Step::Transition, StepState::Failed) => Reason::TransitionFailed,
+        (Step::Contract, StepState::Running) => Reason::ContractStarted,
+        (Step::Contract, StepState::Succeeded) => Reason::ContractSucceeded,
+        (Step::Contract, StepState::Failed) => Reason::ContractFailed,
+    }
+}
+
+pub(super) fn phase_message(phase: RolloutPhase) -> &'static str {
+    match phase {
+        RolloutPhase::Pending => "nothing has run yet",
+        RolloutPhase::Expanding => "expand Job running",
+        RolloutPhase::AwaitingRollout => "waiting for workloads to roll out",
+        RolloutPhase::Transitioning => "transition Job running",
+        RolloutPhase::Baking => "baking",
+        RolloutPhase::AwaitingApproval => "waiting for approval",
+        RolloutPhase::Contracting => "contract Job running",
+        RolloutPhase::Succeeded => "every phase succeeded",
+        RolloutPhase::Failed => "a phase failed",
+    }
+}
