@@ -7,10 +7,23 @@
 //! (and is scrubbed of the password and URL as a second line of defence).
 
 mod connect;
+mod flow;
 mod mysql;
 mod postgres;
 
 pub use crate::planner::ledger::{LedgerKey, LedgerState};
+
+/// Calls the engine module's function of that name on the pool:
+/// `on_engine!(pool, |p| ledger(&p, key))` is `postgres::ledger(&p, key)`
+/// or `mysql::ledger(&p, key)`, whichever engine the pool is.
+macro_rules! on_engine {
+    ($pool:expr, |$p:ident| $f:ident($($arg:expr),*)) => {
+        match $pool {
+            connect::Pool::Postgres($p) => postgres::$f($($arg),*).await,
+            connect::Pool::Mysql($p) => mysql::$f($($arg),*).await,
+        }
+    };
+}
 pub use connect::{Pools, Target, build, target};
 
 use std::time::Duration;
@@ -107,10 +120,7 @@ impl Target {
         pools: &Pools,
         key: &LedgerKey,
     ) -> Result<Option<LedgerState>, DbError> {
-        let result = match self.ledger_pool(pools).await? {
-            connect::Pool::Postgres(p) => postgres::ledger(&p, key).await,
-            connect::Pool::Mysql(p) => mysql::ledger(&p, key).await,
-        };
+        let result = on_engine!(self.ledger_pool(pools).await?, |p| ledger(&p, key));
         // Messages hold driver text; scrub it before it reaches status.
         match result.map_err(|e| self.error(e))? {
             Some(LedgerState::Failed(m)) => Ok(Some(LedgerState::Failed(self.scrub(&m)))),
@@ -131,8 +141,24 @@ impl Target {
         lease: Duration,
     ) -> Result<(), DbError> {
         let result = match self.ledger_pool(pools).await? {
-            connect::Pool::Postgres(p) => postgres::claim(&p, key, job, lease).await,
-            connect::Pool::Mysql(p) => mysql::claim(&p, key, job, lease).await,
+            connect::Pool::Postgres(p) => {
+                flow::claim::<postgres::Pg>(
+                    &mut *p.acquire().await.map_err(|e| self.error(e))?,
+                    key,
+                    job,
+                    lease,
+                )
+                .await
+            }
+            connect::Pool::Mysql(p) => {
+                flow::claim::<mysql::My>(
+                    &mut *p.acquire().await.map_err(|e| self.error(e))?,
+                    key,
+                    job,
+                    lease,
+                )
+                .await
+            }
         };
         match result {
             Ok(true) => Ok(()),
@@ -144,10 +170,7 @@ impl Target {
     /// Releases the claim of `key` whose Job the API server refused, so
     /// other rollouts need not wait for it.
     pub async fn release_claim(&self, pools: &Pools, key: &LedgerKey) -> Result<(), DbError> {
-        let result = match self.ledger_pool(pools).await? {
-            connect::Pool::Postgres(p) => postgres::release(&p, key).await,
-            connect::Pool::Mysql(p) => mysql::release(&p, key).await,
-        };
+        let result = on_engine!(self.ledger_pool(pools).await?, |p| release(&p, key));
         result.map_err(|e| self.error(e))
     }
 
@@ -159,10 +182,9 @@ impl Target {
         key: &LedgerKey,
         runner: &Runner,
     ) -> Result<(), DbError> {
-        let result = match self.ledger_pool(pools).await? {
-            connect::Pool::Postgres(p) => postgres::record_start(&p, key, runner).await,
-            connect::Pool::Mysql(p) => mysql::record_start(&p, key, runner).await,
-        };
+        let result = on_engine!(self.ledger_pool(pools).await?, |p| record_start(
+            &p, key, runner
+        ));
         result.map_err(|e| self.error(e))
     }
 
@@ -173,10 +195,9 @@ impl Target {
         key: &LedgerKey,
         failure: Option<&str>,
     ) -> Result<(), DbError> {
-        let result = match self.ledger_pool(pools).await? {
-            connect::Pool::Postgres(p) => postgres::record_finish(&p, key, failure).await,
-            connect::Pool::Mysql(p) => mysql::record_finish(&p, key, failure).await,
-        };
+        let result = on_engine!(self.ledger_pool(pools).await?, |p| record_finish(
+            &p, key, failure
+        ));
         result.map_err(|e| self.error(e))
     }
 
@@ -192,9 +213,13 @@ impl Target {
     ) -> Result<(), DbError> {
         let result = match self.ledger_pool(pools).await? {
             connect::Pool::Postgres(p) => {
-                postgres::run_inline(&p, key, statements, self.timeouts).await
+                let mut conn = p.acquire().await.map_err(|e| self.error(e))?;
+                flow::run_inline::<postgres::Pg>(&mut conn, key, statements, self.timeouts).await
             }
-            connect::Pool::Mysql(p) => mysql::run_inline(&p, key, statements, self.timeouts).await,
+            connect::Pool::Mysql(p) => {
+                let mut conn = p.acquire().await.map_err(|e| self.error(e))?;
+                flow::run_inline::<mysql::My>(&mut conn, key, statements, self.timeouts).await
+            }
         };
         match result {
             Ok(true) => Ok(()),
@@ -228,12 +253,7 @@ impl Target {
 
     /// Evaluates one check: its single boolean row.
     pub async fn check(&self, pools: &Pools, sql: &str) -> Result<bool, DbError> {
-        let run = async {
-            match pools.get(self) {
-                connect::Pool::Postgres(p) => postgres::check(&p, sql).await,
-                connect::Pool::Mysql(p) => mysql::check(&p, sql).await,
-            }
-        };
+        let run = async { on_engine!(pools.get(self), |p| check(&p, sql)) };
         match tokio::time::timeout(self.timeouts.statement, run).await {
             Ok(result) => result.map_err(|e| self.error(e)),
             Err(_) => Err(DbError::Query(format!(

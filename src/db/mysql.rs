@@ -2,6 +2,7 @@
 //! implicitly there, so inline statements run one by one and the ledger
 //! records how many were applied.
 
+use super::flow::Engine;
 use super::postgres::state;
 use super::{LedgerKey, LedgerState, Runner, Timeouts};
 use sqlx::{AssertSqlSafe, MySqlPool, Row};
@@ -116,67 +117,43 @@ pub(super) async fn record_finish(
     finish(pool, key, failure).await
 }
 
-/// Runs the statements in order under the database lock, recording progress
-/// after each; returns false when another rollout holds the lock.
-pub(super) async fn run_inline(
-    pool: &MySqlPool,
-    key: &LedgerKey,
-    statements: &[String],
-    t: Timeouts,
-) -> Result<bool, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    if !try_lock(&mut conn).await? {
-        return Ok(false);
-    }
-    if active_job(&mut *conn, &key.namespace, &key.rollout)
-        .await?
-        .is_some()
-    {
-        unlock(&mut conn).await?;
-        return Ok(false);
-    }
-    let result = run_locked(&mut conn, key, statements, t).await;
-    let unlocked = unlock(&mut conn).await;
-    result?;
-    unlocked?;
-    Ok(true)
-}
+/// MySQL and MariaDB: a named lock (`GET_LOCK`); DDL commits implicitly,
+/// so a phase's statements run one by one, the ledger recording how many
+/// were applied.
+pub(super) struct My;
 
-async fn try_lock(conn: &mut sqlx::MySqlConnection) -> Result<bool, sqlx::Error> {
-    let locked: Option<i64> =
-        sqlx::query_scalar(AssertSqlSafe(format!("SELECT GET_LOCK({LOCK_NAME}, 0)")))
-            .fetch_one(conn)
-            .await?;
-    Ok(locked == Some(1))
-}
+impl Engine for My {
+    type Conn = sqlx::MySqlConnection;
 
-async fn unlock(conn: &mut sqlx::MySqlConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(AssertSqlSafe(format!("SELECT RELEASE_LOCK({LOCK_NAME})")))
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
-
-/// Claims the database for `key`'s Job under the lock; false when another
-/// rollout runs a phase on it. The claim becomes `started` once the Job
-/// exists (`record_start`).
-pub(super) async fn claim(
-    pool: &MySqlPool,
-    key: &LedgerKey,
-    job: &str,
-    lease: std::time::Duration,
-) -> Result<bool, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    if !try_lock(&mut conn).await? {
-        return Ok(false);
+    async fn try_lock(conn: &mut Self::Conn) -> Result<bool, sqlx::Error> {
+        let locked: Option<i64> =
+            sqlx::query_scalar(AssertSqlSafe(format!("SELECT GET_LOCK({LOCK_NAME}, 0)")))
+                .fetch_one(conn)
+                .await?;
+        Ok(locked == Some(1))
     }
-    let result = async {
-        if active_job(&mut *conn, &key.namespace, &key.rollout)
-            .await?
-            .is_some()
-        {
-            return Ok(false);
-        }
+
+    async fn unlock(conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
+        sqlx::query(AssertSqlSafe(format!("SELECT RELEASE_LOCK({LOCK_NAME})")))
+            .execute(conn)
+            .await
+            .map(|_| ())
+    }
+
+    async fn active_job(
+        conn: &mut Self::Conn,
+        namespace: &str,
+        rollout: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        active_job(conn, namespace, rollout).await
+    }
+
+    async fn insert_claim(
+        conn: &mut Self::Conn,
+        key: &LedgerKey,
+        job: &str,
+        lease: std::time::Duration,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT IGNORE INTO bellows_ledger (namespace, rollout, phase, digest, state, job_name, lease_until)
              VALUES (?, ?, ?, ?, 'claimed', ?, NOW(3) + INTERVAL ? SECOND)",
@@ -187,15 +164,24 @@ pub(super) async fn claim(
         .bind(&key.digest)
         .bind(job)
         .bind(lease.as_secs() as i64)
-        .execute(&mut *conn)
+        .execute(conn)
         .await
-        .map(|_| true)
+        .map(|_| ())
     }
-    .await;
-    let unlocked = unlock(&mut conn).await;
-    let claimed = result?;
-    unlocked?;
-    Ok(claimed)
+
+    /// MySQL names the holder from the ledger's `started` row instead.
+    async fn name_holder(_: &mut Self::Conn, _: &LedgerKey) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    async fn run_locked(
+        conn: &mut Self::Conn,
+        key: &LedgerKey,
+        statements: &[String],
+        t: Timeouts,
+    ) -> Result<(), sqlx::Error> {
+        run_locked(conn, key, statements, t).await
+    }
 }
 
 /// Drops `key`'s claim (a Job that was never created): the database is

@@ -1,5 +1,6 @@
 //! Ledger, lock, inline SQL and checks on PostgreSQL.
 
+use super::flow::Engine;
 use super::{LedgerKey, LedgerState, Runner, Timeouts};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
@@ -122,81 +123,45 @@ pub(super) async fn record_finish(
     finish(pool, key, failure).await
 }
 
-/// Runs the statements in one transaction under the database lock; returns
-/// false when another rollout holds the lock. The `started` row is written
-/// inside the transaction, so an interrupted run leaves no trace and runs
-/// again; a failed one is recorded after the rollback.
-pub(super) async fn run_inline(
-    pool: &PgPool,
-    key: &LedgerKey,
-    statements: &[String],
-    t: Timeouts,
-) -> Result<bool, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    // Names the holder for lock_holder() of other rollouts.
-    sqlx::query("SELECT set_config('application_name', $1, false)")
-        .bind(format!(
-            "bellows {}/{} {}",
-            key.namespace,
-            key.rollout,
-            key.step.as_str()
-        ))
-        .execute(&mut *conn)
-        .await?;
-    if !try_lock(&mut conn).await? {
-        return Ok(false);
-    }
-    if active_job(&mut *conn, &key.namespace, &key.rollout)
-        .await?
-        .is_some()
-    {
-        unlock(&mut conn).await?;
-        return Ok(false);
-    }
-    let result = run_locked(&mut conn, key, statements, t).await;
-    let unlocked = unlock(&mut conn).await;
-    result?;
-    unlocked?;
-    Ok(true)
-}
+/// PostgreSQL: an advisory lock; a phase's statements in one transaction,
+/// the `started` row written inside it, so an interrupted run leaves no
+/// trace and runs again; a failed one is recorded after the rollback.
+pub(super) struct Pg;
 
-async fn try_lock(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT pg_try_advisory_lock({LOCK_KEY})"
-    )))
-    .fetch_one(conn)
-    .await
-}
+impl Engine for Pg {
+    type Conn = sqlx::PgConnection;
 
-async fn unlock(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(AssertSqlSafe(format!(
-        "SELECT pg_advisory_unlock({LOCK_KEY})"
-    )))
-    .execute(conn)
-    .await
-    .map(|_| ())
-}
-
-/// Claims the database for `key`'s Job under the lock; false when another
-/// rollout runs a phase on it. The claim becomes `started` once the Job
-/// exists (`record_start`).
-pub(super) async fn claim(
-    pool: &PgPool,
-    key: &LedgerKey,
-    job: &str,
-    lease: std::time::Duration,
-) -> Result<bool, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    if !try_lock(&mut conn).await? {
-        return Ok(false);
+    async fn try_lock(conn: &mut Self::Conn) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT pg_try_advisory_lock({LOCK_KEY})"
+        )))
+        .fetch_one(conn)
+        .await
     }
-    let result = async {
-        if active_job(&mut *conn, &key.namespace, &key.rollout)
-            .await?
-            .is_some()
-        {
-            return Ok(false);
-        }
+
+    async fn unlock(conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT pg_advisory_unlock({LOCK_KEY})"
+        )))
+        .execute(conn)
+        .await
+        .map(|_| ())
+    }
+
+    async fn active_job(
+        conn: &mut Self::Conn,
+        namespace: &str,
+        rollout: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        active_job(conn, namespace, rollout).await
+    }
+
+    async fn insert_claim(
+        conn: &mut Self::Conn,
+        key: &LedgerKey,
+        job: &str,
+        lease: std::time::Duration,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO bellows.ledger (namespace, rollout, phase, digest, state, job_name, lease_until)
              VALUES ($1, $2, $3, $4, 'claimed', $5, now() + make_interval(secs => $6)) ON CONFLICT DO NOTHING",
@@ -207,15 +172,32 @@ pub(super) async fn claim(
         .bind(&key.digest)
         .bind(job)
         .bind(lease.as_secs_f64())
-        .execute(&mut *conn)
+        .execute(conn)
         .await
-        .map(|_| true)
+        .map(|_| ())
     }
-    .await;
-    let unlocked = unlock(&mut conn).await;
-    let claimed = result?;
-    unlocked?;
-    Ok(claimed)
+
+    async fn name_holder(conn: &mut Self::Conn, key: &LedgerKey) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT set_config('application_name', $1, false)")
+            .bind(format!(
+                "bellows {}/{} {}",
+                key.namespace,
+                key.rollout,
+                key.step.as_str()
+            ))
+            .execute(conn)
+            .await
+            .map(|_| ())
+    }
+
+    async fn run_locked(
+        conn: &mut Self::Conn,
+        key: &LedgerKey,
+        statements: &[String],
+        t: Timeouts,
+    ) -> Result<(), sqlx::Error> {
+        run_locked(conn, key, statements, t).await
+    }
 }
 
 /// Drops `key`'s claim (a Job that was never created): the database is
