@@ -4,10 +4,12 @@
 
 use super::process::{Proc, Service, free_port, run};
 use super::wait::until;
+use jiff::Timestamp;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 const TOKEN: &str = "bellows-e2e-admin-token";
@@ -20,8 +22,13 @@ pub struct Cluster {
     pub client: Client,
     /// kube-apiserver, restartable (absent for an existing cluster).
     apiserver: Option<Service>,
+    /// From each kill of kube-apiserver until it was ready again.
+    restarts: Mutex<Vec<Window>>,
     _procs: Vec<Proc>,
 }
+
+/// A span of time (from, to).
+pub type Window = (Timestamp, Timestamp);
 
 /// Runs `e2e/scripts/prepare.sh` (installs packages, builds Kubernetes once)
 /// and returns the directory holding the Kubernetes binaries.
@@ -138,25 +145,42 @@ impl Cluster {
             kubeconfig,
             client,
             apiserver: Some(api),
+            restarts: Mutex::default(),
             _procs: vec![kcm, etcd],
         }
     }
 
     /// Fault injection: kills kube-apiserver (SIGKILL: a crash; a graceful
     /// stop drains watches for a minute), leaves it down for `down`, starts
-    /// it again and waits until it answers.
+    /// it again and waits until it is ready (`/readyz`: its RBAC caches
+    /// synced). The span is remembered: while a restarted server's
+    /// authorizer has not synced it answers 403 to everyone but admins, which
+    /// says nothing about the chart's RBAC.
     pub async fn restart_apiserver(&self, down: Duration) {
         let api = self
             .apiserver
             .as_ref()
             .expect("only a local control plane restarts");
+        let killed = Timestamp::now();
         api.stop(libc::SIGKILL);
         tokio::time::sleep(down).await;
         api.restart();
-        until("kube-apiserver back", Duration::from_secs(60), || async {
-            self.client.apiserver_version().await.ok()
+        until("kube-apiserver ready", Duration::from_secs(60), || async {
+            let request = http::Request::get("/readyz").body(Vec::new()).unwrap();
+            self.client
+                .request_text(request)
+                .await
+                .ok()
+                .filter(|t| t == "ok")
         })
         .await;
+        let ready = Timestamp::now() + jiff::SignedDuration::from_secs(1);
+        self.restarts.lock().unwrap().push((killed, ready));
+    }
+
+    /// From each kill of kube-apiserver until it was ready again.
+    pub fn restart_windows(&self) -> Vec<Window> {
+        self.restarts.lock().unwrap().clone()
     }
 
     /// Uses an existing cluster (the kind profile): nothing is started.
@@ -170,6 +194,7 @@ impl Cluster {
             kubeconfig,
             client,
             apiserver: None,
+            restarts: Mutex::default(),
             _procs: vec![],
         }
     }
