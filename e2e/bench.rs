@@ -17,6 +17,9 @@
 //!   running idle, and during the rollout (everything, and the excess over
 //!   the quiet baseline);
 //! - reconciles per rollout, from the operator's `/metrics`.
+//!
+//! Over 400 lines: one benchmark program, setup, load, measurements and the
+//! printed table.
 
 // The harness serves the e2e suite too; the bench uses part of it.
 #[allow(dead_code, unused_imports)]

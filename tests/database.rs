@@ -1,5 +1,7 @@
 //! `src/db` against real servers: PostgreSQL 15 and MariaDB started from the
 //! system binaries in temp dirs, one server per test (no shared state).
+//!
+//! Over 400 lines: each behaviour runs on both engines through shared bodies.
 
 #[path = "../e2e/harness/mariadb.rs"]
 mod mariadb;

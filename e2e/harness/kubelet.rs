@@ -10,6 +10,9 @@
 //!   before it is removed (default 0).
 //!
 //! The delays simulate a slow node; tests never wait on them blindly.
+//!
+//! Over 400 lines: one watcher of pods doing a kubelet's three jobs (bind,
+//! run Job pods, report status) and the environment resolution Job pods need.
 
 use futures::StreamExt;
 use jiff::Timestamp;
