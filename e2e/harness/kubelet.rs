@@ -234,8 +234,20 @@ impl Kubelet {
             .unwrap_or_default();
         self.patch_status(&pod, running_status(&pod, true)).await;
         let log = self.logs.join(format!("{ns}_{}.log", pod.name_any()));
-        let exit_code = match self.resolve_env(&ns, &container).await {
-            Err(message) => {
+        // As a kubelet does, an API server that does not answer is asked
+        // again (the container waits); only a missing object fails it.
+        let mut tries = 0;
+        let resolved = loop {
+            tries += 1;
+            match self.resolve_env(&ns, &container).await {
+                Err(EnvError::Api(_)) if tries < ENV_TRIES => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => break other,
+            }
+        };
+        let exit_code = match resolved {
+            Err(EnvError::Api(message) | EnvError::Config(message)) => {
                 std::fs::write(&log, &message).ok();
                 1
             }
@@ -267,7 +279,11 @@ impl Kubelet {
 
     /// The container's environment: `value`, `secretKeyRef` and
     /// `configMapKeyRef`, with `$(VAR)` expanded against earlier entries.
-    async fn resolve_env(&self, ns: &str, c: &Container) -> Result<Vec<(String, String)>, String> {
+    async fn resolve_env(
+        &self,
+        ns: &str,
+        c: &Container,
+    ) -> Result<Vec<(String, String)>, EnvError> {
         let mut env: Vec<(String, String)> = vec![];
         for var in c.env.iter().flatten() {
             let value = if let Some(v) = &var.value {
@@ -277,38 +293,41 @@ impl Kubelet {
                     let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
                         .get_opt(&r.name)
                         .await
-                        .map_err(|e| e.to_string())?
+                        .map_err(|e| EnvError::Api(e.to_string()))?
                         .ok_or_else(|| {
-                            format!("CreateContainerConfigError: secret {:?} not found", r.name)
+                            EnvError::Config(format!(
+                                "CreateContainerConfigError: secret {:?} not found",
+                                r.name
+                            ))
                         })?;
                     let bytes = secret
                         .data
                         .and_then(|d| d.get(&r.key).cloned())
                         .ok_or_else(|| {
-                            format!(
+                            EnvError::Config(format!(
                                 "CreateContainerConfigError: key {:?} not in secret {:?}",
                                 r.key, r.name
-                            )
+                            ))
                         })?;
                     String::from_utf8_lossy(&bytes.0).into_owned()
                 } else if let Some(r) = &from.config_map_key_ref {
                     let cm = Api::<ConfigMap>::namespaced(self.client.clone(), ns)
                         .get_opt(&r.name)
                         .await
-                        .map_err(|e| e.to_string())?
+                        .map_err(|e| EnvError::Api(e.to_string()))?
                         .ok_or_else(|| {
-                            format!(
+                            EnvError::Config(format!(
                                 "CreateContainerConfigError: configmap {:?} not found",
                                 r.name
-                            )
+                            ))
                         })?;
                     cm.data
                         .and_then(|d| d.get(&r.key).cloned())
                         .ok_or_else(|| {
-                            format!(
+                            EnvError::Config(format!(
                                 "CreateContainerConfigError: key {:?} not in configmap {:?}",
                                 r.key, r.name
-                            )
+                            ))
                         })?
                 } else {
                     String::new()
@@ -321,6 +340,18 @@ impl Kubelet {
         Ok(env)
     }
 }
+
+/// Why a container's environment could not be resolved.
+enum EnvError {
+    /// The API server did not answer: ask again.
+    Api(String),
+    /// A referenced object or key is missing: the container fails.
+    Config(String),
+}
+
+/// How often the environment is asked for while the API server does not
+/// answer (500 ms apart: a minute).
+const ENV_TRIES: u32 = 120;
 
 async fn run_container(c: &Container, env: &[(String, String)], log: &std::path::Path) -> i32 {
     let argv: Vec<String> = c
