@@ -103,6 +103,17 @@ async fn observe_fresh_rollout(h: &mut ApiHandle) {
 /// [`observe_fresh_rollout`] with `ledger` as the cluster ledger's answer;
 /// returns the expand Job's name.
 async fn observe_with_ledger(h: &mut ApiHandle, ledger: (StatusCode, Value)) -> String {
+    observe_live(h, not_found(), ledger).await
+}
+
+/// The reads of one live observation (with the Deployment at v1), `expand`
+/// answering the expand Job's GET and `ledger` the cluster ledger's;
+/// returns the expand Job's name.
+async fn observe_live(
+    h: &mut ApiHandle,
+    expand: (StatusCode, Value),
+    ledger: (StatusCode, Value),
+) -> String {
     expect(
         h,
         Method::GET,
@@ -129,7 +140,7 @@ async fn observe_with_ledger(h: &mut ApiHandle, ledger: (StatusCode, Value)) -> 
         h,
         Method::GET,
         "/apis/batch/v1/namespaces/shop/jobs/users-expand-",
-        not_found(),
+        expand,
     )
     .await;
     expect(
@@ -551,14 +562,10 @@ async fn a_deleted_rollout_waits_for_its_running_job_and_starts_nothing() {
     ));
     let (result, _) = run_with(r, Some(caches(vec![deployment_v1()])), |mut h| {
         tokio::spawn(async move {
-            // The running Job is all it reads; no pause, no finalizer change.
-            expect(
-                &mut h,
-                Method::GET,
-                "/apis/batch/v1/namespaces/shop/jobs/users-expand-",
-                ok(running_job(&job_name)),
-            )
-            .await;
+            // It reads live (a Job the cache lags on must not look done),
+            // sees the Job running, and writes nothing: no pause, no
+            // finalizer change.
+            observe_live(&mut h, ok(running_job(&job_name)), not_found()).await;
             assert!(
                 h.next_request().await.is_none(),
                 "a deleted rollout wrote while its Job runs"
@@ -586,7 +593,7 @@ async fn a_deleted_rollout_resumes_what_its_gate_paused_then_lets_go() {
         tokio::spawn(async move {
             let mut failed = running_job(&job_name);
             failed["status"] = json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]});
-            expect(&mut h, Method::GET, "/apis/batch/v1/namespaces/shop/jobs/users-expand-", ok(failed)).await;
+            observe_live(&mut h, ok(failed), not_found()).await;
             // The finished Job goes into the ledger first.
             ledger_write(&mut h, "expand", "failed").await;
             expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/shop/deployments/api", ok(paused.clone())).await;

@@ -65,7 +65,9 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
         if !finalizer::present(rollout) {
             return Ok(Action::await_change());
         }
-        let observed = observe(source).await?;
+        // Letting go is as final as starting a phase: a Job the cache has
+        // not seen yet must not be taken for finished, so read live.
+        let observed = observe(Source::Live).await?;
         return clean_up(ctx, rollout, database.as_ref(), &api, &observed).await;
     }
     finalizer::add(&api, rollout).await.map_err(Error::Kube)?;
