@@ -19,6 +19,9 @@ WORKDIR /src
 # registry is a cache mount, so crates are kept across builds but never land
 # in an image layer.
 COPY Cargo.toml Cargo.lock ./
+# testkit/ is a path dev-dependency (test support): cargo reads it to
+# resolve the lockfile, though nothing of it is built into the binary.
+COPY testkit ./testkit
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo fetch --locked
 

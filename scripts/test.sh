@@ -21,7 +21,7 @@ cargo test --locked --workspace --all-targets 2>&1 | tee "$log"
 # Invariant I7: the passwords the tests hand to bellows never show up in the
 # whole run's output (e2e scenario 10 also checks operator logs, events and
 # status). Keep in sync with e2e/scenarios/inline_sql.rs, tests/database.rs
-# and e2e/harness/mariadb.rs.
+# and testkit/src/mariadb.rs.
 if grep -n -F -e e2e-inline-pw-5150 -e pg-test-pw-91c2 -e mariadb-test-pw-7f3a "$log"; then
   echo "a test password appears in the test output" >&2
   exit 1

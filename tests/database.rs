@@ -3,16 +3,7 @@
 //!
 //! Over 400 lines: each behaviour runs on both engines through shared bodies.
 
-#[path = "../e2e/harness/mariadb.rs"]
-mod mariadb;
-#[path = "../e2e/harness/postgres.rs"]
-#[allow(dead_code)]
-mod postgres;
-#[path = "../e2e/harness/process.rs"]
-#[allow(dead_code)]
-mod process;
-#[path = "../e2e/harness/wait.rs"]
-mod wait;
+use bellows_testkit::{mariadb, postgres, process, wait};
 
 use bellows::api::{DatabaseSpec, Step};
 use bellows::db::{DbError, LedgerKey, LedgerState, Pools, Runner, Target, build};

@@ -5,14 +5,12 @@ pub mod cluster;
 pub mod identity;
 pub mod kubelet;
 pub mod operator;
-// Shared with tests/database.rs, which uses parts the suite does not.
-#[allow(dead_code)]
-pub mod postgres;
-pub mod process;
 mod rollouts;
 mod runs;
-pub mod wait;
 mod workloads;
+
+// Shared with tests/database.rs (testkit/).
+pub use bellows_testkit::{postgres, process, wait};
 
 use bellows::api::{RolloutPhase, SchemaRollout};
 use k8s_openapi::api::core::v1::Namespace;

@@ -2,8 +2,8 @@
 //! a free loopback port, trust authentication. As root it runs as the
 //! `postgres` user (PostgreSQL refuses root).
 
-use super::process::{Service, free_port, run};
-use super::wait::until;
+use crate::process::{Service, free_port, run};
+use crate::wait::until;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

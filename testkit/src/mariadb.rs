@@ -2,8 +2,8 @@
 //! install-db into a temp dir, a free loopback port, and a user `app` with a
 //! password for TCP logins.
 
-use super::process::{Proc, free_port, run};
-use super::wait::until;
+use crate::process::{Proc, free_port, run};
+use crate::wait::until;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
