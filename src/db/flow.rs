@@ -47,20 +47,31 @@ pub(super) trait Engine {
     ) -> Result<(), sqlx::Error>;
 }
 
-/// Runs `body` under the database lock and always unlocks, whatever `body`
-/// returned; `None` when another session holds the lock.
-async fn under_lock<E: Engine, T>(
+/// Runs `body` under the database lock, unless another rollout holds the
+/// lock or runs a Job on the database (then false, and `body` never runs).
+/// The lock is released whatever `body` returned.
+async fn when_free<E: Engine>(
     conn: &mut E::Conn,
-    body: impl AsyncFnOnce(&mut E::Conn) -> Result<T, sqlx::Error>,
-) -> Result<Option<T>, sqlx::Error> {
+    key: &LedgerKey,
+    body: impl AsyncFnOnce(&mut E::Conn) -> Result<(), sqlx::Error>,
+) -> Result<bool, sqlx::Error> {
     if !E::try_lock(conn).await? {
-        return Ok(None);
+        return Ok(false);
     }
-    let result = body(conn).await;
+    let result = async {
+        if E::active_job(conn, &key.namespace, &key.rollout)
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        body(conn).await.map(|()| true)
+    }
+    .await;
     let unlocked = E::unlock(conn).await;
-    let value = result?;
+    let ran = result?;
     unlocked?;
-    Ok(Some(value))
+    Ok(ran)
 }
 
 /// Claims the database for `key`'s Job under the lock; false when another
@@ -72,18 +83,10 @@ pub(super) async fn claim<E: Engine>(
     job: &str,
     lease: Duration,
 ) -> Result<bool, sqlx::Error> {
-    let claimed = under_lock::<E, _>(conn, async |conn| {
-        if E::active_job(conn, &key.namespace, &key.rollout)
-            .await?
-            .is_some()
-        {
-            return Ok(false);
-        }
-        E::insert_claim(conn, key, job, lease).await?;
-        Ok(true)
+    when_free::<E>(conn, key, async |conn| {
+        E::insert_claim(conn, key, job, lease).await
     })
-    .await?;
-    Ok(claimed == Some(true))
+    .await
 }
 
 /// Runs `key`'s inline statements under the lock; false when another
@@ -95,16 +98,8 @@ pub(super) async fn run_inline<E: Engine>(
     t: Timeouts,
 ) -> Result<bool, sqlx::Error> {
     E::name_holder(conn, key).await?;
-    let ran = under_lock::<E, _>(conn, async |conn| {
-        if E::active_job(conn, &key.namespace, &key.rollout)
-            .await?
-            .is_some()
-        {
-            return Ok(false);
-        }
-        E::run_locked(conn, key, statements, t).await?;
-        Ok(true)
+    when_free::<E>(conn, key, async |conn| {
+        E::run_locked(conn, key, statements, t).await
     })
-    .await?;
-    Ok(ran == Some(true))
+    .await
 }
