@@ -8,7 +8,7 @@ use crate::api::{Reason, RolloutPhase, SchemaRollout};
 use crate::db::{self, DbError, LedgerState, Runner, Target};
 use crate::planner::step;
 use crate::planner::validate::step_timeout;
-use crate::planner::{self, Action as PlanAction, EventKind, Plan};
+use crate::planner::{self, Action as PlanAction, EventIntent, EventKind, Plan};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -148,19 +148,15 @@ async fn clean_up(
     finalizer::remove(api, rollout).await.map_err(Error::Kube)?;
     tracing::info!(rollout = %name, namespace = %ns, resumed = ?resumed, "deleted; cleaned up");
     if !resumed.is_empty() {
-        let event = Event {
-            type_: EventType::Normal,
-            reason: Reason::WorkloadsResumed.as_str().into(),
-            note: Some(planner::event_note(&format!(
+        let event = EventIntent {
+            kind: EventKind::Normal,
+            reason: Reason::WorkloadsResumed,
+            note: planner::event_note(&format!(
                 "the rollout was deleted; resumed the Deployments its gate had paused: {}",
                 resumed.join(", ")
-            ))),
-            action: "Delete".into(),
-            secondary: None,
+            )),
         };
-        if let Err(err) = ctx.recorder.publish(&event, &reference(rollout)).await {
-            tracing::warn!(rollout = %name, error = %err, "could not publish event");
-        }
+        publish(ctx, rollout, &event, "Delete").await;
     }
     Ok(Action::await_change())
 }
@@ -192,19 +188,12 @@ async fn apply(
             // before the Job exists.
             let target = database.map(usable).transpose()?;
             let key = planner::ledger::key(rollout, *step).expect("the phase exists");
-            let ledger: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-            let cluster_entry =
-                |state: LedgerState| cluster_ledger::Entry::new(&state, &name, *step, &key.digest);
             match &target {
                 Some(target) => {
                     let lease = step_timeout(&rollout.spec, *step) + CLAIM_MARGIN;
                     target.claim_job(&ctx.pools, &key, job_name, lease).await?
                 }
-                None => {
-                    cluster_ledger::write(&ledger, job_name, &cluster_entry(LedgerState::Claimed))
-                        .await
-                        .map_err(Error::Kube)?
-                }
+                None => write_cluster_ledger(ctx, &key, job_name, LedgerState::Claimed).await?,
             }
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
             let params = PostParams {
@@ -242,13 +231,10 @@ async fn apply(
                         .record_start(&ctx.pools, &key, &Runner::Job(job_name.clone()))
                         .await?
                 }
-                None => cluster_ledger::write(
-                    &ledger,
-                    job_name,
-                    &cluster_entry(LedgerState::Started { done: 0 }),
-                )
-                .await
-                .map_err(Error::Kube)?,
+                None => {
+                    write_cluster_ledger(ctx, &key, job_name, LedgerState::Started { done: 0 })
+                        .await?
+                }
             }
         }
         PlanAction::RunSql(step) => {
@@ -270,11 +256,7 @@ async fn apply(
                     Some(m) => LedgerState::Failed(m.clone()),
                     None => LedgerState::Succeeded,
                 };
-                let entry = cluster_ledger::Entry::new(&state, &name, *step, &key.digest);
-                let ledger: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-                return cluster_ledger::write(&ledger, &job, &entry)
-                    .await
-                    .map_err(Error::Kube);
+                return write_cluster_ledger(ctx, &key, &job, state).await;
             };
             let target = usable(database)?;
             // The start row may be missing if bellows crashed right after
@@ -299,6 +281,21 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// Writes `state` for `key` into the cluster ledger of its namespace, under
+/// the phase's Job name (`job`).
+async fn write_cluster_ledger(
+    ctx: &Context,
+    key: &planner::ledger::LedgerKey,
+    job: &str,
+    state: LedgerState,
+) -> Result<(), Error> {
+    let entry = cluster_ledger::Entry::new(&state, &key.rollout, key.step, &key.digest);
+    let ledger: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    cluster_ledger::write(&ledger, job, &entry)
+        .await
+        .map_err(Error::Kube)
 }
 
 /// The resolved database, or why it cannot be used.
@@ -353,18 +350,24 @@ async fn record(ctx: &Context, rollout: &SchemaRollout, plan: &Plan, now: Timest
         ctx.metrics.contract_held(reason.as_str());
     }
     for e in &plan.events {
-        let event = Event {
-            type_: match e.kind {
-                EventKind::Normal => EventType::Normal,
-                EventKind::Warning => EventType::Warning,
-            },
-            reason: e.reason.as_str().into(),
-            note: Some(e.note.clone()),
-            action: phase.as_str().into(),
-            secondary: None,
-        };
-        if let Err(err) = ctx.recorder.publish(&event, &reference(rollout)).await {
-            tracing::warn!(rollout = %rollout.name_any(), reason = %e.reason, error = %err, "could not publish event");
-        }
+        publish(ctx, rollout, e, phase.as_str()).await;
+    }
+}
+
+/// Publishes `e` about `rollout` with `action`; a failure is logged, never
+/// retried: events are best effort.
+async fn publish(ctx: &Context, rollout: &SchemaRollout, e: &EventIntent, action: &str) {
+    let event = Event {
+        type_: match e.kind {
+            EventKind::Normal => EventType::Normal,
+            EventKind::Warning => EventType::Warning,
+        },
+        reason: e.reason.as_str().into(),
+        note: Some(e.note.clone()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &reference(rollout)).await {
+        tracing::warn!(rollout = %rollout.name_any(), reason = %e.reason, error = %err, "could not publish event");
     }
 }
