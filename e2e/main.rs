@@ -158,6 +158,15 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
         None => Some(Kubelet::start(cluster.client.clone(), path.join("pods")).await),
     };
     let identity = Identity::install(&cluster.client, &cluster.kubeconfig, &path).await;
+    // A restarted kube-apiserver refuses the chart identity until its RBAC
+    // caches sync: one cluster-scoped and one namespaced call it makes.
+    cluster.probe_rbac_as(
+        cluster::client_for(&identity.kubeconfig).await,
+        &[
+            "/apis/bellows.dev/v1alpha1/schemarollouts?limit=1",
+            "/apis/coordination.k8s.io/v1/namespaces/bellows-system/leases/bellows-leader",
+        ],
+    );
     let mut operator = Operator::new(&identity, &path);
     operator.start().await;
     let env = Arc::new(Env {

@@ -24,6 +24,9 @@ pub struct Cluster {
     apiserver: Option<Service>,
     /// From each kill of kube-apiserver until it was ready again.
     restarts: Mutex<Vec<Window>>,
+    /// A client of the operator's identity and requests its RBAC allows:
+    /// a restart is over once they are allowed again.
+    rbac_probe: Mutex<Option<(Client, Vec<String>)>>,
     _procs: Vec<Proc>,
 }
 
@@ -146,16 +149,27 @@ impl Cluster {
             client,
             apiserver: Some(api),
             restarts: Mutex::default(),
+            rbac_probe: Mutex::default(),
             _procs: vec![kcm, etcd],
         }
     }
 
+    /// After a restart, also wait until `client` may GET each of `paths`
+    /// (the operator's identity and calls its RBAC allows; any answer but
+    /// a 403 counts).
+    pub fn probe_rbac_as(&self, client: Client, paths: &[&str]) {
+        let paths = paths.iter().map(|p| p.to_string()).collect();
+        *self.rbac_probe.lock().unwrap() = Some((client, paths));
+    }
+
     /// Fault injection: kills kube-apiserver (SIGKILL: a crash; a graceful
     /// stop drains watches for a minute), leaves it down for `down`, starts
-    /// it again and waits until it is ready (`/readyz`: its RBAC caches
-    /// synced). The span is remembered: while a restarted server's
-    /// authorizer has not synced it answers 403 to everyone but admins, which
-    /// says nothing about the chart's RBAC.
+    /// it again and waits until it is ready (`/readyz`) and, with
+    /// [`Self::probe_rbac_as`], until its RBAC authorizer allows the probe
+    /// identity again (`/readyz` can pass seconds before that). The span is
+    /// remembered: while a restarted server's authorizer has not synced it
+    /// answers 403 to everyone but admins, which says nothing about the
+    /// chart's RBAC.
     pub async fn restart_apiserver(&self, down: Duration) {
         let api = self
             .apiserver
@@ -174,6 +188,26 @@ impl Cluster {
                 .filter(|t| t == "ok")
         })
         .await;
+        let probe = self.rbac_probe.lock().unwrap().clone();
+        if let Some((client, paths)) = probe {
+            until(
+                "RBAC allows the operator again",
+                Duration::from_secs(60),
+                || async {
+                    for path in &paths {
+                        let request = http::Request::get(path.as_str()).body(Vec::new()).unwrap();
+                        match client.request_text(request).await {
+                            // Allowed: any answer but a 403 (a 404 included).
+                            Ok(_) => {}
+                            Err(kube::Error::Api(e)) if e.code != 403 => {}
+                            Err(_) => return None,
+                        }
+                    }
+                    Some(())
+                },
+            )
+            .await;
+        }
         let ready = Timestamp::now() + jiff::SignedDuration::from_secs(1);
         self.restarts.lock().unwrap().push((killed, ready));
     }
@@ -195,6 +229,7 @@ impl Cluster {
             client,
             apiserver: None,
             restarts: Mutex::default(),
+            rbac_probe: Mutex::default(),
             _procs: vec![],
         }
     }
