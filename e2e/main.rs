@@ -83,6 +83,16 @@ fn scenarios() -> Vec<Scenario> {
             true,
             scenarios::gitops::run
         ),
+        scenario!(
+            "17_rename_under_traffic_postgres",
+            true,
+            scenarios::traffic::postgres
+        ),
+        scenario!(
+            "18_rename_under_traffic_mariadb",
+            true,
+            scenarios::traffic::mariadb
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

@@ -3,6 +3,13 @@
 //! process with the pod's resolved environment, marks other pods Running and
 //! Ready, and removes Terminating pods.
 //!
+//! An app pod (not a Job's) whose first container has a `command` runs it
+//! too, as a real kubelet would: the process keeps running while the pod is
+//! Terminating (that delay is the app's drain time, when real pods still
+//! serve), gets SIGTERM when the kubelet stops the pod, SIGKILL after the
+//! pod's grace period, and only then is the pod removed from the API. An app
+//! that stopped at the first sign of deletion would hide an early contract.
+//!
 //! Knobs, as pod (template) annotations:
 //! - `e2e.bellows.dev/never-ready: "true"`: the pod never becomes Ready;
 //! - `e2e.bellows.dev/ready-after-ms`: delay before Ready (default 300);
@@ -11,8 +18,9 @@
 //!
 //! The delays simulate a slow node; tests never wait on them blindly.
 //!
-//! Over 400 lines: one watcher of pods doing a kubelet's three jobs (bind,
-//! run Job pods, report status) and the environment resolution Job pods need.
+//! Over 400 lines: one watcher of pods doing a kubelet's jobs (bind, run
+//! Job and app pods, stop them, report status) and the environment
+//! resolution their containers need.
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -21,7 +29,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,6 +70,8 @@ pub struct Kubelet {
     logs: PathBuf,
     pub journal: Arc<Journal>,
     seen: Arc<Mutex<HashSet<(String, &'static str)>>>,
+    /// Running app containers by pod uid (killed when dropped).
+    apps: Arc<Mutex<HashMap<String, tokio::process::Child>>>,
 }
 
 impl Kubelet {
@@ -80,6 +90,7 @@ impl Kubelet {
             logs,
             journal: Arc::default(),
             seen: Arc::default(),
+            apps: Arc::default(),
         };
         let k = kubelet.clone();
         tokio::spawn(async move {
@@ -160,13 +171,22 @@ impl Kubelet {
     async fn remove(&self, pod: Pod) {
         let delay = annotation_ms(&pod, TERMINATE_AFTER_MS).unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        self.stop_app(&pod).await;
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
             ..DeleteParams::default()
         };
-        match self.api(&pod).delete(&pod.name_any(), &dp).await {
-            Ok(_) | Err(kube::Error::Api(_)) => {}
-            Err(e) => eprintln!("kubelet: remove {}: {e}", pod.name_any()),
+        // Retried while the API server cannot be reached (fault injection
+        // restarts it): a pod left Terminating would hold contract forever.
+        for attempt in 0.. {
+            match self.api(&pod).delete(&pod.name_any(), &dp).await {
+                Ok(_) | Err(kube::Error::Api(_)) => break,
+                Err(e) if attempt == 300 => {
+                    eprintln!("kubelet: remove {}: {e}", pod.name_any());
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
         }
         self.journal.removed.lock().unwrap().push(Removed {
             namespace: pod.namespace().unwrap_or_default(),
@@ -184,6 +204,11 @@ impl Kubelet {
         match job {
             Some(job) => self.run_job_pod(pod, job).await,
             None => {
+                if let Err(message) = self.start_app(&pod).await {
+                    eprintln!("kubelet: app {}: {message}", pod.name_any());
+                    self.patch_status(&pod, running_status(&pod, false)).await;
+                    return;
+                }
                 if pod.annotations().get(NEVER_READY).map(String::as_str) == Some("true") {
                     self.patch_status(&pod, running_status(&pod, false)).await;
                     return;
@@ -192,6 +217,69 @@ impl Kubelet {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
                 self.patch_status(&pod, running_status(&pod, true)).await;
             }
+        }
+    }
+
+    /// Starts an app pod's first container if it has a command (an image's
+    /// entrypoint cannot run here: such pods only report Running).
+    async fn start_app(&self, pod: &Pod) -> Result<(), String> {
+        let ns = pod.namespace().unwrap_or_default();
+        let container = first_container(pod);
+        if container.command.is_none() {
+            return Ok(());
+        }
+        let env = match self.resolve_env_waiting(pod, &ns, &container).await {
+            Ok(env) => env,
+            Err(EnvError::Api(m) | EnvError::Config(m)) => return Err(m),
+        };
+        let log = self.logs.join(format!("{ns}_{}.log", pod.name_any()));
+        let (program, args) = argv(&container, &env).ok_or("no command")?;
+        let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let child = tokio::process::Command::new(&program)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        let uid = pod.uid().unwrap_or_default();
+        let mut apps = self.apps.lock().unwrap();
+        // Deleted while starting: stop_app may have looked already. The
+        // child is killed when dropped.
+        if !self.seen.lock().unwrap().contains(&(uid.clone(), "remove")) {
+            apps.insert(uid, child);
+        }
+        Ok(())
+    }
+
+    /// Stops a pod's app process the way a kubelet stops a container:
+    /// SIGTERM, then SIGKILL once the pod's grace period is over.
+    async fn stop_app(&self, pod: &Pod) {
+        let child = self
+            .apps
+            .lock()
+            .unwrap()
+            .remove(&pod.uid().unwrap_or_default());
+        let Some(mut child) = child else { return };
+        if let Some(pid) = child.id() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
+            .unwrap_or(30);
+        let grace = Duration::from_secs(grace.max(0) as u64);
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            child.kill().await.ok();
         }
     }
 
@@ -226,26 +314,10 @@ impl Kubelet {
 
     async fn run_job_pod(&self, pod: Pod, job: String) {
         let ns = pod.namespace().unwrap_or_default();
-        let container = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.first())
-            .cloned()
-            .unwrap_or_default();
+        let container = first_container(&pod);
         self.patch_status(&pod, running_status(&pod, true)).await;
         let log = self.logs.join(format!("{ns}_{}.log", pod.name_any()));
-        // As a kubelet does, an API server that does not answer is asked
-        // again (the container waits); only a missing object fails it.
-        let mut tries = 0;
-        let resolved = loop {
-            tries += 1;
-            match self.resolve_env(&ns, &container).await {
-                Err(EnvError::Api(_)) if tries < ENV_TRIES => {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                other => break other,
-            }
-        };
+        let resolved = self.resolve_env_waiting(&pod, &ns, &container).await;
         let exit_code = match resolved {
             Err(EnvError::Api(message) | EnvError::Config(message)) => {
                 std::fs::write(&log, &message).ok();
@@ -277,10 +349,33 @@ impl Kubelet {
         .await;
     }
 
-    /// The container's environment: `value`, `secretKeyRef` and
-    /// `configMapKeyRef`, with `$(VAR)` expanded against earlier entries.
+    /// [`Self::resolve_env`], asked again while the API server does not
+    /// answer, as a kubelet does (the container waits); only a missing
+    /// object fails it.
+    async fn resolve_env_waiting(
+        &self,
+        pod: &Pod,
+        ns: &str,
+        container: &Container,
+    ) -> Result<Vec<(String, String)>, EnvError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.resolve_env(pod, ns, container).await {
+                Err(EnvError::Api(_)) if tries < ENV_TRIES => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The container's environment: `value`, `secretKeyRef`,
+    /// `configMapKeyRef` and `fieldRef` (`metadata.name`,
+    /// `metadata.namespace`), with `$(VAR)` expanded against earlier entries.
     async fn resolve_env(
         &self,
+        pod: &Pod,
         ns: &str,
         c: &Container,
     ) -> Result<Vec<(String, String)>, EnvError> {
@@ -289,7 +384,17 @@ impl Kubelet {
             let value = if let Some(v) = &var.value {
                 expand(v, &env)
             } else if let Some(from) = &var.value_from {
-                if let Some(r) = &from.secret_key_ref {
+                if let Some(f) = &from.field_ref {
+                    match f.field_path.as_str() {
+                        "metadata.name" => pod.name_any(),
+                        "metadata.namespace" => ns.to_owned(),
+                        other => {
+                            return Err(EnvError::Config(format!(
+                                "the stand-in kubelet does not resolve fieldRef {other}"
+                            )));
+                        }
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
                     let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
                         .get_opt(&r.name)
                         .await
@@ -353,15 +458,29 @@ enum EnvError {
 /// answer (500 ms apart: a minute).
 const ENV_TRIES: u32 = 120;
 
-async fn run_container(c: &Container, env: &[(String, String)], log: &std::path::Path) -> i32 {
-    let argv: Vec<String> = c
+/// A pod's first container.
+fn first_container(pod: &Pod) -> Container {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The container's `command` + `args` with `$(VAR)` expanded: program and
+/// arguments.
+fn argv(c: &Container, env: &[(String, String)]) -> Option<(String, Vec<String>)> {
+    let mut argv = c
         .command
         .iter()
         .flatten()
         .chain(c.args.iter().flatten())
-        .map(|a| expand(a, env))
-        .collect();
-    let Some((program, args)) = argv.split_first() else {
+        .map(|a| expand(a, env));
+    Some((argv.next()?, argv.collect()))
+}
+
+async fn run_container(c: &Container, env: &[(String, String)], log: &std::path::Path) -> i32 {
+    let Some((program, args)) = argv(c, env) else {
         std::fs::write(
             log,
             "no command: the stand-in kubelet cannot run an image entrypoint",
@@ -369,7 +488,7 @@ async fn run_container(c: &Container, env: &[(String, String)], log: &std::path:
         .ok();
         return 127;
     };
-    let out = tokio::process::Command::new(program)
+    let out = tokio::process::Command::new(&program)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -7,6 +7,7 @@ pub mod kubelet;
 pub mod operator;
 mod rollouts;
 mod runs;
+pub mod traffic;
 mod workloads;
 
 // Shared with tests/database.rs (testkit/).

@@ -15,6 +15,7 @@ pub mod never_ready;
 pub mod plugin;
 pub mod rollback;
 pub mod terminating;
+pub mod traffic;
 pub mod two_workloads;
 
 use crate::harness::Ns;

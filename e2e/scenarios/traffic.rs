@@ -1,0 +1,233 @@
+//! Scenarios 17 and 18: the rename of `users.full_name` to
+//! `users.display_name` under live traffic, on PostgreSQL and on MariaDB.
+//!
+//! Three replicas of the traffic app (`examples/traffic`) keep querying
+//! while version 1 (full_name) rolls to version 2 (display_name), one surge
+//! pod at a time, old pods serving for a 3 s drain while Terminating. The
+//! SQL is the examples' own (`examples/inline-sql.yaml`,
+//! `examples/inline-sql-mariadb.yaml`; only the bake time is shortened).
+//!
+//! - **With bellows**: the SchemaRollout is applied, version 2 is deployed as
+//!   soon as the gate holds, contract is approved when it asks. Every query
+//!   of both versions must succeed, no read of a named row may return NULL,
+//!   each version must run at least 1,000 queries, and the final schema is
+//!   `users (id, display_name)` without triggers.
+//! - **The control**: the same rename the way a deploy pipeline does it
+//!   without bellows: expand, deploy, `kubectl rollout status`, then
+//!   contract (a PostSync hook). Old pods still draining lose their column:
+//!   this run must fail queries, which proves the tally can see an early
+//!   contract. Both tallies are printed side by side.
+
+use super::STEP;
+use crate::harness::traffic::{APP, Db, Tally, tallies, tally_dir, wait_queries};
+use crate::harness::wait::until;
+use crate::harness::{Env, Ns, phase_of};
+use bellows::api::RolloutPhase::*;
+use bellows::api::SchemaRollout;
+use bellows::planner::rollout::PAUSED_BY_ANNOTATION;
+use bellows_testkit::mariadb::{self, MariaDb};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Queries each version must run (the floor).
+const MIN_QUERIES: u64 = 1000;
+
+pub async fn postgres(env: Arc<Env>) {
+    let ns = env.namespace("traffic-pg").await;
+    let with = with_bellows(
+        &env,
+        &ns,
+        &env.pg.url(&ns.name),
+        &env.pg.local_url(&ns.name),
+        PG,
+    )
+    .await;
+    let ns = env.namespace("traffic-pg-hook").await;
+    let hook = with_hook(
+        &env,
+        &ns,
+        &env.pg.url(&ns.name),
+        &env.pg.local_url(&ns.name),
+        PG,
+    )
+    .await;
+    judge("PostgreSQL", &with, &hook);
+}
+
+pub async fn mariadb(env: Arc<Env>) {
+    let server = MariaDb::start(&env.dir.join("traffic-mariadb")).await;
+    let ns = env.namespace("traffic-maria").await;
+    let url = server.database(&ns.name, mariadb::PASSWORD);
+    let with = with_bellows(&env, &ns, &url, &url, MARIADB).await;
+    let ns = env.namespace("traffic-maria-hook").await;
+    let url = server.database(&ns.name, mariadb::PASSWORD);
+    let hook = with_hook(&env, &ns, &url, &url, MARIADB).await;
+    judge("MariaDB", &with, &hook);
+}
+
+const PG: &str = "examples/inline-sql.yaml";
+const MARIADB: &str = "examples/inline-sql-mariadb.yaml";
+
+/// What one run measured: the tallies by version and the database after.
+pub struct Run {
+    pub tallies: BTreeMap<String, Tally>,
+    pub columns: String,
+    pub triggers: String,
+}
+
+/// The example's SchemaRollout for `ns`, with `bakeTime` (10m in the file)
+/// shortened.
+pub fn example_rollout(file: &str, ns: &Ns, bake: &str) -> Value {
+    let [mut rollout]: [Value; 1] =
+        super::examples::documents(&crate::harness::repo_path(file), &ns.name)
+            .try_into()
+            .unwrap_or_else(|_| panic!("{file} holds one document"));
+    rollout["spec"]["contract"]["after"]["bakeTime"] = json!(bake);
+    rollout
+}
+
+/// The table, the Secret `shop-db` (for pods: `pod_url`) and version 1
+/// serving traffic; returns the test's connection and the tally directory.
+pub async fn start_traffic(
+    env: &Env,
+    ns: &Ns,
+    pod_url: &str,
+    local_url: &str,
+) -> (Db, std::path::PathBuf) {
+    let db = Db::connect(local_url).await;
+    db.seed_users().await;
+    ns.create_secret("shop-db", "url", pod_url).await;
+    let dir = tally_dir(env, ns);
+    ns.deploy_traffic(&dir).await;
+    wait_queries(&dir, "1", MIN_QUERIES).await;
+    (db, dir)
+}
+
+/// The rename through a SchemaRollout, run from the example `file`.
+async fn with_bellows(env: &Env, ns: &Ns, pod_url: &str, local_url: &str, file: &str) -> Run {
+    let (db, dir) = start_traffic(env, ns, pod_url, local_url).await;
+    let rollout = example_rollout(file, ns, "1s");
+    let name = rollout["metadata"]["name"].as_str().unwrap().to_owned();
+    let rollout: SchemaRollout = serde_json::from_value(rollout).unwrap();
+    Api::<SchemaRollout>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &rollout)
+        .await
+        .unwrap();
+    wait_gate(ns, &name).await;
+    ns.deploy_traffic_v2(&dir).await;
+    ns.wait_phase(&name, AwaitingApproval, STEP).await;
+    ns.approve(&name).await;
+    ns.wait_phase(&name, Succeeded, STEP).await;
+    finish(ns, &db, &dir).await
+}
+
+/// Waits until version 2 may be deployed: the gate holds the Deployment
+/// (paused and marked by this rollout), or expand is already over (a fast
+/// expand can pause and resume between two polls).
+pub async fn wait_gate(ns: &Ns, name: &str) {
+    let deployments = Api::<Deployment>::namespaced(ns.client.clone(), &ns.name);
+    let rollouts = Api::<SchemaRollout>::namespaced(ns.client.clone(), &ns.name);
+    until("the gate holds or expand is done", STEP, || async {
+        let d = deployments.get(APP).await.ok()?;
+        let held = d.spec.as_ref()?.paused == Some(true)
+            && d.annotations()
+                .get(PAUSED_BY_ANNOTATION)
+                .map(String::as_str)
+                == Some(name);
+        let expanded = matches!(
+            phase_of(&rollouts.get(name).await.ok()?),
+            Some(AwaitingRollout | Transitioning | AwaitingApproval | Contracting | Succeeded)
+        );
+        (held || expanded).then_some(())
+    })
+    .await;
+}
+
+/// The same rename without bellows: expand, deploy, `kubectl rollout
+/// status`, contract.
+async fn with_hook(env: &Env, ns: &Ns, pod_url: &str, local_url: &str, file: &str) -> Run {
+    let (db, dir) = start_traffic(env, ns, pod_url, local_url).await;
+    let spec = example_rollout(file, ns, "1s")["spec"].clone();
+    for statement in statements(&spec, "expand") {
+        db.exec(&statement).await;
+    }
+    ns.deploy_traffic_v2(&dir).await;
+    let status = ns.kubectl(&[
+        "rollout",
+        "status",
+        &format!("deployment/{APP}"),
+        "--timeout=120s",
+    ]);
+    assert!(status.status.success(), "kubectl rollout status failed");
+    for statement in statements(&spec, "contract") {
+        db.exec(&statement).await;
+    }
+    finish(ns, &db, &dir).await
+}
+
+fn statements(spec: &Value, phase: &str) -> Vec<String> {
+    spec[phase]["sql"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{phase}.sql"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Lets version 2 run its share, stops the traffic and reads what it saw.
+pub async fn finish(ns: &Ns, db: &Db, dir: &std::path::Path) -> Run {
+    wait_queries(dir, "2", MIN_QUERIES).await;
+    ns.stop_traffic().await;
+    Run {
+        tallies: tallies(dir),
+        columns: db.user_columns().await,
+        triggers: db.user_triggers().await,
+    }
+}
+
+/// Prints both runs side by side and asserts the promise (and that the
+/// control could see its failure).
+fn judge(engine: &str, with: &Run, hook: &Run) {
+    println!("e2e:   rename under traffic on {engine}: queries by version");
+    println!(
+        "e2e:   {:<26} {:>8} {:>8} {:>10}",
+        "run", "ok", "failed", "NULL reads"
+    );
+    for (run, label) in [(with, "bellows"), (hook, "hook after rollout status")] {
+        for (version, t) in &run.tallies {
+            println!(
+                "e2e:   {:<26} {:>8} {:>8} {:>10}",
+                format!("{label}, v{version}"),
+                t.ok,
+                t.failed,
+                t.null_reads
+            );
+        }
+    }
+    if let Some((message, n)) = hook.tallies.values().flat_map(|t| &t.errors).next() {
+        println!("e2e:   the hook's first error ({n}x): {message}");
+    }
+    for version in ["1", "2"] {
+        let t = with.tallies.get(version).cloned().unwrap_or_default();
+        assert!(
+            t.failed == 0 && t.null_reads == 0,
+            "{engine}: v{version} under bellows: {t:?}"
+        );
+        assert!(
+            t.queries() >= MIN_QUERIES,
+            "{engine}: v{version} ran only {} queries",
+            t.queries()
+        );
+    }
+    assert_eq!(with.columns, "display_name,id", "{engine}: final schema");
+    assert_eq!(with.triggers, "0", "{engine}: triggers left");
+    let failed: u64 = hook.tallies.values().map(|t| t.failed).sum();
+    assert!(
+        failed > 0,
+        "{engine}: the control (contract right after rollout status) failed no query: the test cannot see an early contract"
+    );
+}

@@ -1,0 +1,221 @@
+//! A small app that keeps a database busy the way a web service does, for
+//! the traffic scenarios and the demo: version 1 reads and writes
+//! `users.full_name`, version 2 `users.display_name`.
+//!
+//! Each process runs one steady loop (by default 80 queries/s): read a
+//! random seeded row, update one, insert one, each in its own autocommit
+//! statement with bound parameters. Every query is counted as ok or failed
+//! (with its error); a read returning NULL for a row that has a name counts
+//! as a data gap. The tally is written as JSON to `--tally` every 200 ms and
+//! on SIGTERM, after which the process exits 0. A query that fails is never
+//! retried: a failed request is what a user would have seen.
+//!
+//! `cargo run --example traffic -- --version 1 --tally /tmp/v1.json`, with
+//! `DATABASE_URL` a `postgres://` or `mysql://` URL and table `users (id,
+//! full_name)` holding rows 1..=`--rows`.
+
+use clap::Parser;
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, MySqlPool, PgPool};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+struct Args {
+    /// 1 uses `full_name`, 2 uses `display_name`.
+    #[arg(long, value_parser = ["1", "2"])]
+    version: String,
+    /// Where the tally is written (replaced atomically).
+    #[arg(long)]
+    tally: PathBuf,
+    /// Queries per second.
+    #[arg(long, default_value_t = 80)]
+    qps: u32,
+    /// Rows 1..=rows exist and have a name.
+    #[arg(long, default_value_t = 500)]
+    rows: u32,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+}
+
+/// What the process saw, as the tests read it.
+#[derive(Default, Serialize)]
+struct Tally {
+    version: String,
+    ok: u64,
+    failed: u64,
+    /// Reads of a named row that returned NULL.
+    null_reads: u64,
+    /// Failed queries by error message (the first 5 distinct messages).
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn record<T>(&mut self, result: Result<T, sqlx::Error>) -> Option<T> {
+        match result {
+            Ok(v) => {
+                self.ok += 1;
+                Some(v)
+            }
+            Err(e) => {
+                self.failed += 1;
+                let message = e.to_string();
+                if self.errors.len() < 5 || self.errors.contains_key(&message) {
+                    *self.errors.entry(message).or_default() += 1;
+                }
+                None
+            }
+        }
+    }
+
+    fn write(&self, path: &std::path::Path) {
+        let tmp = path.with_extension("tmp");
+        let json = serde_json::to_vec(self).expect("tally serializes");
+        if std::fs::write(&tmp, json).is_ok() {
+            std::fs::rename(&tmp, path).ok();
+        }
+    }
+}
+
+enum Db {
+    Pg(PgPool),
+    My(MySqlPool),
+}
+
+impl Db {
+    async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+        Ok(
+            if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+                Db::My(MySqlPool::connect(url).await?)
+            } else {
+                Db::Pg(PgPool::connect(url).await?)
+            },
+        )
+    }
+
+    /// `sql` with `{}` replaced by the engine's placeholders (`$1`.. or `?`).
+    fn sql(&self, template: &str) -> String {
+        let mut out = String::new();
+        for (i, part) in template.split("{}").enumerate() {
+            if i > 0 {
+                match self {
+                    Db::Pg(_) => out.push_str(&format!("${i}")),
+                    Db::My(_) => out.push('?'),
+                }
+            }
+            out.push_str(part);
+        }
+        out
+    }
+
+    async fn read(&self, sql: String, id: i32) -> Result<Option<Option<String>>, sqlx::Error> {
+        match self {
+            Db::Pg(p) => {
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await
+            }
+            Db::My(p) => {
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await
+            }
+        }
+    }
+
+    /// Runs a write with a name and an optional id.
+    async fn write(&self, sql: String, name: &str, id: Option<i32>) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Pg(p) => {
+                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(name);
+                if let Some(id) = id {
+                    q = q.bind(id);
+                }
+                q.execute(p).await.map(|_| ())
+            }
+            Db::My(p) => {
+                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(name);
+                if let Some(id) = id {
+                    q = q.bind(id);
+                }
+                q.execute(p).await.map(|_| ())
+            }
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = Args::parse();
+    let column = if args.version == "1" {
+        "full_name"
+    } else {
+        "display_name"
+    };
+    let mut tally = Tally {
+        version: args.version.clone(),
+        ..Tally::default()
+    };
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    // Connecting is the pod starting, not a request: wait for the database.
+    let db = loop {
+        match Db::connect(&args.database_url).await {
+            Ok(db) => break db,
+            Err(e) => eprintln!("traffic: connect: {e}"),
+        }
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    };
+    let read = db.sql(&format!("SELECT {column} FROM users WHERE id = {{}}"));
+    let update = db.sql(&format!("UPDATE users SET {column} = {{}} WHERE id = {{}}"));
+    let insert = db.sql(&format!("INSERT INTO users ({column}) VALUES ({{}})"));
+    println!("traffic: version {} on {column}", args.version);
+
+    let mut pace = tokio::time::interval(Duration::from_secs(1) / args.qps.max(1));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut report = tokio::time::interval(Duration::from_millis(200));
+    let mut rng = Rng((std::process::id() as u64 * 0x9E37_79B9) | 1);
+    for n in 0u64.. {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = report.tick() => tally.write(&args.tally),
+            _ = pace.tick() => {
+                let id = 1 + rng.below(args.rows as u64) as i32;
+                let name = format!("v{}-{n}", args.version);
+                match n % 3 {
+                    0 => {
+                        let row = tally.record(db.read(read.clone(), id).await);
+                        if let Some(Some(None)) = row {
+                            tally.null_reads += 1;
+                        }
+                    }
+                    1 => { tally.record(db.write(update.clone(), &name, Some(id)).await); }
+                    _ => { tally.record(db.write(insert.clone(), &name, None).await); }
+                }
+            }
+        }
+    }
+    tally.write(&args.tally);
+    println!(
+        "traffic: stopped: {} ok, {} failed, {} NULL reads",
+        tally.ok, tally.failed, tally.null_reads
+    );
+}
+
+/// xorshift64*: enough to spread reads and writes over the rows.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
