@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod identity;
+pub mod killer;
 pub mod kubelet;
 pub mod operator;
 mod rollouts;
