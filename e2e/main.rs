@@ -93,6 +93,11 @@ fn scenarios() -> Vec<Scenario> {
             true,
             scenarios::traffic::mariadb
         ),
+        scenario!(
+            "19_rename_under_traffic_with_chaos",
+            true,
+            scenarios::traffic::chaos
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

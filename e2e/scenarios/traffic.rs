@@ -1,5 +1,6 @@
-//! Scenarios 17 and 18: the rename of `users.full_name` to
-//! `users.display_name` under live traffic, on PostgreSQL and on MariaDB.
+//! Scenarios 17, 18 and 19: the rename of `users.full_name` to
+//! `users.display_name` under live traffic, on PostgreSQL and on MariaDB,
+//! and on PostgreSQL again under chaos.
 //!
 //! Three replicas of the traffic app (`examples/traffic`) keep querying
 //! while version 1 (full_name) rolls to version 2 (display_name), one surge
@@ -17,8 +18,15 @@
 //!   contract (a PostSync hook). Old pods still draining lose their column:
 //!   this run must fail queries, which proves the tally can see an early
 //!   contract. Both tallies are printed side by side.
+//! - **Under chaos** (19): the bellows run again while the operator is
+//!   SIGKILLed at random moments (at least 20 before the rollout succeeds)
+//!   and kube-apiserver is restarted once mid-rollout: still no failed
+//!   query, and each phase ran exactly once (the ledger has one succeeded
+//!   row per phase; expand's ADD COLUMN and contract's DROP COLUMN would
+//!   fail the phase if they ran again, and no phase ever failed).
 
 use super::STEP;
+use crate::harness::killer::{self, Killer};
 use crate::harness::traffic::{APP, Db, Tally, tallies, tally_dir, wait_queries};
 use crate::harness::wait::until;
 use crate::harness::{Env, Ns, phase_of};
@@ -32,6 +40,7 @@ use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Queries each version must run (the floor).
 const MIN_QUERIES: u64 = 1000;
@@ -67,6 +76,61 @@ pub async fn mariadb(env: Arc<Env>) {
     let url = server.database(&ns.name, mariadb::PASSWORD);
     let hook = with_hook(&env, &ns, &url, &url, MARIADB).await;
     judge("MariaDB", &with, &hook);
+}
+
+/// Kills before the chaos run's rollout succeeds.
+const MIN_KILLS: u32 = 20;
+
+pub async fn chaos(env: Arc<Env>) {
+    let ns = env.namespace("traffic-chaos").await;
+    let (pod_url, local_url) = (env.pg.url(&ns.name), env.pg.local_url(&ns.name));
+    let (db, dir) = start_traffic(&env, &ns, &pod_url, &local_url).await;
+    // A longer bake keeps the rollout going for enough kills.
+    let rollout = example_rollout(PG, &ns, "15s");
+    let name = rollout["metadata"]["name"].as_str().unwrap().to_owned();
+    let phases = ns.record_phases(&name);
+    let killer = Killer::start(env.clone(), &ns, &name);
+    create(&ns, rollout).await;
+    wait_gate(&ns, &name).await;
+    ns.deploy_traffic_v2(&dir).await;
+    let restarts = env.cluster.restart_windows().len();
+    env.cluster.restart_apiserver(Duration::from_secs(2)).await;
+    ns.wait_phase(&name, AwaitingApproval, STEP * 2).await;
+    ns.approve(&name).await;
+    ns.wait_phase(&name, Succeeded, STEP * 2).await;
+    let kills = killer.stop().await;
+    let run = finish(&ns, &db, &dir).await;
+
+    print_tallies("PostgreSQL under chaos", &[(&run, "bellows")]);
+    assert_clean("PostgreSQL under chaos", &run);
+    let before_done = killer::before_done(&kills);
+    assert!(
+        before_done >= MIN_KILLS,
+        "only {before_done} kills landed before the rollout succeeded"
+    );
+    assert_eq!(
+        env.cluster.restart_windows().len(),
+        restarts + 1,
+        "one kube-apiserver restart"
+    );
+    let seen = phases.phases();
+    assert!(!seen.contains(&Failed), "a phase failed: {seen:?}");
+    assert_eq!(
+        db.text(
+            "SELECT string_agg(phase || '=' || state, ',' ORDER BY started_at) FROM bellows.ledger"
+        )
+        .await,
+        "expand=succeeded,contract=succeeded",
+        "the ledger: each phase once"
+    );
+}
+
+async fn create(ns: &Ns, rollout: Value) {
+    let rollout: SchemaRollout = serde_json::from_value(rollout).unwrap();
+    Api::<SchemaRollout>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &rollout)
+        .await
+        .unwrap();
 }
 
 const PG: &str = "examples/inline-sql.yaml";
@@ -112,11 +176,7 @@ async fn with_bellows(env: &Env, ns: &Ns, pod_url: &str, local_url: &str, file: 
     let (db, dir) = start_traffic(env, ns, pod_url, local_url).await;
     let rollout = example_rollout(file, ns, "1s");
     let name = rollout["metadata"]["name"].as_str().unwrap().to_owned();
-    let rollout: SchemaRollout = serde_json::from_value(rollout).unwrap();
-    Api::<SchemaRollout>::namespaced(ns.client.clone(), &ns.name)
-        .create(&PostParams::default(), &rollout)
-        .await
-        .unwrap();
+    create(ns, rollout).await;
     wait_gate(ns, &name).await;
     ns.deploy_traffic_v2(&dir).await;
     ns.wait_phase(&name, AwaitingApproval, STEP).await;
@@ -189,15 +249,14 @@ pub async fn finish(ns: &Ns, db: &Db, dir: &std::path::Path) -> Run {
     }
 }
 
-/// Prints both runs side by side and asserts the promise (and that the
-/// control could see its failure).
-fn judge(engine: &str, with: &Run, hook: &Run) {
-    println!("e2e:   rename under traffic on {engine}: queries by version");
+/// Prints runs side by side: queries by version.
+fn print_tallies(title: &str, runs: &[(&Run, &str)]) {
+    println!("e2e:   rename under traffic on {title}: queries by version");
     println!(
         "e2e:   {:<26} {:>8} {:>8} {:>10}",
         "run", "ok", "failed", "NULL reads"
     );
-    for (run, label) in [(with, "bellows"), (hook, "hook after rollout status")] {
+    for (run, label) in runs {
         for (version, t) in &run.tallies {
             println!(
                 "e2e:   {:<26} {:>8} {:>8} {:>10}",
@@ -208,23 +267,38 @@ fn judge(engine: &str, with: &Run, hook: &Run) {
             );
         }
     }
-    if let Some((message, n)) = hook.tallies.values().flat_map(|t| &t.errors).next() {
-        println!("e2e:   the hook's first error ({n}x): {message}");
-    }
+}
+
+/// The promise: no failed query, no NULL read, both versions served, the
+/// final schema.
+fn assert_clean(what: &str, run: &Run) {
     for version in ["1", "2"] {
-        let t = with.tallies.get(version).cloned().unwrap_or_default();
+        let t = run.tallies.get(version).cloned().unwrap_or_default();
         assert!(
             t.failed == 0 && t.null_reads == 0,
-            "{engine}: v{version} under bellows: {t:?}"
+            "{what}: v{version} under bellows: {t:?}"
         );
         assert!(
             t.queries() >= MIN_QUERIES,
-            "{engine}: v{version} ran only {} queries",
+            "{what}: v{version} ran only {} queries",
             t.queries()
         );
     }
-    assert_eq!(with.columns, "display_name,id", "{engine}: final schema");
-    assert_eq!(with.triggers, "0", "{engine}: triggers left");
+    assert_eq!(run.columns, "display_name,id", "{what}: final schema");
+    assert_eq!(run.triggers, "0", "{what}: triggers left");
+}
+
+/// Prints both runs and asserts the promise (and that the control could
+/// see its failure).
+fn judge(engine: &str, with: &Run, hook: &Run) {
+    print_tallies(
+        engine,
+        &[(with, "bellows"), (hook, "hook after rollout status")],
+    );
+    if let Some((message, n)) = hook.tallies.values().flat_map(|t| &t.errors).next() {
+        println!("e2e:   the hook's first error ({n}x): {message}");
+    }
+    assert_clean(engine, with);
     let failed: u64 = hook.tallies.values().map(|t| t.failed).sum();
     assert!(
         failed > 0,
