@@ -7,9 +7,7 @@
 mod harness;
 mod scenarios;
 
-use harness::cluster::{self, Cluster};
-use harness::identity::Identity;
-use harness::{Env, kubelet::Kubelet, operator::Operator, postgres::Postgres};
+use harness::Env;
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -157,61 +155,13 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
     let path = harness::postgres::shared_dir(dir.path());
 
     let setup = Instant::now();
-    let cluster = match &external {
-        Some(kubeconfig) => Cluster::existing(kubeconfig.clone()).await,
-        None => Cluster::start(&cluster::prepare(), &path).await,
-    };
-    install_crds(&cluster).await;
-    // Against an existing cluster, pods reach the database at this host.
-    let db_host = external.as_ref().map(|_| {
-        std::env::var("BELLOWS_E2E_DB_HOST")
-            .expect("BELLOWS_E2E_DB_HOST: an address of this machine the cluster's pods can reach")
-    });
-    let pg = Postgres::start(&path, db_host).await;
-    let kubelet = match external {
-        Some(_) => None,
-        None => Some(Kubelet::start(cluster.client.clone(), path.join("pods")).await),
-    };
-    let identity = Identity::install(&cluster.client, &cluster.kubeconfig, &path).await;
-    // A restarted kube-apiserver refuses the chart identity until its RBAC
-    // caches sync: one cluster-scoped and one namespaced call it makes.
-    cluster.probe_rbac_as(
-        cluster::client_for(&identity.kubeconfig).await,
-        &[
-            "/apis/bellows.dev/v1alpha1/schemarollouts?limit=1",
-            "/apis/coordination.k8s.io/v1/namespaces/bellows-system/leases/bellows-leader",
-        ],
-    );
-    let mut operator = Operator::new(&identity, &path);
-    operator.start().await;
-    let env = Arc::new(Env {
-        client: cluster.client.clone(),
-        kubeconfig: cluster.kubeconfig.clone(),
-        identity,
-        dir: path.clone(),
-        pg,
-        kubelet,
-        operator: tokio::sync::Mutex::new(operator),
-        cluster,
-    });
+    let env = Env::up(&path, external).await;
     println!(
         "e2e: control plane, PostgreSQL, kubelet and bellows up in {:.1}s ({})",
         setup.elapsed().as_secs_f64(),
         path.display()
     );
-
-    // The kubelet's part for the chart's pod (restartPolicy: Always).
-    let watchdog = {
-        let env = env.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if env.operator.lock().await.revive() {
-                    println!("e2e: the operator exited on its own; started again");
-                }
-            }
-        })
-    };
+    let watchdog = Env::watchdog(&env);
 
     let mut results = vec![];
     for Scenario { name, run, .. } in selected {
@@ -276,13 +226,5 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-/// Creates the CRDs under `crds/` through the API (a 1.20 server drops the
-/// CEL rules it does not know) and waits until they are established.
-async fn install_crds(cluster: &Cluster) {
-    for entry in std::fs::read_dir(harness::repo_path("crds")).unwrap() {
-        harness::install_crd(&cluster.client, &entry.unwrap().path()).await;
     }
 }

@@ -8,6 +8,7 @@ pub mod kubelet;
 pub mod operator;
 mod rollouts;
 mod runs;
+mod setup;
 pub mod traffic;
 mod workloads;
 
