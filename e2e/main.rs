@@ -4,6 +4,7 @@
 //!
 //! Prints each scenario's wall time and a closing `N passed, M failed` line.
 
+mod demo;
 mod harness;
 mod scenarios;
 
@@ -96,6 +97,7 @@ fn scenarios() -> Vec<Scenario> {
             true,
             scenarios::traffic::chaos
         ),
+        scenario!("20_demo_summary", true, demo::scenario),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",
@@ -111,6 +113,11 @@ fn scenarios() -> Vec<Scenario> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--demo") {
+        let wait = !args.iter().any(|a| a == "--no-wait");
+        return runtime().block_on(demo::main(wait));
+    }
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -135,15 +142,19 @@ fn main() -> ExitCode {
         println!("0 passed, 0 failed");
         return ExitCode::SUCCESS;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let code = runtime.block_on(run(selected, external.map(Into::into)));
     // Background watchers end with the process; never wait on them.
     runtime.shutdown_timeout(Duration::from_secs(2));
     code
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> ExitCode {

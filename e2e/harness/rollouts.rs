@@ -9,7 +9,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 impl Ns {
     /// Creates a SchemaRollout from its spec.
@@ -219,7 +219,8 @@ impl Ns {
 /// Phases a rollout went through and the workload messages it showed.
 #[derive(Clone, Default)]
 pub struct PhaseLog {
-    phases: Arc<Mutex<Vec<RolloutPhase>>>,
+    /// Each phase and when the watch saw it begin.
+    phases: Arc<Mutex<Vec<(RolloutPhase, Instant)>>>,
     messages: Arc<Mutex<Vec<String>>>,
 }
 
@@ -227,8 +228,8 @@ impl PhaseLog {
     fn record(&self, r: &SchemaRollout) {
         if let Some(p) = phase_of(r) {
             let mut phases = self.phases.lock().unwrap();
-            if phases.last() != Some(&p) {
-                phases.push(p);
+            if phases.last().map(|l| l.0) != Some(p) {
+                phases.push((p, Instant::now()));
             }
         }
         let mut messages = self.messages.lock().unwrap();
@@ -245,6 +246,11 @@ impl PhaseLog {
     }
 
     pub fn phases(&self) -> Vec<RolloutPhase> {
+        self.timeline().into_iter().map(|p| p.0).collect()
+    }
+
+    /// Each phase with when the watch saw it begin.
+    pub fn timeline(&self) -> Vec<(RolloutPhase, Instant)> {
         self.phases.lock().unwrap().clone()
     }
 

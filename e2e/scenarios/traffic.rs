@@ -125,7 +125,8 @@ pub async fn chaos(env: Arc<Env>) {
     );
 }
 
-async fn create(ns: &Ns, rollout: Value) {
+/// Creates the SchemaRollout `rollout` (a whole document) in `ns`.
+pub async fn create(ns: &Ns, rollout: Value) {
     let rollout: SchemaRollout = serde_json::from_value(rollout).unwrap();
     Api::<SchemaRollout>::namespaced(ns.client.clone(), &ns.name)
         .create(&PostParams::default(), &rollout)
@@ -133,7 +134,8 @@ async fn create(ns: &Ns, rollout: Value) {
         .unwrap();
 }
 
-const PG: &str = "examples/inline-sql.yaml";
+/// The examples each run renames with.
+pub const PG: &str = "examples/inline-sql.yaml";
 const MARIADB: &str = "examples/inline-sql-mariadb.yaml";
 
 /// What one run measured: the tallies by version and the database after.
