@@ -8,4 +8,5 @@ pub mod leader;
 pub mod operator;
 pub mod planner;
 pub mod plugin;
+pub mod sql;
 pub mod telemetry;

@@ -534,6 +534,60 @@ fn cases() -> Vec<Case> {
             stalled("JobRejected", "spec.template.spec.containers[0].name"),
         ),
         case(
+            "commit-in-expand",
+            "expand.sql: [CREATE TABLE t_commit, COMMIT, SELECT 1/0]",
+            bad(&[
+                (
+                    "/expand",
+                    json!({"sql": ["CREATE TABLE t_commit (x int)", "COMMIT", "SELECT 1/0"]}),
+                ),
+                ("/database", database()),
+            ]),
+            stalled(
+                "InvalidSpec",
+                "spec.expand.sql[1] (COMMIT): COMMIT is transaction control",
+            ),
+        ),
+        case(
+            "begin-in-check",
+            "a check \"BEGIN\"",
+            bad(&[
+                ("/contract/after", check("c", "BEGIN")),
+                ("/database", database()),
+            ]),
+            stalled(
+                "InvalidSpec",
+                "spec.contract.after.checks[0].sql: BEGIN is transaction control",
+            ),
+        ),
+        case(
+            "unsafe-expand",
+            "expand drops a column old pods read",
+            bad(&[
+                (
+                    "/expand",
+                    json!({"sql": ["ALTER TABLE users DROP COLUMN full_name"]}),
+                ),
+                ("/database", database()),
+            ]),
+            stalled("UnsafeExpand", "spec.expand.sql[0]"),
+        ),
+        case(
+            "unknown-allowance",
+            "expand.allow: [no-such-rule]",
+            bad(&[
+                (
+                    "/expand",
+                    json!({"sql": ["SELECT 1"], "allow": ["no-such-rule"]}),
+                ),
+                ("/database", database()),
+            ]),
+            stalled(
+                "InvalidSpec",
+                "spec.expand.allow: \"no-such-rule\" is no lint rule",
+            ),
+        ),
+        case(
             "retries",
             "expand Job backoffLimit: 3",
             bad(&[("/expand/job/backoffLimit", json!(3))]),
@@ -640,6 +694,8 @@ pub async fn run(env: Arc<Env>) {
         jobs.len()
     );
     assert!(jobs.is_empty(), "bad input must never create a Job");
+    // Nor run a statement: the COMMIT case's first statement never ran.
+    assert_eq!(ns.sql("SELECT to_regclass('t_commit') IS NULL"), "t");
     assert!(operator.running(), "the operator exited");
     assert_eq!(
         operator.restarts, restarts,

@@ -176,9 +176,20 @@ pub struct PhaseSpec {
     /// SQL statements bellows runs itself against `spec.database`, in order.
     /// On PostgreSQL they run in one transaction (all or nothing); on MySQL,
     /// where DDL commits implicitly, one by one, recording how far it got.
+    /// Transaction control (`BEGIN`, `COMMIT`, ...) is refused, and in
+    /// expand a statement that breaks the old version's pods (a dropped or
+    /// renamed column, ...) holds the rollout unless allowed (`allow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 200))]
     pub sql: Option<Vec<String>>,
+    /// Lint rules (ids, e.g. `drop-column`) allowed for every statement of
+    /// this phase's `sql`. One statement can carry its own allowance in a
+    /// comment: `-- bellows:allow drop-column`. Allowances show in
+    /// `status.steps[].allowed` and an event. The rules are listed in
+    /// docs/design.md and by `kubectl bellows lint`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub allow: Vec<String>,
 }
 
 /// The contract phase and the conditions that must hold before it starts

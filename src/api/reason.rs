@@ -60,6 +60,17 @@ reasons! {
     JobDeleted,
     /// Stall: the spec breaks a rule the schema could not state.
     InvalidSpec,
+    /// Stall: an expand statement breaks the old version's pods (a lint
+    /// rule, not allowed).
+    UnsafeExpand,
+    /// Event (Warning): an inline statement the parser could not read; the
+    /// lint did not check it.
+    SqlNotAnalysed,
+    /// Event: a lint finding allowed by `allow` or a `bellows:allow` comment.
+    UnsafeAllowed,
+    /// Event (Warning): a transition or contract statement blocks writes
+    /// for long (a non-concurrent index, a table rewrite).
+    BlocksWrites,
     /// Stall: a listed Deployment does not exist.
     WorkloadNotFound,
     /// Stall: the version names a container the Deployment lacks.
@@ -153,6 +164,10 @@ mod tests {
                 "JobRejected",
                 "JobDeleted",
                 "InvalidSpec",
+                "UnsafeExpand",
+                "SqlNotAnalysed",
+                "UnsafeAllowed",
+                "BlocksWrites",
                 "WorkloadNotFound",
                 "ContainerNotFound",
                 "SecretNotFound",

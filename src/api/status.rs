@@ -193,6 +193,10 @@ pub struct StepStatus {
     /// Why the Job failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Lint findings allowed for this phase's inline statements, as
+    /// `statement N: rule-id`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<String>,
 }
 
 /// State of a phase's Job.

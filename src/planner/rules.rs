@@ -12,10 +12,11 @@ use super::{
     RETRY_CHECKS, RETRY_DATABASE, RETRY_REJECTED, approval_key, elapsed, settled, validate,
 };
 use crate::api::{
-    APPROVE_ANNOTATION, Approval, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step,
-    StepState, StepStatus, WorkloadStatus,
+    APPROVE_ANNOTATION, Approval, Engine, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus,
+    Step, StepState, StepStatus, WorkloadStatus,
 };
 use crate::planner::ledger::LedgerState;
+use crate::sql;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use std::time::Duration;
@@ -238,7 +239,23 @@ impl<'a> Planner<'a> {
         outcome
     }
 
+    /// The lint's report on `step`'s inline statements.
+    fn lint(&self, step: Step, statements: &[String], allow: &[String]) -> sql::Report {
+        let engine = self
+            .rollout
+            .spec
+            .database
+            .as_ref()
+            .map_or(Engine::Postgres, |d| d.engine);
+        sql::report(engine, step, statements, allow)
+    }
+
     fn new_record(&self, step: Step, phase: &crate::api::PhaseSpec, digest: String) -> StepStatus {
+        let allowed = phase
+            .sql
+            .as_ref()
+            .map(|s| self.lint(step, s, &phase.allow).allowed)
+            .unwrap_or_default();
         StepStatus {
             step,
             job_name: phase
@@ -251,6 +268,7 @@ impl<'a> Planner<'a> {
             started_at: Some(self.now()),
             finished_at: None,
             message: None,
+            allowed,
         }
     }
 
@@ -286,6 +304,32 @@ impl<'a> Planner<'a> {
             );
             d.requeue_after = Some(RETRY_DATABASE);
             return d;
+        }
+        if let Some(statements) = &phase.sql {
+            let report = self.lint(step, statements, &phase.allow);
+            if !report.violations.is_empty() {
+                return Decision::stalled(
+                    waiting,
+                    Reason::UnsafeExpand,
+                    format!(
+                        "expand would break pods of the old version: {}",
+                        report.violations.join("; ")
+                    ),
+                );
+            }
+            for (kind, reason, notes) in [
+                (EventKind::Warning, Reason::SqlNotAnalysed, &report.unparsed),
+                (EventKind::Normal, Reason::UnsafeAllowed, &report.allowed),
+                (EventKind::Warning, Reason::BlocksWrites, &report.flagged),
+            ] {
+                for note in notes {
+                    self.events.push(EventIntent {
+                        kind,
+                        reason,
+                        note: format!("{}: {note}", step.as_str()),
+                    });
+                }
+            }
         }
         let record = self.new_record(step, phase, step::digest(phase));
         self.actions.push(match &record.job_name {

@@ -5,7 +5,9 @@
 use super::rollout::{Assessment, Problem, Verdict, Wait};
 use super::step::JobObservation;
 use super::*;
-use crate::api::{APPROVE_ANNOTATION, RolloutPhase, SchemaRolloutSpec, Step, StepState, condition};
+use crate::api::{
+    APPROVE_ANNOTATION, Reason, RolloutPhase, SchemaRolloutSpec, Step, StepState, condition,
+};
 use crate::planner::ledger::LedgerState;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
@@ -858,8 +860,8 @@ fn with_database(extra: serde_json::Value) -> SchemaRolloutSpec {
 
 fn sql_phase(statement: &str) -> crate::api::PhaseSpec {
     crate::api::PhaseSpec {
-        job: None,
         sql: Some(vec![statement.into()]),
+        ..crate::api::PhaseSpec::default()
     }
 }
 
@@ -1274,4 +1276,111 @@ fn checks_are_due_when_confirming_or_stale_never_on_every_event() {
         !checks_due(Some(at(200)), at(100), false),
         "a future time is not stale"
     );
+}
+
+#[test]
+fn an_unsafe_expand_statement_holds_before_anything_runs_unless_allowed() {
+    let mut s = with_database(json!({"gate": {"pauseWorkloads": true}}));
+    s.expand = sql_phase("ALTER TABLE users DROP COLUMN full_name");
+    let r = rollout(s.clone());
+    let before = || {
+        vec![
+            waiting("api", Wait::TemplateNotUpdated),
+            rolled_out("worker"),
+        ]
+    };
+    let p = plan(&r, &observed(before(), &[], 0));
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::RunSql(_) | Action::CreateJob { .. })),
+        "{:?}",
+        p.actions
+    );
+    // The gate still holds (I5): the Deployments are paused, not resumed.
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| matches!(a, Action::PauseWorkload(_)))
+    );
+    let stalled = cond(&p, condition::STALLED);
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "UnsafeExpand")
+    );
+    assert!(
+        stalled.message.contains("spec.expand.sql[0]"),
+        "{}",
+        stalled.message
+    );
+    assert!(
+        stalled.message.contains("drop-column"),
+        "{}",
+        stalled.message
+    );
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.kind == EventKind::Warning && e.reason == Reason::UnsafeExpand)
+    );
+
+    // Allowed on the phase: it runs, and status and an event say so.
+    s.expand.allow = vec!["drop-column".into()];
+    let p = plan(&rollout(s), &observed(before(), &[], 0));
+    assert!(p.actions.contains(&Action::RunSql(Step::Expand)));
+    assert_eq!(
+        p.status.step(Step::Expand).unwrap().allowed,
+        ["statement 1: drop-column"]
+    );
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == Reason::UnsafeAllowed && e.note.contains("drop-column"))
+    );
+}
+
+#[test]
+fn transaction_control_in_inline_sql_is_an_invalid_spec() {
+    let mut s = with_database(json!({}));
+    s.expand = crate::api::PhaseSpec {
+        sql: Some(vec![
+            "CREATE TABLE t_commit (x int)".into(),
+            "COMMIT".into(),
+            "SELECT 1/0".into(),
+        ]),
+        ..crate::api::PhaseSpec::default()
+    };
+    let p = plan(
+        &rollout(s),
+        &observed(vec![rolled_out("api"), rolled_out("worker")], &[], 0),
+    );
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let stalled = cond(&p, condition::STALLED);
+    assert_eq!(stalled.reason, "InvalidSpec");
+    assert!(
+        stalled
+            .message
+            .contains("spec.expand.sql[1] (COMMIT): COMMIT is transaction control"),
+        "{}",
+        stalled.message
+    );
+}
+
+#[test]
+fn contract_may_drop_but_a_write_blocking_statement_is_flagged() {
+    let mut s = with_database(json!({}));
+    s.expand = sql_phase("ALTER TABLE users ADD COLUMN display_name text");
+    s.contract.run = sql_phase("CREATE INDEX users_name ON users (display_name)");
+    let mut r = rollout(s);
+    let mut o = observed(vec![rolled_out("api"), rolled_out("worker")], &[], 0);
+    o.ledger.insert(Step::Expand, LedgerState::Succeeded);
+    let p = step(&mut r, &o);
+    assert!(
+        p.actions.contains(&Action::RunSql(Step::Contract)),
+        "{:?}",
+        p.actions
+    );
+    assert!(p.events.iter().any(|e| e.kind == EventKind::Warning
+        && e.reason == Reason::BlocksWrites
+        && e.note.contains("non-concurrent-index")));
 }

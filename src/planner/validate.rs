@@ -2,8 +2,9 @@
 //! rules are dropped by API servers older than 1.25), so the controller
 //! enforces them itself before it runs anything.
 
-use crate::api::{SchemaRolloutSpec, SslMode, Step, parse_duration};
+use crate::api::{Engine, SchemaRolloutSpec, SslMode, Step, parse_duration};
 use crate::planner::step::phase;
+use crate::sql::{self, rules};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -81,6 +82,10 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
         );
     }
     let has_database = spec.database.is_some();
+    let engine = spec
+        .database
+        .as_ref()
+        .map_or(Engine::Postgres, |d| d.engine);
     for step in [Step::Expand, Step::Transition, Step::Contract] {
         let Some(p) = phase(spec, step) else {
             continue;
@@ -119,6 +124,7 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
                 if !has_database {
                     problems.push(format!("{at}.sql needs spec.database"));
                 }
+                inline_sql(&mut problems, engine, step, sql, &p.allow);
             }
             _ => problems.push(format!("{at} needs exactly one of job or sql")),
         }
@@ -126,6 +132,14 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
     let checks = spec.checks();
     if !checks.is_empty() && !has_database {
         problems.push("spec.contract.after.checks need spec.database".to_owned());
+    }
+    for (i, c) in checks.iter().enumerate() {
+        let analysed = sql::analyse(engine, Step::Contract, std::slice::from_ref(&c.sql), &[]);
+        if let Some(tc) = &analysed[0].transaction_control {
+            problems.push(format!(
+                "spec.contract.after.checks[{i}].sql: {tc} is transaction control; a check is one query"
+            ));
+        }
     }
     let mut names = BTreeSet::new();
     for c in checks {
@@ -235,5 +249,36 @@ fn shown(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}s", d.as_secs())
+    }
+}
+
+/// Inline statements of `step`: transaction control is refused (bellows
+/// runs each phase's statements itself, on PostgreSQL in one transaction a
+/// COMMIT would end early), and every allowance must name a lint rule.
+fn inline_sql(
+    problems: &mut Vec<String>,
+    engine: Engine,
+    step: Step,
+    statements: &[String],
+    allow: &[String],
+) {
+    let at = format!("spec.{}", step.as_str());
+    for s in sql::analyse(engine, step, statements, allow) {
+        if let Some(tc) = &s.transaction_control {
+            problems.push(format!(
+                "{at}.sql[{}] ({}): {tc} is transaction control, which inline SQL refuses: bellows runs a phase's statements itself (on PostgreSQL in one transaction, all or nothing) and {tc} would break that; remove it",
+                s.index,
+                sql::first_line(&statements[s.index])
+            ));
+        }
+        for id in s.allows.iter().filter(|id| rules::by_id(id).is_none()) {
+            problems.push(format!(
+                "{at}.sql[{}]: bellows:allow names {id:?}, which is no lint rule",
+                s.index
+            ));
+        }
+    }
+    for id in allow.iter().filter(|id| rules::by_id(id).is_none()) {
+        problems.push(format!("{at}.allow: {id:?} is no lint rule"));
     }
 }

@@ -1,11 +1,12 @@
 //! `kubectl bellows`: the kubectl plugin verbs (`status`, `approve`,
-//! `pause`, `resume`, `list`) of the `bellows` binary.
+//! `pause`, `resume`, `list`, `lint`) of the `bellows` binary.
 //!
 //! Installed as `kubectl-bellows` (a symlink to or copy of `bellows`) on
 //! PATH, kubectl runs it for `kubectl bellows VERB ...`. It uses the same
 //! kubeconfig as kubectl (`KUBECONFIG`, `~/.kube/config`) and the
 //! context's namespace unless `-n` says otherwise.
 
+mod lint;
 pub mod render;
 mod watch;
 
@@ -56,6 +57,13 @@ pub enum Verb {
         /// List rollouts in every namespace.
         #[arg(short = 'A', long, conflicts_with = "namespace")]
         all_namespaces: bool,
+    },
+    /// Check SchemaRollout manifests without a cluster: the spec's rules,
+    /// transaction control and the inline-SQL lint (exit 1 on an error).
+    Lint {
+        /// YAML files (several documents each are fine).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
     },
 }
 
@@ -135,6 +143,10 @@ fn chain(err: &dyn std::error::Error) -> String {
 /// stderr. Exit status: 0 on success, 1 on error or (for `status --watch`)
 /// a Failed rollout, 130 on Ctrl-C while watching.
 pub fn run(verb: Verb) -> ExitCode {
+    // The one verb that needs no cluster.
+    if let Verb::Lint { files } = &verb {
+        return lint::run(files);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -190,6 +202,7 @@ async fn execute(verb: Verb) -> Result<ExitCode, Error> {
             let ns = ns(target.namespace);
             println!("{}", set_paused(&client, &ns, &target.name, false).await?);
         }
+        Verb::Lint { .. } => unreachable!("lint runs in `run`, without a cluster"),
         Verb::List {
             namespace,
             all_namespaces,

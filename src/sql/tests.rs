@@ -1,0 +1,425 @@
+use super::rules::{self, Rule};
+use super::*;
+use Engine::{Mysql, Postgres};
+
+fn one(engine: Engine, step: Step, sql: &str) -> Statement {
+    analyse(engine, step, &[sql.to_owned()], &[]).remove(0)
+}
+
+/// The ids of the rules `sql` breaks in `step`.
+fn ids(engine: Engine, step: Step, sql: &str) -> Vec<&'static str> {
+    let s = one(engine, step, sql);
+    assert!(s.parsed, "{engine:?} could not parse {sql}");
+    s.findings.iter().map(|f| f.rule.id).collect()
+}
+
+/// `sql` breaks `rule` in expand on `engine`, and the rule's own safe
+/// alternative `safe` breaks nothing.
+fn flags(engine: Engine, rule: &Rule, sql: &str, safe: &str) {
+    assert_eq!(
+        ids(engine, Step::Expand, sql),
+        [rule.id],
+        "{engine:?}: {sql}"
+    );
+    assert_eq!(
+        ids(engine, Step::Expand, safe),
+        [] as [&str; 0],
+        "{engine:?}: {safe}"
+    );
+}
+
+#[test]
+fn drop_table() {
+    for e in [Postgres, Mysql] {
+        flags(
+            e,
+            &rules::DROP_TABLE,
+            "DROP TABLE users",
+            "DROP VIEW users_v",
+        );
+    }
+}
+
+#[test]
+fn drop_column() {
+    for e in [Postgres, Mysql] {
+        flags(
+            e,
+            &rules::DROP_COLUMN,
+            "ALTER TABLE users DROP COLUMN full_name",
+            "ALTER TABLE users ADD COLUMN display_name text",
+        );
+    }
+}
+
+#[test]
+fn rename_table() {
+    flags(
+        Postgres,
+        &rules::RENAME_TABLE,
+        "ALTER TABLE users RENAME TO people",
+        "CREATE TABLE people (id int)",
+    );
+    flags(
+        Mysql,
+        &rules::RENAME_TABLE,
+        "RENAME TABLE users TO people",
+        "CREATE TABLE people (id int)",
+    );
+    flags(
+        Mysql,
+        &rules::RENAME_TABLE,
+        "ALTER TABLE users RENAME TO people",
+        "CREATE TABLE people (id int)",
+    );
+}
+
+#[test]
+fn rename_column() {
+    for e in [Postgres, Mysql] {
+        flags(
+            e,
+            &rules::RENAME_COLUMN,
+            "ALTER TABLE users RENAME COLUMN full_name TO display_name",
+            "ALTER TABLE users ADD COLUMN display_name text",
+        );
+    }
+    // MySQL's CHANGE renames and retypes at once.
+    assert_eq!(
+        ids(
+            Mysql,
+            Step::Expand,
+            "ALTER TABLE users CHANGE full_name display_name varchar(255)"
+        ),
+        ["change-column-type", "rename-column"]
+    );
+}
+
+#[test]
+fn change_column_type() {
+    flags(
+        Postgres,
+        &rules::CHANGE_COLUMN_TYPE,
+        "ALTER TABLE users ALTER COLUMN age TYPE bigint",
+        "ALTER TABLE users ADD COLUMN age2 bigint",
+    );
+    flags(
+        Mysql,
+        &rules::CHANGE_COLUMN_TYPE,
+        "ALTER TABLE users MODIFY COLUMN age bigint",
+        "ALTER TABLE users ADD COLUMN age2 bigint",
+    );
+}
+
+#[test]
+fn add_not_null_column() {
+    for e in [Postgres, Mysql] {
+        flags(
+            e,
+            &rules::ADD_NOT_NULL_COLUMN,
+            "ALTER TABLE users ADD COLUMN tier int NOT NULL",
+            "ALTER TABLE users ADD COLUMN tier int NOT NULL DEFAULT 0",
+        );
+    }
+}
+
+#[test]
+fn set_not_null() {
+    flags(
+        Postgres,
+        &rules::SET_NOT_NULL,
+        "ALTER TABLE users ALTER COLUMN email SET NOT NULL",
+        "ALTER TABLE users ALTER COLUMN email DROP NOT NULL",
+    );
+    // MySQL has no SET NOT NULL: MODIFY ... NOT NULL also retypes.
+    assert_eq!(
+        ids(
+            Mysql,
+            Step::Expand,
+            "ALTER TABLE users MODIFY email varchar(255) NOT NULL"
+        ),
+        ["change-column-type", "set-not-null"]
+    );
+}
+
+#[test]
+fn drop_default() {
+    for e in [Postgres, Mysql] {
+        flags(
+            e,
+            &rules::DROP_DEFAULT,
+            "ALTER TABLE users ALTER COLUMN tier DROP DEFAULT",
+            "ALTER TABLE users ALTER COLUMN tier SET DEFAULT 1",
+        );
+    }
+}
+
+#[test]
+fn drop_constraint() {
+    flags(
+        Postgres,
+        &rules::DROP_CONSTRAINT,
+        "ALTER TABLE users DROP CONSTRAINT users_email_key",
+        "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email)",
+    );
+    flags(
+        Mysql,
+        &rules::DROP_CONSTRAINT,
+        "ALTER TABLE users DROP FOREIGN KEY users_org_fk",
+        "ALTER TABLE users ADD COLUMN org int",
+    );
+}
+
+#[test]
+fn non_concurrent_index_on_postgres_only() {
+    flags(
+        Postgres,
+        &rules::NON_CONCURRENT_INDEX,
+        "CREATE INDEX users_email ON users (email)",
+        "CREATE INDEX CONCURRENTLY users_email ON users (email)",
+    );
+    // MySQL builds indexes online (ALGORITHM=INPLACE) and has no CONCURRENTLY.
+    assert_eq!(
+        ids(
+            Mysql,
+            Step::Expand,
+            "CREATE INDEX users_email ON users (email)"
+        ),
+        [] as [&str; 0]
+    );
+}
+
+#[test]
+fn constraint_not_valid_on_postgres_only() {
+    flags(
+        Postgres,
+        &rules::CONSTRAINT_NOT_VALID,
+        "ALTER TABLE users ADD CONSTRAINT users_org_fk FOREIGN KEY (org) REFERENCES orgs (id)",
+        "ALTER TABLE users ADD CONSTRAINT users_org_fk FOREIGN KEY (org) REFERENCES orgs (id) NOT VALID",
+    );
+    flags(
+        Postgres,
+        &rules::CONSTRAINT_NOT_VALID,
+        "ALTER TABLE users ADD CONSTRAINT age_positive CHECK (age > 0)",
+        "ALTER TABLE users ADD CONSTRAINT age_positive CHECK (age > 0) NOT VALID",
+    );
+}
+
+#[test]
+fn truncate() {
+    for e in [Postgres, Mysql] {
+        flags(
+            e,
+            &rules::TRUNCATE,
+            "TRUNCATE TABLE sessions",
+            "DELETE FROM sessions WHERE expired",
+        );
+    }
+}
+
+#[test]
+fn contract_may_destroy_but_is_flagged_for_write_blocking() {
+    for e in [Postgres, Mysql] {
+        assert_eq!(
+            ids(e, Step::Contract, "ALTER TABLE users DROP COLUMN full_name"),
+            [] as [&str; 0]
+        );
+        assert_eq!(
+            ids(e, Step::Contract, "DROP TABLE users_old"),
+            [] as [&str; 0]
+        );
+    }
+    assert_eq!(
+        ids(Postgres, Step::Contract, "CREATE INDEX i ON users (email)"),
+        ["non-concurrent-index"]
+    );
+    assert_eq!(
+        ids(
+            Postgres,
+            Step::Transition,
+            "ALTER TABLE users ALTER COLUMN age TYPE bigint"
+        ),
+        ["change-column-type"]
+    );
+}
+
+#[test]
+fn every_rule_has_an_id_reason_and_fix_and_is_found_by_id() {
+    let mut seen = std::collections::BTreeSet::new();
+    for rule in rules::ALL {
+        assert!(seen.insert(rule.id), "{} twice", rule.id);
+        assert!(
+            !rule.reason.is_empty() && !rule.fix.is_empty(),
+            "{}",
+            rule.id
+        );
+        assert_eq!(rules::by_id(rule.id), Some(rule));
+    }
+    assert_eq!(rules::by_id("no-such-rule"), None);
+}
+
+#[test]
+fn allowances_on_the_phase_or_in_a_comment() {
+    let drop = "ALTER TABLE users DROP COLUMN legacy";
+    let phase = analyse(
+        Postgres,
+        Step::Expand,
+        &[drop.into()],
+        &["drop-column".into()],
+    );
+    assert!(phase[0].findings[0].allowed);
+    assert_eq!(phase[0].violations().count(), 0);
+    let inline = format!("-- bellows:allow drop-column\n{drop}");
+    let s = one(Mysql, Step::Expand, &inline);
+    assert!(s.findings[0].allowed);
+    let block = format!("{drop} /* bellows:allow truncate, drop-column */");
+    assert!(one(Postgres, Step::Expand, &block).findings[0].allowed);
+    // Another rule's allowance does not count.
+    let other = format!("-- bellows:allow drop-table\n{drop}");
+    assert_eq!(one(Postgres, Step::Expand, &other).violations().count(), 1);
+}
+
+#[test]
+fn transaction_control_is_found_in_every_form() {
+    for (sql, name) in [
+        ("COMMIT", "COMMIT"),
+        ("commit work", "COMMIT"),
+        ("BEGIN", "BEGIN"),
+        ("START TRANSACTION", "START TRANSACTION"),
+        ("ROLLBACK", "ROLLBACK"),
+        ("SAVEPOINT s1", "SAVEPOINT"),
+        ("RELEASE SAVEPOINT s1", "RELEASE"),
+        (
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET TRANSACTION",
+        ),
+        ("CREATE TABLE t (x int); COMMIT", "COMMIT"),
+    ] {
+        for e in [Postgres, Mysql] {
+            assert_eq!(
+                one(e, Step::Expand, sql).transaction_control.as_deref(),
+                Some(name),
+                "{e:?}: {sql}"
+            );
+        }
+    }
+    assert_eq!(
+        one(Postgres, Step::Expand, "END")
+            .transaction_control
+            .as_deref(),
+        Some("END")
+    );
+    assert_eq!(
+        one(Postgres, Step::Expand, "ABORT")
+            .transaction_control
+            .as_deref(),
+        Some("ABORT")
+    );
+    assert_eq!(
+        one(Mysql, Step::Expand, "LOCK TABLES users WRITE")
+            .transaction_control
+            .as_deref(),
+        Some("LOCK TABLES")
+    );
+    // Not transaction control: PL/pgSQL's BEGIN inside a function body,
+    // a MySQL trigger's BEGIN ... END, MariaDB's BEGIN NOT ATOMIC, a
+    // column named commit.
+    for (e, sql) in [
+        (
+            Postgres,
+            "CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN RETURN NEW; END $$ LANGUAGE plpgsql",
+        ),
+        (
+            Mysql,
+            "CREATE TRIGGER t BEFORE INSERT ON users FOR EACH ROW BEGIN SET NEW.a = 1; END",
+        ),
+        (Mysql, "BEGIN NOT ATOMIC SELECT 1; END"),
+        (Postgres, "SELECT \"commit\" FROM t"),
+        (Postgres, "UPDATE t SET x = 1 -- then COMMIT"),
+    ] {
+        assert_eq!(
+            one(e, Step::Expand, sql).transaction_control,
+            None,
+            "{e:?}: {sql}"
+        );
+    }
+}
+
+#[test]
+fn statements_postgres_refuses_in_a_transaction_run_alone() {
+    for sql in [
+        "CREATE INDEX CONCURRENTLY i ON users (email)",
+        "create unique index concurrently i on users (email)",
+        "DROP INDEX CONCURRENTLY i",
+        "REINDEX INDEX CONCURRENTLY i",
+        "REINDEX (VERBOSE) TABLE CONCURRENTLY users",
+        "VACUUM ANALYZE users",
+        "CREATE DATABASE other",
+        "ALTER SYSTEM SET work_mem = '64MB'",
+    ] {
+        assert_eq!(one(Postgres, Step::Expand, sql).run, Run::Alone, "{sql}");
+    }
+    for sql in [
+        "CREATE INDEX i ON users (email)",
+        "REINDEX INDEX i",
+        "ALTER TABLE users ADD COLUMN x int",
+    ] {
+        assert_eq!(
+            one(Postgres, Step::Expand, sql).run,
+            Run::InTransaction,
+            "{sql}"
+        );
+    }
+    // MySQL runs every statement alone anyway; nothing to group.
+    assert_eq!(one(Mysql, Step::Expand, "VACUUM").run, Run::InTransaction);
+}
+
+#[test]
+fn a_statement_the_parser_cannot_read_is_not_analysed_but_still_classified() {
+    let s = one(
+        Postgres,
+        Step::Expand,
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON ONLY users USING gin (doc jsonb_path_ops) WITH (fastupdate = off) TABLESPACE fast",
+    );
+    assert_eq!(s.run, Run::Alone);
+    let odd = one(
+        Postgres,
+        Step::Expand,
+        "ALTER TABLE users SPLIT PARTITION p INTO (q)",
+    );
+    assert!(!odd.parsed);
+    assert!(odd.findings.is_empty());
+}
+
+#[test]
+fn the_examples_expand_sql_is_clean() {
+    let pg = [
+        "ALTER TABLE users ADD COLUMN display_name text",
+        "CREATE FUNCTION users_sync_name() RETURNS trigger AS $$\nBEGIN\n  NEW.display_name := coalesce(NEW.display_name, NEW.full_name);\n  RETURN NEW;\nEND $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER users_sync_name BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION users_sync_name()",
+        "UPDATE users SET display_name = full_name WHERE display_name IS NULL",
+    ];
+    let pg: Vec<String> = pg.iter().map(|s| s.to_string()).collect();
+    for s in analyse(Postgres, Step::Expand, &pg, &[]) {
+        assert_eq!(
+            (s.violations().count(), s.transaction_control.clone(), s.run),
+            (0, None, Run::InTransaction),
+            "{}",
+            pg[s.index]
+        );
+    }
+}
+
+#[test]
+fn the_rule_table_in_the_design_lists_every_rule() {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").expect("run through cargo");
+    let design =
+        std::fs::read_to_string(std::path::Path::new(&root).join("docs/design.md")).unwrap();
+    for rule in rules::ALL {
+        let row = design
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", rule.id)))
+            .unwrap_or_else(|| panic!("docs/design.md has no row for {}", rule.id));
+        assert!(row.contains(rule.reason) && row.contains(rule.fix), "{row}");
+    }
+}
