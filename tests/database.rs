@@ -415,6 +415,23 @@ async fn postgres_failed_statement_applies_nothing() {
         m.contains("statement 2 of 2") && m.contains("nothing applied"),
         "{m}"
     );
+    // Points into the user's statement, not into PostgreSQL's source.
+    assert!(
+        m.ends_with(": (ALTER TABLE missing ADD COLUMN x int): SQLSTATE 42P01: relation \"missing\" does not exist"),
+        "{m}"
+    );
+    let t = target("postgres", &url);
+    let k = key("typo", Step::Expand);
+    let pools = Pools::default();
+    let phase = statements(&["SELECT 1", "SELECT\n  nope\nFROM pg_class"]);
+    t.run_inline(&pools, &k, &phase).await.unwrap();
+    let Ok(Some(LedgerState::Failed(m))) = t.ledger(&pools, &k).await else {
+        panic!("the typo fails the phase");
+    };
+    assert!(
+        m.ends_with(": (SELECT): SQLSTATE 42703: column \"nope\" does not exist at line 2, column 3 of the statement"),
+        "{m}"
+    );
     assert_eq!(
         scalar(&url, "SELECT CAST(to_regclass('applied_first') AS text)").await,
         "",
@@ -443,6 +460,11 @@ async fn mariadb_failed_statement_records_progress() {
     let m = failing_phase("mysql", &url).await;
     assert!(
         m.contains("statement 2 of 2 failed after 1 were applied"),
+        "{m}"
+    );
+    assert!(
+        m.contains(": (ALTER TABLE missing ADD COLUMN x int): SQLSTATE 42S02: Table ")
+            && m.contains("doesn't exist"),
         "{m}"
     );
     let progress = scalar(

@@ -95,6 +95,45 @@ fn tries_note(tries: u32) -> String {
     }
 }
 
+/// Why `statement` failed, pointing into the user's SQL: its first line,
+/// the SQLSTATE, the server's message and (PostgreSQL) where in the
+/// statement, as line and column of the statement, with the server's detail
+/// and hint. Never sqlx's rendering, which appends the line of
+/// PostgreSQL's own source code that raised the error.
+fn failure(statement: &str, e: &sqlx::Error) -> String {
+    let first = crate::sql::first_line(statement);
+    let Some(db) = e.as_database_error() else {
+        return format!("({first}): {e}");
+    };
+    let code = db
+        .code()
+        .map(|c| format!("SQLSTATE {c}: "))
+        .unwrap_or_default();
+    let mut text = format!("({first}): {code}{}", db.message());
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        if let Some(sqlx::postgres::PgErrorPosition::Original(at)) = pg.position() {
+            let (line, column) = line_column(statement, at);
+            text.push_str(&format!(
+                " at line {line}, column {column} of the statement"
+            ));
+        }
+        for (label, part) in [("detail", pg.detail()), ("hint", pg.hint())] {
+            if let Some(part) = part {
+                text.push_str(&format!("; {label}: {part}"));
+            }
+        }
+    }
+    text
+}
+
+/// Line and column (from 1) of the `at`-th character (from 1) of `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before: Vec<char> = text.chars().take(at.saturating_sub(1)).collect();
+    let line = 1 + before.iter().filter(|c| **c == '\n').count();
+    let column = 1 + before.iter().rev().take_while(|c| **c != '\n').count();
+    (line, column)
+}
+
 /// What a phase's runner was: a Job or inline statements.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Runner {
@@ -288,5 +327,20 @@ impl Target {
                 reason: text,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn positions_are_lines_and_columns_of_the_statement() {
+        let statement = "SELECT\n  nope\nFROM users";
+        assert_eq!(super::line_column(statement, 1), (1, 1));
+        assert_eq!(super::line_column(statement, 10), (2, 3));
+        assert_eq!(
+            super::line_column("é = 1", 3),
+            (1, 3),
+            "characters, not bytes"
+        );
     }
 }

@@ -249,9 +249,10 @@ async fn run_locked(
         };
         if let Some(e) = failed {
             let message = format!(
-                "statement {} of {total} failed after {i} were applied (MySQL commits DDL one statement at a time){}: {e}",
+                "statement {} of {total} failed after {i} were applied (MySQL commits DDL one statement at a time){}: {}",
                 i + 1,
-                super::tries_note(tries)
+                super::tries_note(tries),
+                super::failure(statement, &e)
             );
             return finish(&mut *conn, key, Some(&message)).await;
         }

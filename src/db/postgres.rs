@@ -258,10 +258,11 @@ async fn run_locked(
             continue;
         }
         let message = format!(
-            "statement {} of {} failed, nothing applied{}: {e}",
+            "statement {} of {} failed, nothing applied{}: {}",
             i + 1,
             statements.len(),
-            super::tries_note(tries)
+            super::tries_note(tries),
+            super::failure(&statements[i], &e)
         );
         insert_started(&mut *conn, key, &Runner::Statements(statements.len())).await?;
         return finish(&mut *conn, key, Some(&message)).await;
