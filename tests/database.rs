@@ -157,6 +157,36 @@ async fn checks(engine: &str, url: &str) {
         matches!(&err, DbError::Query(m) if m.contains("no_such_table")),
         "{err:?}"
     );
+    // Ran, but not one boolean row: CheckInvalid, saying what it got.
+    for (sql, says) in [
+        (
+            "SELECT 1 = 1 FROM (SELECT 1 AS x) AS t WHERE x = 2",
+            "returned no row",
+        ),
+        (
+            "SELECT x = 1 FROM (SELECT 1 AS x UNION ALL SELECT 2) AS t",
+            "returned 2 rows",
+        ),
+        ("SELECT NULL = 1", "returned NULL"),
+        ("SELECT 'yes'", "not a boolean"),
+        ("SELECT 1 = 1, 2 = 2", "returned 2 columns"),
+    ] {
+        let got = t.check(&pools, sql).await;
+        assert!(
+            matches!(&got, Err(DbError::CheckInvalid(m)) if m.contains(says)),
+            "{engine}: {sql}: {got:?}"
+        );
+        assert_eq!(got.unwrap_err().reason().as_str(), "CheckInvalid");
+    }
+    if engine == "mysql" {
+        // MySQL's comparisons are integers 0 and 1; another count is not.
+        assert_eq!(t.check(&pools, "SELECT 1 = 1").await, Ok(true));
+        let five = t.check(&pools, "SELECT 5").await;
+        assert!(
+            matches!(&five, Err(DbError::CheckInvalid(m)) if m.contains("not a boolean")),
+            "{five:?}"
+        );
+    }
 }
 
 /// A wrong password and an unreachable host give a clear error that names

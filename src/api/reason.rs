@@ -107,6 +107,9 @@ reasons! {
     CheckFailed,
     /// Hold: a contract check could not be evaluated.
     CheckError,
+    /// Hold: a check ran but returned no row, several rows, NULL or a
+    /// non-boolean.
+    CheckInvalid,
     /// Workload reason: the pod template does not run the new version yet.
     TemplateNotUpdated,
     /// Workload reason: the Deployment controller has not seen the spec.
@@ -186,6 +189,7 @@ mod tests {
                 "ChecksPending",
                 "CheckFailed",
                 "CheckError",
+                "CheckInvalid",
                 "TemplateNotUpdated",
                 "GenerationNotObserved",
                 "ReplicasNotReady",

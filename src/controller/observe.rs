@@ -12,7 +12,7 @@ use crate::api::{SchemaRollout, Step, StepState};
 use crate::db::{DbError, LedgerState, Pools, Target};
 use crate::planner::rollout::assess;
 use crate::planner::step::{self, JobObservation, Reference, observe_job};
-use crate::planner::{self, CheckResult, Observed};
+use crate::planner::{self, CheckProblem, CheckResult, Observed};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -299,7 +299,10 @@ async fn observe_database(
         }
         let mut results = Vec::with_capacity(checks.len());
         for c in checks {
-            let result = target.check(pools, &c.sql).await.map_err(|e| e.to_string());
+            let result = target.check(pools, &c.sql).await.map_err(|e| match e {
+                DbError::CheckInvalid(why) => CheckProblem::Invalid(why),
+                other => CheckProblem::Failed(other.to_string()),
+            });
             results.push(CheckResult {
                 name: c.name.clone(),
                 result,

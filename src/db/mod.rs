@@ -48,6 +48,9 @@ pub enum DbError {
     /// Another rollout runs a phase on this database right now.
     #[error("another rollout holds the lock on {0}")]
     Busy(String),
+    /// A check ran but did not return one boolean row.
+    #[error("{0}")]
+    CheckInvalid(String),
 }
 
 impl DbError {
@@ -59,6 +62,7 @@ impl DbError {
             Self::Connect { .. } => Reason::DatabaseUnavailable,
             Self::Query(_) => Reason::DatabaseError,
             Self::Busy(_) => Reason::DatabaseBusy,
+            Self::CheckInvalid(_) => Reason::CheckInvalid,
         }
     }
 }
@@ -93,6 +97,40 @@ fn tries_note(tries: u32) -> String {
     } else {
         String::new()
     }
+}
+
+/// A check's boolean, or why what it returned is not one.
+pub type CheckValue = Result<bool, String>;
+
+/// What a check returned when it was NULL.
+const CHECK_NULL: &str =
+    "returned NULL; a check must say true or false (e.g. coalesce(..., false))";
+
+/// The single row of a check, or why there is not exactly one (a query
+/// returning several must not pass on its first).
+fn one_row<R: sqlx::Row>(rows: &[R]) -> Result<&R, String> {
+    match rows {
+        [row] if row.len() == 1 => Ok(row),
+        [row] => Err(format!(
+            "returned {} columns; a check returns one boolean column",
+            row.len()
+        )),
+        [] => Err("returned no row; a check returns exactly one row".into()),
+        _ => Err(format!(
+            "returned {} rows; a check returns exactly one row",
+            rows.len()
+        )),
+    }
+}
+
+/// What a check returned when its column was of another type.
+fn not_boolean<R: sqlx::Row>(row: &R) -> String {
+    use sqlx::{Column, TypeInfo};
+    let name = row
+        .columns()
+        .first()
+        .map_or("value", |c| c.type_info().name());
+    format!("returned a {name}, not a boolean")
 }
 
 /// Why `statement` failed, pointing into the user's SQL: its first line,
@@ -294,7 +332,8 @@ impl Target {
     pub async fn check(&self, pools: &Pools, sql: &str) -> Result<bool, DbError> {
         let run = async { on_engine!(pools.get(self), |p| check(&p, sql)) };
         match tokio::time::timeout(self.timeouts.statement, run).await {
-            Ok(result) => result.map_err(|e| self.error(e)),
+            Ok(Ok(value)) => value.map_err(DbError::CheckInvalid),
+            Ok(Err(e)) => Err(self.error(e)),
             Err(_) => Err(DbError::Query(format!(
                 "timed out after {:?}",
                 self.timeouts.statement

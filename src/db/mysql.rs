@@ -307,19 +307,24 @@ pub(super) async fn active_job<'e, E: sqlx::MySqlExecutor<'e>>(
     .await
 }
 
-pub(super) async fn check(pool: &MySqlPool, sql: &str) -> Result<bool, sqlx::Error> {
+pub(super) async fn check(pool: &MySqlPool, sql: &str) -> Result<super::CheckValue, sqlx::Error> {
     // The check is the user's own SQL, run as written by design.
     let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
-    // Exactly one row: a query that returns several must not pass on its first.
-    let [row] = rows.as_slice() else {
-        return Err(sqlx::Error::Protocol(format!(
-            "a check must return exactly one row, got {}",
-            rows.len()
-        )));
+    let row = match super::one_row(&rows) {
+        Ok(row) => row,
+        Err(invalid) => return Ok(Err(invalid)),
     };
     // MySQL has no boolean type: `count(*) = 0` is an integer 0 or 1.
-    match row.try_get::<bool, _>(0) {
-        Ok(b) => Ok(b),
-        Err(_) => row.try_get::<i64, _>(0).map(|n| n != 0),
-    }
+    // (sqlx would read any integer as a boolean: only 0 and 1 are one.)
+    let value: Option<Option<bool>> = match row.try_get::<Option<i64>, _>(0) {
+        Ok(None) => Some(None),
+        Ok(Some(n @ (0 | 1))) => Some(Some(n == 1)),
+        Ok(Some(_)) => None,
+        Err(_) => row.try_get::<Option<bool>, _>(0).ok(),
+    };
+    Ok(match value {
+        Some(Some(b)) => Ok(b),
+        Some(None) => Err(super::CHECK_NULL.to_owned()),
+        None => Err(super::not_boolean(row)),
+    })
 }

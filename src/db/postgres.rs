@@ -310,15 +310,16 @@ pub(super) async fn active_job<'e, E: sqlx::PgExecutor<'e>>(
     .await
 }
 
-pub(super) async fn check(pool: &PgPool, sql: &str) -> Result<bool, sqlx::Error> {
+pub(super) async fn check(pool: &PgPool, sql: &str) -> Result<super::CheckValue, sqlx::Error> {
     // The check is the user's own SQL, run as written by design.
     let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
-    // Exactly one row: a query that returns several must not pass on its first.
-    let [row] = rows.as_slice() else {
-        return Err(sqlx::Error::Protocol(format!(
-            "a check must return exactly one row, got {}",
-            rows.len()
-        )));
+    let row = match super::one_row(&rows) {
+        Ok(row) => row,
+        Err(invalid) => return Ok(Err(invalid)),
     };
-    row.try_get::<bool, _>(0)
+    Ok(match row.try_get::<Option<bool>, _>(0) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(super::CHECK_NULL.to_owned()),
+        Err(_) => Err(super::not_boolean(row)),
+    })
 }

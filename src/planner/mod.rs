@@ -20,7 +20,8 @@ pub mod validate;
 mod tests;
 
 pub use plan::{
-    Action, CheckResult, EVENT_NOTE_LIMIT, EventIntent, EventKind, Observed, Plan, event_note,
+    Action, CheckProblem, CheckResult, EVENT_NOTE_LIMIT, EventIntent, EventKind, Observed, Plan,
+    event_note,
 };
 
 use crate::api::{RolloutPhase, SchemaRollout};

@@ -39,8 +39,17 @@ pub struct Observed {
 pub struct CheckResult {
     /// The check's name.
     pub name: String,
-    /// Its boolean, or why it could not be evaluated.
-    pub result: Result<bool, String>,
+    /// Its boolean, or why there is none.
+    pub result: Result<bool, CheckProblem>,
+}
+
+/// Why a check gave no boolean.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckProblem {
+    /// It ran but returned no row, several rows, NULL or a non-boolean.
+    Invalid(String),
+    /// It could not run (an error from the database).
+    Failed(String),
 }
 
 /// A side effect the controller must carry out.

@@ -5,7 +5,7 @@
 //! Over 400 lines on purpose: the chain reads top to bottom in the order
 //! the rules apply, and each gate's helper sits next to the rule using it.
 
-use super::plan::{Action, CheckResult, EventIntent, EventKind, Observed, Plan};
+use super::plan::{Action, CheckProblem, CheckResult, EventIntent, EventKind, Observed, Plan};
 use super::rollout::{Verdict, Wait};
 use super::step::{self, Outcome};
 use super::{
@@ -583,7 +583,11 @@ impl<'a> Planner<'a> {
                 }) => Decision::held(phase, Reason::CheckFailed, format!("check {name} is false")),
                 Some(CheckResult {
                     name,
-                    result: Err(e),
+                    result: Err(CheckProblem::Invalid(why)),
+                }) => Decision::held(phase, Reason::CheckInvalid, format!("check {name} {why}")),
+                Some(CheckResult {
+                    name,
+                    result: Err(CheckProblem::Failed(e)),
                 }) => Decision::held(
                     phase,
                     Reason::CheckError,

@@ -956,16 +956,17 @@ fn i2_checks_hold_contract_until_all_are_true() {
     ));
     expanded(&mut r);
     let e = [(Step::Expand, Succeeded)];
-    let result = |a: Result<bool, &str>, b: Result<bool, &str>| {
+    let failed = |m: &str| CheckProblem::Failed(m.into());
+    let result = |a: Result<bool, CheckProblem>, b: Result<bool, CheckProblem>| {
         let mut o = observed(both_rolled_out(), &e, 5);
         o.checks = Some(vec![
             CheckResult {
                 name: "backfill-done".into(),
-                result: a.map_err(str::to_owned),
+                result: a,
             },
             CheckResult {
                 name: "no-nulls".into(),
-                result: b.map_err(str::to_owned),
+                result: b,
             },
         ]);
         o
@@ -978,10 +979,24 @@ fn i2_checks_hold_contract_until_all_are_true() {
     assert_eq!(p.status.hold_reason.as_deref(), Some("CheckFailed"));
     assert!(cond(&p, condition::READY).message.contains("no-nulls"));
     assert_eq!(p.requeue_after, Some(RETRY_CHECKS));
-    let p = step(&mut r, &result(Err("relation does not exist"), Ok(true)));
+    let p = step(
+        &mut r,
+        &result(Err(failed("relation does not exist")), Ok(true)),
+    );
     assert!(!creates_any(&p));
     assert_eq!(p.status.hold_reason.as_deref(), Some("CheckError"));
     assert!(cond(&p, condition::READY).message.contains("backfill-done"));
+    let invalid = CheckProblem::Invalid("returned NULL; a check must say true or false".into());
+    let p = step(&mut r, &result(Ok(true), Err(invalid)));
+    assert!(!creates_any(&p));
+    assert_eq!(p.status.hold_reason.as_deref(), Some("CheckInvalid"));
+    assert!(
+        cond(&p, condition::READY)
+            .message
+            .contains("check no-nulls returned NULL"),
+        "{}",
+        cond(&p, condition::READY).message
+    );
     let p = step(&mut r, &result(Ok(true), Ok(true)));
     assert!(creates(&p, Step::Contract));
 }
