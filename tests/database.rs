@@ -469,6 +469,92 @@ async fn postgres_failed_statement_applies_nothing() {
     );
 }
 
+/// Runs `sql` as phase `rollout` and returns its ledger state.
+async fn run_phase(url: &str, rollout: &str, sql: &[&str]) -> Option<LedgerState> {
+    let t = target("postgres", url);
+    let pools = Pools::default();
+    let k = key(rollout, Step::Expand);
+    t.run_inline(&pools, &k, &statements(sql)).await.unwrap();
+    t.ledger(&pools, &k).await.unwrap()
+}
+
+#[tokio::test]
+async fn postgres_statements_refused_in_a_transaction_run_alone() {
+    let (_dir, _pg, url) = pg().await;
+    // CREATE INDEX CONCURRENTLY between transactional groups: built, valid.
+    let state = run_phase(
+        &url,
+        "concurrent",
+        &[
+            "CREATE TABLE t_ci (x int)",
+            "INSERT INTO t_ci SELECT generate_series(1, 100)",
+            "CREATE INDEX CONCURRENTLY t_ci_x ON t_ci (x)",
+            "ANALYZE t_ci",
+        ],
+    )
+    .await;
+    assert_eq!(state, Some(LedgerState::Succeeded));
+    let valid = "SELECT CAST(bool_and(indisvalid) AS text) FROM pg_index WHERE indexrelid = 't_ci_x'::regclass";
+    assert_eq!(scalar(&url, valid).await, "true");
+    let progress = "SELECT CAST(progress AS text) FROM bellows.ledger WHERE rollout = 'concurrent'";
+    assert_eq!(scalar(&url, progress).await, "4");
+
+    // A failed unique index left INVALID: the message says what to run.
+    let Some(LedgerState::Failed(m)) = run_phase(
+        &url,
+        "dup",
+        &[
+            "CREATE TABLE t_dup (x int)",
+            "INSERT INTO t_dup VALUES (1), (1)",
+            "CREATE UNIQUE INDEX CONCURRENTLY t_dup_x ON t_dup (x)",
+        ],
+    )
+    .await
+    else {
+        panic!("a duplicate key fails the phase");
+    };
+    assert!(
+        m.starts_with("statement 3 of 3 failed after 2 were applied (it ran alone, outside a transaction; it left the INVALID index t_dup_x: run DROP INDEX CONCURRENTLY t_dup_x before the phase runs again): (CREATE UNIQUE INDEX CONCURRENTLY t_dup_x ON t_dup (x)): SQLSTATE 23505"),
+        "{m}"
+    );
+
+    // A failure in a later group rolls back that group only.
+    let Some(LedgerState::Failed(m)) = run_phase(
+        &url,
+        "groups",
+        &[
+            "CREATE TABLE g1 (x int)",
+            "CREATE INDEX CONCURRENTLY g1_x ON g1 (x)",
+            "CREATE TABLE g2 (x int)",
+            "SELECT 1/0",
+        ],
+    )
+    .await
+    else {
+        panic!("division by zero fails the phase");
+    };
+    assert!(
+        m.starts_with("statement 4 of 4 failed after 2 were applied (its group, statements 3-4, was rolled back): (SELECT 1/0): SQLSTATE 22012: division by zero"),
+        "{m}"
+    );
+    let exists = |t: &str| format!("SELECT CAST(to_regclass('{t}') IS NOT NULL AS text)");
+    assert_eq!(scalar(&url, &exists("g1_x")).await, "true");
+    assert_eq!(scalar(&url, &exists("g2")).await, "false");
+    // Never run twice: a second run of the same phase does nothing.
+    run_phase(
+        &url,
+        "groups",
+        &[
+            "CREATE TABLE g1 (x int)",
+            "CREATE INDEX CONCURRENTLY g1_x ON g1 (x)",
+            "CREATE TABLE g2 (x int)",
+            "SELECT 1/0",
+        ],
+    )
+    .await;
+    assert_eq!(scalar(&url, &exists("g2")).await, "false");
+}
+
 #[tokio::test]
 async fn postgres_connection_errors_ledger_and_lock() {
     let (_dir, _pg, url) = pg().await;

@@ -174,8 +174,11 @@ pub struct PhaseSpec {
     #[schemars(schema_with = "job_spec_schema")]
     pub job: Option<JobSpec>,
     /// SQL statements bellows runs itself against `spec.database`, in order.
-    /// On PostgreSQL they run in one transaction (all or nothing); on MySQL,
-    /// where DDL commits implicitly, one by one, recording how far it got.
+    /// On PostgreSQL they run in one transaction (all or nothing), except
+    /// statements it refuses in one (`CREATE INDEX CONCURRENTLY`, `VACUUM`,
+    /// ...), which run alone between transactional groups; on MySQL, where
+    /// DDL commits implicitly, one by one. Either way bellows records how
+    /// far it got and never runs a failed phase again.
     /// Transaction control (`BEGIN`, `COMMIT`, ...) is refused, and in
     /// expand a statement that breaks the old version's pods (a dropped or
     /// renamed column, ...) holds the rollout unless allowed (`allow`).

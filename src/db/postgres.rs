@@ -2,6 +2,7 @@
 
 use super::flow::Engine;
 use super::{LedgerKey, LedgerState, Runner, Timeouts};
+use crate::sql::{self, Run};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
 const LEDGER_DDL: &str = "CREATE SCHEMA IF NOT EXISTS bellows;
@@ -231,9 +232,161 @@ async fn run_locked(
     .bind(&key.digest)
     .fetch_optional(&mut *conn)
     .await?;
-    if done.as_deref().is_some_and(|s| s != "started") {
+    let groups = sql::groups(&sql::runs(crate::api::Engine::Postgres, statements));
+    if groups.iter().all(|g| g.1 == Run::InTransaction) {
+        if done.as_deref().is_some_and(|s| s != "started") {
+            return Ok(());
+        }
+        return run_in_one_transaction(conn, key, statements, t).await;
+    }
+    // Some statements ran alone and stay: a row in any state means this
+    // phase ran (or was interrupted), and it never runs again.
+    if done.is_some() {
         return Ok(());
     }
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET lock_timeout = '{}ms'; SET statement_timeout = '{}ms'",
+        t.lock.as_millis(),
+        t.statement.as_millis()
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let result = run_in_groups(conn, key, statements, &groups).await;
+    // The connection goes back to the pool.
+    sqlx::raw_sql("RESET lock_timeout; RESET statement_timeout")
+        .execute(&mut *conn)
+        .await?;
+    result
+}
+
+/// A phase with statements PostgreSQL refuses in a transaction: each
+/// group of the others in one transaction (tried again on a transient
+/// failure), each of those alone, the ledger's `progress` advanced after
+/// each, as on MySQL. A failure leaves the groups before it applied.
+async fn run_in_groups(
+    conn: &mut sqlx::PgConnection,
+    key: &LedgerKey,
+    statements: &[String],
+    groups: &[(std::ops::Range<usize>, Run)],
+) -> Result<(), sqlx::Error> {
+    let total = statements.len();
+    insert_started(&mut *conn, key, &Runner::Statements(total)).await?;
+    for (range, run) in groups {
+        let failed = match run {
+            Run::Alone => {
+                let statement = &statements[range.start];
+                match sqlx::raw_sql(AssertSqlSafe(statement.as_str()))
+                    .execute(&mut *conn)
+                    .await
+                {
+                    Ok(_) => {
+                        set_progress(&mut *conn, key, range.end).await?;
+                        None
+                    }
+                    Err(e) => {
+                        let left = invalid_index(conn, statement).await?;
+                        Some((
+                            range.start,
+                            e,
+                            1,
+                            "it ran alone, outside a transaction".to_owned() + &left,
+                        ))
+                    }
+                }
+            }
+            Run::InTransaction => {
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    let Err((i, e)) = run_all(&mut tx, &statements[range.clone()]).await else {
+                        set_progress(&mut *tx, key, range.end).await?;
+                        tx.commit().await?;
+                        break None;
+                    };
+                    tx.rollback().await?;
+                    if super::transient(&e) && tries < super::TRIES {
+                        tokio::time::sleep(super::retry_delay(tries)).await;
+                        continue;
+                    }
+                    let group = format!(
+                        "its group, statements {}-{}, was rolled back",
+                        range.start + 1,
+                        range.end
+                    );
+                    break Some((range.start + i, e, tries, group));
+                }
+            }
+        };
+        if let Some((i, e, tries, what)) = failed {
+            let message = format!(
+                "statement {} of {total} failed after {} were applied ({what}){}: {}",
+                i + 1,
+                range.start,
+                super::tries_note(tries),
+                super::failure(&statements[i], &e)
+            );
+            return finish(&mut *conn, key, Some(&message)).await;
+        }
+    }
+    finish(&mut *conn, key, None).await
+}
+
+/// After a failed statement that ran alone: a `CREATE INDEX CONCURRENTLY`
+/// that fails leaves its index behind, INVALID (unused by queries, still
+/// maintained on writes); what to run about it, or nothing.
+async fn invalid_index(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+) -> Result<String, sqlx::Error> {
+    let Some(name) = sql::created_index(statement) else {
+        return Ok(String::new());
+    };
+    let invalid: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         WHERE NOT i.indisvalid AND c.relname = $1)",
+    )
+    .bind(&name)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(if invalid {
+        format!(
+            "; it left the INVALID index {name}: run DROP INDEX CONCURRENTLY {name} before the phase runs again"
+        )
+    } else {
+        String::new()
+    })
+}
+
+/// Records that the first `done` statements were applied.
+async fn set_progress<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
+    key: &LedgerKey,
+    done: usize,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE bellows.ledger SET progress = $5
+         WHERE namespace = $1 AND rollout = $2 AND phase = $3 AND digest = $4",
+    )
+    .bind(&key.namespace)
+    .bind(&key.rollout)
+    .bind(key.step.as_str())
+    .bind(&key.digest)
+    .bind(done as i32)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// A phase whose statements all run in one transaction, the `started`
+/// row written inside it: all or nothing, and an interrupted run leaves no
+/// trace and runs again.
+async fn run_in_one_transaction(
+    conn: &mut sqlx::PgConnection,
+    key: &LedgerKey,
+    statements: &[String],
+    t: Timeouts,
+) -> Result<(), sqlx::Error> {
     let mut tries = 0;
     loop {
         tries += 1;

@@ -241,13 +241,16 @@ impl<'a> Planner<'a> {
 
     /// The lint's report on `step`'s inline statements.
     fn lint(&self, step: Step, statements: &[String], allow: &[String]) -> sql::Report {
-        let engine = self
-            .rollout
+        sql::report(self.engine(), step, statements, allow)
+    }
+
+    /// The database engine inline SQL runs on.
+    fn engine(&self) -> Engine {
+        self.rollout
             .spec
             .database
             .as_ref()
-            .map_or(Engine::Postgres, |d| d.engine);
-        sql::report(engine, step, statements, allow)
+            .map_or(Engine::Postgres, |d| d.engine)
     }
 
     fn new_record(&self, step: Step, phase: &crate::api::PhaseSpec, digest: String) -> StepStatus {
@@ -339,10 +342,18 @@ impl<'a> Planner<'a> {
             },
             None => Action::RunSql(step),
         });
+        // Which guarantee holds: all in one transaction unless some
+        // statement must run alone.
+        let grouping = phase
+            .sql
+            .as_ref()
+            .and_then(|s| sql::grouping(self.engine(), s))
+            .map(|g| format!(" ({g})"))
+            .unwrap_or_default();
         self.events.push(EventIntent {
             kind: EventKind::Normal,
             reason: step_event(step, StepState::Running),
-            note: format!("started {}", runner_text(&record)),
+            note: format!("started {}{grouping}", runner_text(&record)),
         });
         self.steps.retain(|s| s.step != step);
         self.steps.push(record);

@@ -1399,3 +1399,35 @@ fn contract_may_drop_but_a_write_blocking_statement_is_flagged() {
         && e.reason == Reason::BlocksWrites
         && e.note.contains("non-concurrent-index")));
 }
+
+#[test]
+fn the_started_event_says_which_statements_run_alone() {
+    let mut s = with_database(json!({}));
+    s.expand = crate::api::PhaseSpec {
+        sql: Some(vec![
+            "ALTER TABLE users ADD COLUMN email text".into(),
+            "CREATE INDEX CONCURRENTLY users_email ON users (email)".into(),
+        ]),
+        ..crate::api::PhaseSpec::default()
+    };
+    let p = plan(
+        &rollout(s),
+        &observed(
+            vec![
+                waiting("api", Wait::TemplateNotUpdated),
+                rolled_out("worker"),
+            ],
+            &[],
+            0,
+        ),
+    );
+    let started = p
+        .events
+        .iter()
+        .find(|e| e.reason == Reason::ExpandStarted)
+        .unwrap();
+    assert_eq!(
+        started.note,
+        "started 2 SQL statement(s) (statements 1 in one transaction, 2 alone)"
+    );
+}

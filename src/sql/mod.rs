@@ -88,11 +88,7 @@ pub fn analyse(
             let transaction_control = heads
                 .iter()
                 .find_map(|words| transaction_control(engine, words));
-            let run = if engine == Engine::Postgres && heads.iter().any(|w| runs_alone(w)) {
-                Run::Alone
-            } else {
-                Run::InTransaction
-            };
+            let run = run_of(engine, &heads);
             let parsed = Parser::parse_sql(dialect.as_ref(), text).ok();
             let findings = parsed
                 .iter()
@@ -173,6 +169,82 @@ pub fn first_line(statement: &str) -> String {
     match line.char_indices().nth(60) {
         Some((cut, _)) => format!("{}…", &line[..cut]),
         None => line.to_owned(),
+    }
+}
+
+/// How each of `statements` must run on `engine`.
+pub fn runs(engine: Engine, statements: &[String]) -> Vec<Run> {
+    let dialect = dialect(engine);
+    statements
+        .iter()
+        .map(|text| {
+            let tokens = Tokenizer::new(dialect.as_ref(), text)
+                .tokenize()
+                .unwrap_or_default();
+            run_of(engine, &heads(&tokens))
+        })
+        .collect()
+}
+
+/// Consecutive statements that run together: each run of
+/// [`Run::InTransaction`] statements is one group (one transaction on
+/// PostgreSQL), each [`Run::Alone`] statement a group of its own.
+pub fn groups(runs: &[Run]) -> Vec<(std::ops::Range<usize>, Run)> {
+    let mut groups: Vec<(std::ops::Range<usize>, Run)> = vec![];
+    for (i, run) in runs.iter().enumerate() {
+        match groups.last_mut() {
+            Some((range, Run::InTransaction)) if *run == Run::InTransaction => range.end = i + 1,
+            _ => groups.push((i..i + 1, *run)),
+        }
+    }
+    groups
+}
+
+/// How a phase runs, for its Started event, when it is not simply all in
+/// one transaction: `statements 1-2 in one transaction, 3 alone, 4 in one
+/// transaction`.
+pub fn grouping(engine: Engine, statements: &[String]) -> Option<String> {
+    let groups = groups(&runs(engine, statements));
+    if engine != Engine::Postgres || groups.iter().all(|g| g.1 == Run::InTransaction) {
+        return None;
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(range, run)| {
+            let numbers = if range.len() == 1 {
+                format!("{}", range.start + 1)
+            } else {
+                format!("{}-{}", range.start + 1, range.end)
+            };
+            match run {
+                Run::Alone => format!("{numbers} alone"),
+                Run::InTransaction => format!("{numbers} in one transaction"),
+            }
+        })
+        .collect();
+    Some(format!("statements {}", parts.join(", ")))
+}
+
+/// The name of the index a PostgreSQL `CREATE INDEX` statement creates,
+/// if it names one.
+pub fn created_index(statement: &str) -> Option<String> {
+    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, statement).ok()?;
+    match parsed.as_slice() {
+        [sqlparser::ast::Statement::CreateIndex(index)] => {
+            let name = index.name.as_ref()?;
+            name.0
+                .last()
+                .map(|part| part.to_string().trim_matches('"').to_owned())
+        }
+        _ => None,
+    }
+}
+
+fn run_of(engine: Engine, heads: &[Vec<String>]) -> Run {
+    if engine == Engine::Postgres && heads.iter().any(|w| runs_alone(w)) {
+        Run::Alone
+    } else {
+        Run::InTransaction
     }
 }
 

@@ -423,3 +423,40 @@ fn the_rule_table_in_the_design_lists_every_rule() {
         assert!(row.contains(rule.reason) && row.contains(rule.fix), "{row}");
     }
 }
+
+#[test]
+fn statements_are_grouped_around_the_ones_that_run_alone() {
+    let statements: Vec<String> = [
+        "CREATE TABLE t (x int)",
+        "INSERT INTO t VALUES (1)",
+        "CREATE INDEX CONCURRENTLY t_x ON t (x)",
+        "ANALYZE t",
+    ]
+    .map(String::from)
+    .to_vec();
+    let runs = runs(Postgres, &statements);
+    assert_eq!(
+        groups(&runs),
+        [
+            (0..2, Run::InTransaction),
+            (2..3, Run::Alone),
+            (3..4, Run::InTransaction)
+        ]
+    );
+    assert_eq!(
+        grouping(Postgres, &statements).as_deref(),
+        Some("statements 1-2 in one transaction, 3 alone, 4 in one transaction")
+    );
+    assert_eq!(
+        grouping(Postgres, &statements[..2]),
+        None,
+        "all in one transaction"
+    );
+    assert_eq!(grouping(Mysql, &statements), None);
+    assert_eq!(created_index(&statements[2]).as_deref(), Some("t_x"));
+    assert_eq!(
+        created_index("CREATE INDEX CONCURRENTLY \"Odd\" ON t (x)").as_deref(),
+        Some("Odd")
+    );
+    assert_eq!(created_index(&statements[0]), None);
+}
