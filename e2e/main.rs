@@ -98,6 +98,11 @@ fn scenarios() -> Vec<Scenario> {
             scenarios::traffic::chaos
         ),
         scenario!("20_demo_summary", true, demo::scenario),
+        scenario!(
+            "21_inline_sql_read_before_it_runs",
+            true,
+            scenarios::sql_analysis::run
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

@@ -14,6 +14,7 @@ pub mod leader;
 pub mod never_ready;
 pub mod plugin;
 pub mod rollback;
+pub mod sql_analysis;
 pub mod terminating;
 pub mod traffic;
 pub mod two_workloads;
