@@ -459,7 +459,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "huge-timeout",
-            "timeouts.expand: 3000000000000000h (over an int64 of seconds)",
+            "timeouts.expand: 3000000000000000h (over a year)",
             bad(&[("/timeouts/expand", json!("3000000000000000h"))]),
             stalled(
                 "InvalidSpec",

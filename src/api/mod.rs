@@ -360,20 +360,22 @@ pub struct Gate {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Timeouts {
-    /// Deadline of the expand Job (its `activeDeadlineSeconds`). Default 30m.
+    /// Deadline of the expand Job (its `activeDeadlineSeconds`). Default 30m,
+    /// from 1s to a year.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub expand: Option<String>,
     /// How long the workloads may take to roll out after expand before the
-    /// rollout is reported Stalled (contract stays held). Default 2h.
+    /// rollout is reported Stalled (contract stays held). Default 2h, from
+    /// 1s to a year.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub rollout: Option<String>,
-    /// Deadline of the transition Job. Default 2h.
+    /// Deadline of the transition Job. Default 2h, from 1s to a year.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub transition: Option<String>,
-    /// Deadline of the contract Job. Default 30m.
+    /// Deadline of the contract Job. Default 30m, from 1s to a year.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub contract: Option<String>,

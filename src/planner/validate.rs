@@ -199,9 +199,9 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
     }
 }
 
-/// Longest Job deadline (and rollout timeout): a Job's
-/// `activeDeadlineSeconds` is an int64.
-const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(i64::MAX as u64);
+/// Longest Job deadline and rollout timeout: a year, like the bake time,
+/// so no deadline or timestamp computed from one can overflow.
+pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Longest bake time: a year.
 pub const MAX_BAKE_TIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Longest `lockTimeout` / `statementTimeout`: 24 days (PostgreSQL's
