@@ -478,6 +478,15 @@ async fn run_phase(url: &str, rollout: &str, sql: &[&str]) -> Option<LedgerState
     t.ledger(&pools, &k).await.unwrap()
 }
 
+/// A phase whose second group fails: one statement alone between two
+/// transactional groups.
+const GROUPS: [&str; 4] = [
+    "CREATE TABLE g1 (x int)",
+    "CREATE INDEX CONCURRENTLY g1_x ON g1 (x)",
+    "CREATE TABLE g2 (x int)",
+    "SELECT 1/0",
+];
+
 #[tokio::test]
 async fn postgres_statements_refused_in_a_transaction_run_alone() {
     let (_dir, _pg, url) = pg().await;
@@ -519,18 +528,7 @@ async fn postgres_statements_refused_in_a_transaction_run_alone() {
     );
 
     // A failure in a later group rolls back that group only.
-    let Some(LedgerState::Failed(m)) = run_phase(
-        &url,
-        "groups",
-        &[
-            "CREATE TABLE g1 (x int)",
-            "CREATE INDEX CONCURRENTLY g1_x ON g1 (x)",
-            "CREATE TABLE g2 (x int)",
-            "SELECT 1/0",
-        ],
-    )
-    .await
-    else {
+    let Some(LedgerState::Failed(m)) = run_phase(&url, "groups", &GROUPS).await else {
         panic!("division by zero fails the phase");
     };
     assert!(
@@ -541,17 +539,7 @@ async fn postgres_statements_refused_in_a_transaction_run_alone() {
     assert_eq!(scalar(&url, &exists("g1_x")).await, "true");
     assert_eq!(scalar(&url, &exists("g2")).await, "false");
     // Never run twice: a second run of the same phase does nothing.
-    run_phase(
-        &url,
-        "groups",
-        &[
-            "CREATE TABLE g1 (x int)",
-            "CREATE INDEX CONCURRENTLY g1_x ON g1 (x)",
-            "CREATE TABLE g2 (x int)",
-            "SELECT 1/0",
-        ],
-    )
-    .await;
+    run_phase(&url, "groups", &GROUPS).await;
     assert_eq!(scalar(&url, &exists("g2")).await, "false");
 }
 

@@ -47,23 +47,11 @@ const MIN_QUERIES: u64 = 1000;
 
 pub async fn postgres(env: Arc<Env>) {
     let ns = env.namespace("traffic-pg").await;
-    let with = with_bellows(
-        &env,
-        &ns,
-        &env.pg.url(&ns.name),
-        &env.pg.local_url(&ns.name),
-        PG,
-    )
-    .await;
+    let (pod_url, local_url) = (env.pg.url(&ns.name), env.pg.local_url(&ns.name));
+    let with = with_bellows(&env, &ns, &pod_url, &local_url, PG).await;
     let ns = env.namespace("traffic-pg-hook").await;
-    let hook = with_hook(
-        &env,
-        &ns,
-        &env.pg.url(&ns.name),
-        &env.pg.local_url(&ns.name),
-        PG,
-    )
-    .await;
+    let (pod_url, local_url) = (env.pg.url(&ns.name), env.pg.local_url(&ns.name));
+    let hook = with_hook(&env, &ns, &pod_url, &local_url, PG).await;
     judge("PostgreSQL", &with, &hook);
 }
 

@@ -180,13 +180,12 @@ async fn main() {
     let mut pace = tokio::time::interval(Duration::from_secs(1) / args.qps.max(1));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut report = tokio::time::interval(Duration::from_millis(200));
-    let mut rng = Rng((std::process::id() as u64 * 0x9E37_79B9) | 1);
     for n in 0u64.. {
         tokio::select! {
             _ = term.recv() => break,
             _ = report.tick() => tally.write(&args.tally),
             _ = pace.tick() => {
-                let id = 1 + rng.below(args.rows as u64) as i32;
+                let id = 1 + random_below(args.rows as u64) as i32;
                 let name = format!("v{}-{n}", args.version);
                 match n % 3 {
                     0 => {
@@ -208,14 +207,11 @@ async fn main() {
     );
 }
 
-/// xorshift64*: enough to spread reads and writes over the rows.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
+/// A random number below `n`, from the standard library's randomly keyed
+/// hasher: enough to spread reads and writes over the rows.
+fn random_below(n: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(n);
+    hasher.finish() % n.max(1)
 }
