@@ -152,24 +152,27 @@ pub async fn observe(
     now: Timestamp,
 ) -> Result<Observed, Error> {
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
-    let mut workloads = Vec::with_capacity(rollout.spec.workloads.len());
-    for w in &rollout.spec.workloads {
+    // Live, the workloads are read concurrently (one round trip for all,
+    // then one for each one's ReplicaSets and pods together): what a
+    // confirmation costs before a phase starts.
+    let workloads = futures::future::try_join_all(rollout.spec.workloads.iter().map(|w| async {
         let deploy = source.get(client, |c| &c.deployments, &ns, &w.name).await?;
         let (sets, selected) = match deploy.as_ref().and_then(selector_of) {
-            Some(selector) => (
-                source.replica_sets(client, &ns, &selector).await?,
-                source.pods(client, &ns, &selector).await?,
-            ),
+            Some(selector) => futures::try_join!(
+                source.replica_sets(client, &ns, &selector),
+                source.pods(client, &ns, &selector),
+            )?,
             None => (vec![], vec![]),
         };
-        workloads.push(assess(
+        Ok::<_, Error>(assess(
             w,
             &rollout.name_any(),
             deploy.as_ref(),
             &sets,
             &selected,
-        ));
-    }
+        ))
+    }))
+    .await?;
 
     let mut found = BTreeMap::new();
     let mut job_names = BTreeMap::new();
