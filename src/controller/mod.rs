@@ -6,6 +6,7 @@ pub mod access;
 pub mod cache;
 pub mod finalizer;
 pub mod gate;
+pub mod index;
 pub mod job;
 pub mod ledger;
 pub mod observe;
@@ -26,7 +27,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::Backoff;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -92,6 +93,9 @@ pub struct Context {
     pub recent_checks: observe::RecentChecks,
     /// Consecutive failures per rollout, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<SchemaRollout>, u32>>,
+    /// When a reconcile first saw each rollout's workloads rolled out, until
+    /// its contract starts (`bellows_contract_start_seconds`).
+    rolled_out_seen: Mutex<HashMap<String, std::time::Instant>>,
     /// The watch caches; without them every reconcile reads live.
     pub caches: Option<Caches>,
 }
@@ -111,6 +115,7 @@ impl Context {
             pools: Default::default(),
             recent_checks: Default::default(),
             failures: Mutex::default(),
+            rolled_out_seen: Mutex::default(),
             caches: None,
         }
     }
@@ -126,6 +131,22 @@ impl Context {
             .lock()
             .expect("backoff lock")
             .remove(&ObjectRef::from(rollout));
+    }
+
+    /// Starts the contract-start clock of the rollout `uid` at `at`.
+    fn rolled_out(&self, uid: String, at: std::time::Instant) {
+        self.rolled_out_seen
+            .lock()
+            .expect("clock lock")
+            .insert(uid, at);
+    }
+
+    /// Stops the contract-start clock of the rollout `uid`, if it runs.
+    fn contract_started(&self, uid: &str) {
+        let seen = self.rolled_out_seen.lock().expect("clock lock").remove(uid);
+        if let Some(at) = seen {
+            self.metrics.contract_started(at.elapsed());
+        }
     }
 
     /// The next retry delay for `rollout`: 1s, 2s, 4s ... up to 5 minutes.
@@ -149,18 +170,23 @@ fn error_policy(rollout: Arc<SchemaRollout>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(delay)
 }
 
-/// Rollouts in the same namespace that name the Deployment `name`.
-fn naming(
-    store: &Store<SchemaRollout>,
-    namespace: Option<String>,
-    name: &str,
-) -> Vec<ObjectRef<SchemaRollout>> {
-    store
-        .state()
-        .iter()
-        .filter(|r| r.namespace() == namespace && r.spec.workloads.iter().any(|w| w.name == name))
-        .map(|r| ObjectRef::from(r.as_ref()))
-        .collect()
+/// What makes a change to a rollout worth a reconcile: its spec (the
+/// generation, which also moves when deletion starts), annotations (an
+/// approval), finalizers and deletion. Not its status: only bellows writes
+/// that, and a reconcile triggered by its own write would find nothing new.
+/// The cache (`store`) still takes every change; only triggers are filtered.
+fn reconcile_worthy(rollout: &SchemaRollout) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = &rollout.metadata;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// The Deployment that owns a pod, derived from its ReplicaSet owner
@@ -194,9 +220,12 @@ pub async fn run(
     let (store, writer) = reflector::store();
     let (listed, rollouts_listed) = tokio::sync::oneshot::channel();
     let mut listed = Some(listed);
+    let index = index::WorkloadIndex::default();
+    let follow = index.clone();
     let trigger = watcher::watcher(rollouts, watcher::Config::default().any_semantic())
         .backoff(WatchBackoff::default())
         .reflect(writer)
+        .inspect(move |event| follow.follow(event))
         .inspect(move |event| {
             if let Ok(watcher::Event::InitDone) = event
                 && let Some(listed) = listed.take()
@@ -204,9 +233,10 @@ pub async fn run(
                 let _ = listed.send(());
             }
         })
-        .applied_objects();
-    let for_deployments = store.clone();
-    let for_pods = store.clone();
+        .applied_objects()
+        .predicate_filter(reconcile_worthy, PredicateConfig::default());
+    let for_deployments = index.clone();
+    let for_pods = index;
 
     // The caches reconciles read (see `cache`); each watch also triggers
     // the rollouts its objects concern, except ReplicaSets, whose changes
@@ -242,13 +272,13 @@ pub async fn run(
         .trigger_backoff(WatchBackoff::default())
         .owns_stream(job_events)
         .watches_stream(deployment_events, move |d: Deployment| {
-            naming(&for_deployments, d.namespace(), &d.name_any())
+            for_deployments.naming(d.namespace(), &d.name_any())
         })
         .watches_stream(replica_set_events, |_: ReplicaSet| None)
         .watches_stream(
             pod_events,
             move |p: PartialObjectMeta<Pod>| match deployment_of(&p.metadata) {
-                Some(name) => naming(&for_pods, p.namespace(), &name),
+                Some(name) => for_pods.naming(p.namespace(), &name),
                 None => vec![],
             },
         )
@@ -345,7 +375,28 @@ fn reference(rollout: &SchemaRollout) -> k8s_openapi::api::core::v1::ObjectRefer
 
 #[cfg(test)]
 mod tests {
-    use super::WatchBackoff;
+    use super::{WatchBackoff, reconcile_worthy};
+    use crate::api::{RolloutPhase, SchemaRollout};
+
+    #[test]
+    fn only_changes_a_user_makes_trigger_a_reconcile() {
+        let mut r: SchemaRollout = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bellows.dev/v1alpha1", "kind": "SchemaRollout",
+            "metadata": {"name": "r", "namespace": "ns", "generation": 1},
+            "spec": {"workloads": [], "expand": {"sql": ["SELECT 1"]}, "contract": {"sql": ["SELECT 1"]}}
+        }))
+        .unwrap();
+        let before = reconcile_worthy(&r);
+        let mut status = r.status.clone().unwrap_or_default();
+        status.phase = Some(RolloutPhase::Expanding);
+        r.status = Some(status);
+        assert_eq!(reconcile_worthy(&r), before, "bellows' own status write");
+        r.metadata.annotations = Some([("bellows.dev/approve".to_owned(), "k".to_owned())].into());
+        let approved = reconcile_worthy(&r);
+        assert_ne!(approved, before, "an approval");
+        r.metadata.generation = Some(2);
+        assert_ne!(reconcile_worthy(&r), approved, "a spec edit");
+    }
     use kube::runtime::utils::Backoff;
     use std::time::Duration;
 

@@ -4,7 +4,7 @@
 use super::ledger as cluster_ledger;
 use super::observe::{self, Source};
 use super::{Context, Error, FIELD_MANAGER, finalizer, gate, job, reference};
-use crate::api::{Reason, RolloutPhase, SchemaRollout};
+use crate::api::{Approval, Reason, RolloutPhase, SchemaRollout, Step, parse_duration};
 use crate::db::{self, DbError, LedgerState, Runner, Target};
 use crate::planner::step;
 use crate::planner::validate::step_timeout;
@@ -13,9 +13,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use std::time::Instant;
 /// Reconciles one SchemaRollout.
 pub async fn reconcile(rollout: Arc<SchemaRollout>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_once(&rollout, &ctx).await;
+    let result = reconcile_once(&rollout, &ctx, started).await;
     ctx.metrics.reconciled(
         started.elapsed(),
         result.as_ref().err().map(Error::metric_label),
@@ -35,7 +36,11 @@ pub async fn reconcile(rollout: Arc<SchemaRollout>, ctx: Arc<Context>) -> Result
     result
 }
 
-async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_once(
+    rollout: &SchemaRollout,
+    ctx: &Context,
+    started: Instant,
+) -> Result<Action, Error> {
     let now = Timestamp::now();
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
     // The database's Secrets are read once per reconcile, for observing and
@@ -79,6 +84,7 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
         observed = observe(Source::Live).await?;
         plan = planner::plan(rollout, &observed);
     }
+    start_contract_clock(ctx, rollout, &plan, started);
     for action in &plan.actions {
         match apply(ctx, rollout, database.as_ref(), action).await {
             Ok(()) => {}
@@ -98,6 +104,25 @@ async fn reconcile_once(rollout: &SchemaRollout, ctx: &Context) -> Result<Action
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Starts the `bellows_contract_start_seconds` clock when this reconcile is
+/// the first to see every workload rolled out, for a rollout whose contract
+/// then waits for nothing a human or a timer decides (bake time, approval).
+fn start_contract_clock(ctx: &Context, rollout: &SchemaRollout, plan: &Plan, started: Instant) {
+    let after = rollout.spec.contract.after.clone().unwrap_or_default();
+    let waits = after.approval == Approval::Manual
+        || after
+            .bake_time
+            .as_deref()
+            .is_some_and(|b| parse_duration(b).is_ok_and(|d| !d.is_zero()));
+    let before = rollout
+        .status
+        .as_ref()
+        .and_then(|s| s.rolled_out_at.as_ref());
+    if !waits && before.is_none() && plan.status.rolled_out_at.is_some() {
+        ctx.rolled_out(rollout.uid().unwrap_or_default(), started);
+    }
 }
 
 /// How much longer than its Job's deadline a claim holds the database
@@ -156,7 +181,7 @@ async fn clean_up(
                 resumed.join(", ")
             )),
         };
-        publish(ctx, rollout, &event, "Delete").await;
+        publish(&ctx.recorder, &reference(rollout), &name, &event, "Delete").await;
     }
     Ok(Action::await_change())
 }
@@ -222,6 +247,9 @@ async fn apply(
                 }
                 Err(e) => return Err(Error::Kube(e)),
             }
+            if *step == Step::Contract {
+                ctx.contract_started(&rollout.uid().unwrap_or_default());
+            }
             // Recorded once the Job exists: from here on a re-created rollout
             // finds the phase in the ledger even if the Job is gone (and a
             // crash before this line leaves the Job, which observe finds).
@@ -244,6 +272,9 @@ async fn apply(
                 .and_then(|p| p.sql.clone())
                 .unwrap_or_default();
             tracing::info!(rollout = %name, namespace = %ns, step = step.as_str(), statements = statements.len(), "running inline SQL");
+            if *step == Step::Contract {
+                ctx.contract_started(&rollout.uid().unwrap_or_default());
+            }
             target.run_inline(&ctx.pools, &key, &statements).await?;
         }
         PlanAction::Record { step, failure } => {
@@ -349,14 +380,28 @@ async fn record(ctx: &Context, rollout: &SchemaRollout, plan: &Plan, now: Timest
     if let Some(reason) = plan.newly_held {
         ctx.metrics.contract_held(reason.as_str());
     }
-    for e in &plan.events {
-        publish(ctx, rollout, e, phase.as_str()).await;
+    // Off the critical path: the next reconcile need not wait for events,
+    // which are best effort (published in order, by one task).
+    if !plan.events.is_empty() {
+        let (recorder, target) = (ctx.recorder.clone(), reference(rollout));
+        let (events, name) = (plan.events.clone(), rollout.name_any());
+        tokio::spawn(async move {
+            for e in &events {
+                publish(&recorder, &target, &name, e, phase.as_str()).await;
+            }
+        });
     }
 }
 
-/// Publishes `e` about `rollout` with `action`; a failure is logged, never
-/// retried: events are best effort.
-async fn publish(ctx: &Context, rollout: &SchemaRollout, e: &EventIntent, action: &str) {
+/// Publishes `e` about the rollout `target` (named `name`) with `action`;
+/// a failure is logged, never retried: events are best effort.
+async fn publish(
+    recorder: &Recorder,
+    target: &ObjectReference,
+    name: &str,
+    e: &EventIntent,
+    action: &str,
+) {
     let event = Event {
         type_: match e.kind {
             EventKind::Normal => EventType::Normal,
@@ -367,7 +412,7 @@ async fn publish(ctx: &Context, rollout: &SchemaRollout, e: &EventIntent, action
         action: action.into(),
         secondary: None,
     };
-    if let Err(err) = ctx.recorder.publish(&event, &reference(rollout)).await {
-        tracing::warn!(rollout = %rollout.name_any(), reason = %e.reason, error = %err, "could not publish event");
+    if let Err(err) = recorder.publish(&event, target).await {
+        tracing::warn!(rollout = %name, reason = %e.reason, error = %err, "could not publish event");
     }
 }

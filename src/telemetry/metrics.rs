@@ -51,6 +51,7 @@ pub struct Metrics {
     phase_duration: Family<PhaseLabels, Histogram>,
     rollouts: Family<PhaseLabels, Gauge>,
     contract_held: Family<ReasonLabels, Counter>,
+    contract_start: Histogram,
     api_forbidden: Counter,
 }
 
@@ -75,6 +76,8 @@ impl Metrics {
         });
         let rollouts = Family::<PhaseLabels, Gauge>::default();
         let contract_held = Family::<ReasonLabels, Counter>::default();
+        // 5 ms to 40 s.
+        let contract_start = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let api_forbidden = Counter::default();
         // prometheus-client appends `_total` to counters.
         registry.register(
@@ -113,6 +116,11 @@ impl Metrics {
             contract_held.clone(),
         );
         registry.register(
+            "bellows_contract_start_seconds",
+            "From the reconcile that saw the last workload rolled out to the contract Job created (or its SQL started), for rollouts without bake time or manual approval",
+            contract_start.clone(),
+        );
+        registry.register(
             "bellows_api_forbidden",
             "Requests the Kubernetes API server refused with 403 Forbidden (missing RBAC)",
             api_forbidden.clone(),
@@ -126,8 +134,15 @@ impl Metrics {
             phase_duration,
             rollouts,
             contract_held,
+            contract_start,
             api_forbidden,
         }
+    }
+
+    /// Records how long contract took to start once the workloads were
+    /// rolled out.
+    pub fn contract_started(&self, took: Duration) {
+        self.contract_start.observe(took.as_secs_f64());
     }
 
     /// Records a finished reconcile.
@@ -226,6 +241,7 @@ mod tests {
             RolloutPhase::AwaitingRollout,
         );
         m.contract_held("RolledBack");
+        m.contract_started(Duration::from_millis(30));
         m.count_rollouts([]);
         m.forbidden();
         let text = m.encode();
@@ -237,6 +253,7 @@ mod tests {
             "bellows_phase_duration_seconds_count{phase=\"Expanding\"} 1",
             "bellows_rollouts{phase=\"Succeeded\"} 0",
             "bellows_contract_held_total{reason=\"RolledBack\"} 1",
+            "bellows_contract_start_seconds_count 1",
             "bellows_api_forbidden_total 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
