@@ -43,6 +43,8 @@ pub const TERMINATE_AFTER_MS: &str = "e2e.bellows.dev/terminate-after-ms";
 #[derive(Clone, Debug)]
 pub struct Removed {
     pub namespace: String,
+    /// The pod's name.
+    pub name: String,
     /// The pod's `pod-template-hash` label.
     pub template_hash: Option<String>,
     /// When the removal was acknowledged by the API server.
@@ -190,6 +192,7 @@ impl Kubelet {
         }
         self.journal.removed.lock().unwrap().push(Removed {
             namespace: pod.namespace().unwrap_or_default(),
+            name: pod.name_any(),
             template_hash: pod.labels().get("pod-template-hash").cloned(),
             at: Timestamp::now(),
         });

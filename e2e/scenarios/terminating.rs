@@ -46,7 +46,7 @@ pub async fn run(env: Arc<Env>) {
         .iter()
         .find_map(|p| p.labels().get("pod-template-hash").cloned())
         .expect("new pods");
-    let last_old_gone = env
+    let (last_old_gone, last_old_pod) = env
         .kubelet()
         .journal
         .removed
@@ -54,7 +54,7 @@ pub async fn run(env: Arc<Env>) {
         .unwrap()
         .iter()
         .filter(|r| r.namespace == ns.name && r.template_hash.as_deref() != Some(new_hash.as_str()))
-        .map(|r| r.at)
+        .map(|r| (r.at, r.name.clone()))
         .max()
         .expect("old pods were removed");
     let contract = ns.jobs_of("contract").await;
@@ -71,7 +71,7 @@ pub async fn run(env: Arc<Env>) {
         "old pods should have been Terminating for ~6s, were gone after {waited:?}"
     );
     println!(
-        "e2e:   last old pod gone {:.1}s after the deploy; contract Job created at {created}",
+        "e2e:   last old pod ({last_old_pod}) gone {:.1}s after the deploy; contract Job created at {created}",
         waited.as_secs_f64()
     );
 }
