@@ -74,7 +74,7 @@ pub async fn chaos(env: Arc<Env>) {
     let (pod_url, local_url) = (env.pg.url(&ns.name), env.pg.local_url(&ns.name));
     let (db, dir) = start_traffic(&env, &ns, &pod_url, &local_url).await;
     // A longer bake keeps the rollout going for enough kills.
-    let rollout = example_rollout(PG, &ns, "15s");
+    let rollout = example_rollout(PG, &ns, "25s");
     let name = rollout["metadata"]["name"].as_str().unwrap().to_owned();
     let phases = ns.record_phases(&name);
     let killer = Killer::start(env.clone(), &ns, &name);
