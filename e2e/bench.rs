@@ -71,9 +71,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let rows: Vec<Row> = sizes.iter().map(|&n| runtime.block_on(bench(n))).collect();
+    let mut rows: Vec<Row> = vec![];
+    for n in sizes {
+        rows.push(runtime.block_on(bench(n)));
+        // The table so far after each size: a long last size that is
+        // stopped early leaves the others' numbers printed.
+        print_table(&rows);
+    }
     runtime.shutdown_timeout(Duration::from_secs(2));
-    print_table(&rows);
 }
 
 /// One line of the results table.
