@@ -23,7 +23,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::Backoff;
@@ -32,11 +32,6 @@ use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Reconciles at most this many rollouts at once (the others queue): each
-/// reconcile may hold a few API connections, and 500 at once (a mass
-/// rollout) opened hundreds of TLS connections on the API server's cores.
-pub const RECONCILE_CONCURRENCY: u16 = 16;
 
 /// Field manager of every write bellows makes.
 pub const FIELD_MANAGER: &str = "bellows";
@@ -274,7 +269,6 @@ pub async fn run(
     });
     let ctx = Arc::new(Context::new(client, metrics).with_caches(caches));
     Controller::for_stream(trigger, store)
-        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .trigger_backoff(WatchBackoff::default())
         .owns_stream(job_events)
         .watches_stream(deployment_events, move |d: Deployment| {
