@@ -228,7 +228,8 @@ impl<'a> Planner<'a> {
                         ),
                     });
                 }
-                let mut record = self.new_record(step, phase, digest);
+                let allowed = self.lint_of(step, phase).allowed;
+                let mut record = self.new_record(step, phase, digest, allowed);
                 record.state = state;
                 record.finished_at = (state != StepState::Running).then_some(now);
                 record.message = message;
@@ -239,9 +240,14 @@ impl<'a> Planner<'a> {
         outcome
     }
 
-    /// The lint's report on `step`'s inline statements.
-    fn lint(&self, step: Step, statements: &[String], allow: &[String]) -> sql::Report {
-        sql::report(self.engine(), step, statements, allow)
+    /// The lint's report on `step`'s inline statements (empty for a Job
+    /// phase).
+    fn lint_of(&self, step: Step, phase: &crate::api::PhaseSpec) -> sql::Report {
+        phase
+            .sql
+            .as_ref()
+            .map(|s| sql::report(self.engine(), step, s, &phase.allow))
+            .unwrap_or_default()
     }
 
     /// The database engine inline SQL runs on.
@@ -253,12 +259,15 @@ impl<'a> Planner<'a> {
             .map_or(Engine::Postgres, |d| d.engine)
     }
 
-    fn new_record(&self, step: Step, phase: &crate::api::PhaseSpec, digest: String) -> StepStatus {
-        let allowed = phase
-            .sql
-            .as_ref()
-            .map(|s| self.lint(step, s, &phase.allow).allowed)
-            .unwrap_or_default();
+    /// The status record of `step` starting now; `allowed` are the lint
+    /// findings allowed for its statements.
+    fn new_record(
+        &self,
+        step: Step,
+        phase: &crate::api::PhaseSpec,
+        digest: String,
+        allowed: Vec<String>,
+    ) -> StepStatus {
         StepStatus {
             step,
             job_name: phase
@@ -308,33 +317,31 @@ impl<'a> Planner<'a> {
             d.requeue_after = Some(RETRY_DATABASE);
             return d;
         }
-        if let Some(statements) = &phase.sql {
-            let report = self.lint(step, statements, &phase.allow);
-            if !report.violations.is_empty() {
-                return Decision::stalled(
-                    waiting,
-                    Reason::UnsafeExpand,
-                    format!(
-                        "expand would break pods of the old version: {}",
-                        report.violations.join("; ")
-                    ),
-                );
-            }
-            for (kind, reason, notes) in [
-                (EventKind::Warning, Reason::SqlNotAnalysed, &report.unparsed),
-                (EventKind::Normal, Reason::UnsafeAllowed, &report.allowed),
-                (EventKind::Warning, Reason::BlocksWrites, &report.flagged),
-            ] {
-                for note in notes {
-                    self.events.push(EventIntent {
-                        kind,
-                        reason,
-                        note: format!("{}: {note}", step.as_str()),
-                    });
-                }
+        let report = self.lint_of(step, phase);
+        if !report.violations.is_empty() {
+            return Decision::stalled(
+                waiting,
+                Reason::UnsafeExpand,
+                format!(
+                    "expand would break pods of the old version: {}",
+                    report.violations.join("; ")
+                ),
+            );
+        }
+        for (kind, reason, notes) in [
+            (EventKind::Warning, Reason::SqlNotAnalysed, &report.unparsed),
+            (EventKind::Normal, Reason::UnsafeAllowed, &report.allowed),
+            (EventKind::Warning, Reason::BlocksWrites, &report.flagged),
+        ] {
+            for note in notes {
+                self.events.push(EventIntent {
+                    kind,
+                    reason,
+                    note: format!("{}: {note}", step.as_str()),
+                });
             }
         }
-        let record = self.new_record(step, phase, step::digest(phase));
+        let record = self.new_record(step, phase, step::digest(phase), report.allowed);
         self.actions.push(match &record.job_name {
             Some(name) => Action::CreateJob {
                 step,

@@ -134,8 +134,8 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
         problems.push("spec.contract.after.checks need spec.database".to_owned());
     }
     for (i, c) in checks.iter().enumerate() {
-        let analysed = sql::analyse(engine, Step::Contract, std::slice::from_ref(&c.sql), &[]);
-        if let Some(tc) = &analysed[0].transaction_control {
+        let read = sql::tokenized(engine, std::slice::from_ref(&c.sql));
+        if let Some(tc) = &read[0].transaction_control {
             problems.push(format!(
                 "spec.contract.after.checks[{i}].sql: {tc} is transaction control; a check is one query"
             ));
@@ -263,18 +263,16 @@ fn inline_sql(
     allow: &[String],
 ) {
     let at = format!("spec.{}", step.as_str());
-    for s in sql::analyse(engine, step, statements, allow) {
+    for (index, s) in sql::tokenized(engine, statements).iter().enumerate() {
         if let Some(tc) = &s.transaction_control {
             problems.push(format!(
-                "{at}.sql[{}] ({}): {tc} is transaction control, which inline SQL refuses: bellows runs a phase's statements itself (on PostgreSQL in one transaction, all or nothing) and {tc} would break that; remove it",
-                s.index,
-                sql::first_line(&statements[s.index])
+                "{at}.sql[{index}] ({}): {tc} is transaction control, which inline SQL refuses: bellows runs a phase's statements itself (on PostgreSQL in one transaction, all or nothing) and {tc} would break that; remove it",
+                sql::first_line(&statements[index])
             ));
         }
         for id in s.allows.iter().filter(|id| rules::by_id(id).is_none()) {
             problems.push(format!(
-                "{at}.sql[{}]: bellows:allow names {id:?}, which is no lint rule",
-                s.index
+                "{at}.sql[{index}]: bellows:allow names {id:?}, which is no lint rule"
             ));
         }
     }

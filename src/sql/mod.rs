@@ -78,17 +78,14 @@ pub fn analyse(
     let dialect = dialect(engine);
     statements
         .iter()
+        .zip(tokenized(engine, statements))
         .enumerate()
-        .map(|(index, text)| {
-            let tokens = Tokenizer::new(dialect.as_ref(), text)
-                .tokenize()
-                .unwrap_or_default();
-            let allows = inline_allowances(&tokens);
-            let heads = heads(&tokens);
-            let transaction_control = heads
-                .iter()
-                .find_map(|words| transaction_control(engine, words));
-            let run = run_of(engine, &heads);
+        .map(|(index, (text, read))| {
+            let Tokenized {
+                run,
+                transaction_control,
+                allows,
+            } = read;
             let parsed = Parser::parse_sql(dialect.as_ref(), text).ok();
             let findings = parsed
                 .iter()
@@ -174,6 +171,23 @@ pub fn first_line(statement: &str) -> String {
 
 /// How each of `statements` must run on `engine`.
 pub fn runs(engine: Engine, statements: &[String]) -> Vec<Run> {
+    tokenized(engine, statements)
+        .into_iter()
+        .map(|t| t.run)
+        .collect()
+}
+
+/// What the tokenizer alone tells of a statement (no parse): how it must
+/// run, the transaction control it holds, its inline allowances.
+pub struct Tokenized {
+    pub run: Run,
+    pub transaction_control: Option<String>,
+    pub allows: Vec<String>,
+}
+
+/// [`Tokenized`] for each of `statements`: what validation needs on every
+/// reconcile, without the full parse the lint needs.
+pub fn tokenized(engine: Engine, statements: &[String]) -> Vec<Tokenized> {
     let dialect = dialect(engine);
     statements
         .iter()
@@ -181,7 +195,14 @@ pub fn runs(engine: Engine, statements: &[String]) -> Vec<Run> {
             let tokens = Tokenizer::new(dialect.as_ref(), text)
                 .tokenize()
                 .unwrap_or_default();
-            run_of(engine, &heads(&tokens))
+            let heads = heads(&tokens);
+            Tokenized {
+                run: run_of(engine, &heads),
+                transaction_control: heads
+                    .iter()
+                    .find_map(|words| transaction_control(engine, words)),
+                allows: inline_allowances(&tokens),
+            }
         })
         .collect()
 }
