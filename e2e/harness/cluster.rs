@@ -4,6 +4,7 @@
 
 use super::process::{Proc, Service, free_port, run};
 use super::wait::until;
+use bellows::controller::access::{self, Access};
 use jiff::Timestamp;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -24,14 +25,22 @@ pub struct Cluster {
     apiserver: Option<Service>,
     /// From each kill of kube-apiserver until it was ready again.
     restarts: Mutex<Vec<Window>>,
-    /// A client of the operator's identity and requests its RBAC allows:
-    /// a restart is over once they are allowed again.
-    rbac_probe: Mutex<Option<(Client, Vec<String>)>>,
+    /// A client of the operator's identity and the permissions its RBAC
+    /// grants: a restart is over once they are all granted again.
+    rbac_probe: Mutex<Option<RbacProbe>>,
     _procs: Vec<Proc>,
 }
 
 /// A span of time (from, to).
 pub type Window = (Timestamp, Timestamp);
+
+/// An identity and the permission lists it must hold, each in a namespace
+/// (every namespace when `None`).
+#[derive(Clone)]
+pub struct RbacProbe {
+    pub client: Client,
+    pub grants: Vec<(&'static [Access], Option<String>)>,
+}
 
 /// Runs `e2e/scripts/prepare.sh` (installs packages, builds Kubernetes once)
 /// and returns the directory holding the Kubernetes binaries.
@@ -154,18 +163,17 @@ impl Cluster {
         }
     }
 
-    /// After a restart, also wait until `client` may GET each of `paths`
-    /// (the operator's identity and calls its RBAC allows; any answer but
-    /// a 403 counts).
-    pub fn probe_rbac_as(&self, client: Client, paths: &[&str]) {
-        let paths = paths.iter().map(|p| p.to_string()).collect();
-        *self.rbac_probe.lock().unwrap() = Some((client, paths));
+    /// After a restart, also wait until the probe's identity holds every
+    /// permission it lists again (asked with SelfSubjectAccessReviews, as
+    /// the operator asks at start).
+    pub fn probe_rbac(&self, probe: RbacProbe) {
+        *self.rbac_probe.lock().unwrap() = Some(probe);
     }
 
     /// Fault injection: kills kube-apiserver (SIGKILL: a crash; a graceful
     /// stop drains watches for a minute), leaves it down for `down`, starts
     /// it again and waits until it is ready (`/readyz`) and, with
-    /// [`Self::probe_rbac_as`], until its RBAC authorizer allows the probe
+    /// [`Self::probe_rbac`], until its RBAC authorizer allows the probe
     /// identity again (`/readyz` can pass seconds before that). The span is
     /// remembered: while a restarted server's authorizer has not synced it
     /// answers 403 to everyone but admins, which says nothing about the
@@ -189,18 +197,16 @@ impl Cluster {
         })
         .await;
         let probe = self.rbac_probe.lock().unwrap().clone();
-        if let Some((client, paths)) = probe {
+        if let Some(probe) = probe {
             until(
-                "RBAC allows the operator again",
+                "RBAC grants the operator everything again",
                 Duration::from_secs(60),
                 || async {
-                    for path in &paths {
-                        let request = http::Request::get(path.as_str()).body(Vec::new()).unwrap();
-                        match client.request_text(request).await {
-                            // Allowed: any answer but a 403 (a 404 included).
-                            Ok(_) => {}
-                            Err(kube::Error::Api(e)) if e.code != 403 => {}
-                            Err(_) => return None,
+                    for (list, namespace) in &probe.grants {
+                        // A review refused or answered "no": not synced yet.
+                        match access::missing(&probe.client, list, namespace.as_deref()).await {
+                            Ok(missing) if missing.is_empty() => {}
+                            _ => return None,
                         }
                     }
                     Some(())

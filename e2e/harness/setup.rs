@@ -2,12 +2,13 @@
 //! CRDs, PostgreSQL, the stand-in kubelet, the chart's identity and the
 //! operator; and the watchdog that restarts the operator as a kubelet would.
 
-use super::cluster::{self, Cluster};
+use super::cluster::{self, Cluster, RbacProbe};
 use super::identity::{self, Identity};
 use super::kubelet::Kubelet;
 use super::operator::Operator;
 use super::postgres::Postgres;
 use super::{Env, install_crd, repo_path};
+use bellows::controller::access;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,18 +35,18 @@ impl Env {
         };
         let identity = Identity::install(&cluster.client, &cluster.kubeconfig, dir).await;
         // A restarted kube-apiserver refuses the chart identity until its
-        // RBAC caches sync: one cluster-scoped and one namespaced call it
-        // makes.
-        cluster.probe_rbac_as(
-            cluster::client_for(&identity.kubeconfig).await,
-            &[
-                "/apis/bellows.dev/v1alpha1/schemarollouts?limit=1",
-                &format!(
-                    "/apis/coordination.k8s.io/v1/namespaces/{}/leases/bellows-leader",
-                    identity::NAMESPACE
+        // RBAC caches sync: every permission the chart grants (cluster-wide,
+        // and leader election in the release namespace).
+        cluster.probe_rbac(RbacProbe {
+            client: cluster::client_for(&identity.kubeconfig).await,
+            grants: vec![
+                (access::CONTROLLER, None),
+                (
+                    access::LEADER_ELECTION,
+                    Some(identity::NAMESPACE.to_owned()),
                 ),
             ],
-        );
+        });
         let mut operator = Operator::new(&identity, dir);
         operator.start().await;
         Arc::new(Env {
