@@ -3,9 +3,9 @@
 
 use crate::controller::access;
 use crate::leader::{Elector, LeaseConfig, LeaseLost};
-use crate::telemetry::forbidden::ForbiddenLayer;
 use crate::telemetry::http::{self, Probe};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::requests::RequestsLayer;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use kube::client::ClientBuilder;
@@ -52,7 +52,7 @@ type Signal = Shared<BoxFuture<'static, ()>>;
 pub async fn run(options: Options) -> Result<(), OperatorError> {
     let metrics = Arc::new(Metrics::new());
     let client = ClientBuilder::try_from(Config::infer().await.map_err(kube::Error::InferConfig)?)?
-        .with_layer(&ForbiddenLayer::new(metrics.clone()))
+        .with_layer(&RequestsLayer::new(metrics.clone()))
         .build();
     let probe = Probe::new(metrics.clone());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -173,7 +173,7 @@ impl Operator {
 const LOG_DIR: &str = "operators";
 
 /// The line the operator logs for every request the API server refused
-/// with 403 (`bellows::telemetry::forbidden`).
+/// with 403 (`bellows::telemetry::requests`).
 const FORBIDDEN: &str = "API request forbidden";
 
 /// Every `API request forbidden` line of every operator process started

@@ -1,8 +1,8 @@
 //! Logs, metrics and the HTTP endpoints for probes and scraping.
 
-pub mod forbidden;
 pub mod http;
 pub mod metrics;
+pub mod requests;
 
 use tracing_subscriber::EnvFilter;
 

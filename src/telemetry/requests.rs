@@ -11,38 +11,38 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
-/// Wraps the client's HTTP service with [`Forbidden`].
+/// Wraps the client's HTTP service with [`Requests`].
 #[derive(Clone)]
-pub struct ForbiddenLayer {
+pub struct RequestsLayer {
     metrics: Arc<Metrics>,
 }
 
-impl ForbiddenLayer {
+impl RequestsLayer {
     /// Counts into `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self { metrics }
     }
 }
 
-impl<S> Layer<S> for ForbiddenLayer {
-    type Service = Forbidden<S>;
+impl<S> Layer<S> for RequestsLayer {
+    type Service = Requests<S>;
 
-    fn layer(&self, inner: S) -> Forbidden<S> {
-        Forbidden {
+    fn layer(&self, inner: S) -> Requests<S> {
+        Requests {
             inner,
             metrics: self.metrics.clone(),
         }
     }
 }
 
-/// The service [`ForbiddenLayer`] builds.
+/// The service [`RequestsLayer`] builds.
 #[derive(Clone)]
-pub struct Forbidden<S> {
+pub struct Requests<S> {
     inner: S,
     metrics: Arc<Metrics>,
 }
 
-impl<S, Req, Res> Service<Request<Req>> for Forbidden<S>
+impl<S, Req, Res> Service<Request<Req>> for Requests<S>
 where
     S: Service<Request<Req>, Response = Response<Res>>,
     S::Future: Send + 'static,
@@ -80,7 +80,7 @@ mod tests {
     async fn counts_only_forbidden_responses() {
         let metrics = Arc::new(Metrics::new());
         let answer = |code: u16| {
-            ForbiddenLayer::new(metrics.clone()).layer(tower::service_fn(move |_: Request<()>| {
+            RequestsLayer::new(metrics.clone()).layer(tower::service_fn(move |_: Request<()>| {
                 let response = Response::builder().status(code).body(()).unwrap();
                 async move { Ok::<_, std::convert::Infallible>(response) }
             }))
