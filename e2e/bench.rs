@@ -19,7 +19,9 @@
 //!   stopped (kube-controller-manager and the kubelet alone), with it
 //!   running idle, and during the rollout (everything, and the excess over
 //!   the quiet baseline);
-//! - reconciles per rollout, from the operator's `/metrics`.
+//! - reconciles and API requests per rollout, from the operator's
+//!   `/metrics` (`bellows_api_requests_total`: every request it sent while
+//!   the Deployments rolled, watches included).
 //!
 //! The operator runs as the chart's identity and arguments, without leader
 //! election unless `BELLOWS_BENCH_LEADER_ELECT` is set (see `bench`).
@@ -51,6 +53,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The operator's count of its requests to the API server.
+const OPERATOR_REQUESTS: &str = "bellows_api_requests_total";
 /// Length of each quiet window over which request rates are measured.
 const QUIET: Duration = Duration::from_secs(20);
 /// How long any one setup step may take.
@@ -91,6 +95,7 @@ struct Row {
     peak_rss_mib: f64,
     cpu_seconds: f64,
     reconciles_per_rollout: f64,
+    operator_requests_per_rollout: f64,
     baseline_rps: f64,
     idle_rps: f64,
     after_rps: f64,
@@ -224,6 +229,7 @@ async fn bench(n: usize) -> Row {
     });
     let deletion_seen = deletions_seen(Api::<Pod>::namespaced(client.clone(), ns));
     let reconciles_before = operator.lock().await.reconciles().await;
+    let operator_requests_before = operator.lock().await.total(OPERATOR_REQUESTS).await;
     let restarts_before = restarts.load(std::sync::atomic::Ordering::Relaxed);
     let requests_before = apiserver_requests(&client).await;
     let started = Instant::now();
@@ -247,6 +253,12 @@ async fn bench(n: usize) -> Row {
         .reconciles()
         .await
         .saturating_sub(reconciles_before);
+    let operator_requests = operator
+        .lock()
+        .await
+        .total(OPERATOR_REQUESTS)
+        .await
+        .saturating_sub(operator_requests_before);
     let restarted = restarts.load(std::sync::atomic::Ordering::Relaxed) - restarts_before;
     if restarted > 0 {
         eprintln!(
@@ -305,6 +317,7 @@ async fn bench(n: usize) -> Row {
         peak_rss_mib: usage.peak_rss_mib,
         cpu_seconds: usage.cpu_seconds,
         reconciles_per_rollout: reconciles_during as f64 / n as f64,
+        operator_requests_per_rollout: operator_requests as f64 / n as f64,
         baseline_rps,
         idle_rps,
         after_rps,
@@ -462,12 +475,12 @@ fn percentiles(sorted: &[f64]) -> [f64; 3] {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n| N | contract-start p50 / p95 / p99 (ms) | of which the operator's (ms) | floor: pod DELETE to a watcher (ms) | operator / floor (p50) | all rolled in (s) | peak RSS (MiB) | CPU (s) | reconciles / rollout | API req/s: quiet, no operator | operator idle | after all done | during rollout (all clients) |"
+        "\n| N | contract-start p50 / p95 / p99 (ms) | of which the operator's (ms) | floor: pod DELETE to a watcher (ms) | operator / floor (p50) | all rolled in (s) | peak RSS (MiB) | CPU (s) | reconciles / rollout | operator requests / rollout | API req/s: quiet, no operator | operator idle | after all done | during rollout (all clients) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} / {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            "| {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} / {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0} |",
             r.n,
             r.latency_ms[0],
             r.latency_ms[1],
@@ -483,6 +496,7 @@ fn print_table(rows: &[Row]) {
             r.peak_rss_mib,
             r.cpu_seconds,
             r.reconciles_per_rollout,
+            r.operator_requests_per_rollout,
             r.baseline_rps,
             r.idle_rps,
             r.after_rps,

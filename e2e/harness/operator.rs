@@ -135,10 +135,16 @@ impl Operator {
 
     /// Finished reconciles, from `/metrics` (0 while unreachable).
     pub async fn reconciles(&self) -> u64 {
+        self.total("controller_runtime_reconcile_total").await
+    }
+
+    /// The sum of the counter `name` over its labels, from `/metrics` (0
+    /// while unreachable).
+    pub async fn total(&self, name: &str) -> u64 {
         self.metrics()
             .await
             .lines()
-            .filter(|l| l.starts_with("controller_runtime_reconcile_total{"))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     }

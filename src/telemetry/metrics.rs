@@ -36,6 +36,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     controller: &'static str,
     error: &'static str,
@@ -53,6 +58,7 @@ pub struct Metrics {
     contract_held: Family<ReasonLabels, Counter>,
     contract_start: Histogram,
     api_forbidden: Counter,
+    api_requests: Family<VerbLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -79,6 +85,7 @@ impl Metrics {
         // 5 ms to 40 s.
         let contract_start = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let api_forbidden = Counter::default();
+        let api_requests = Family::<VerbLabels, Counter>::default();
         // prometheus-client appends `_total` to counters.
         registry.register(
             "controller_runtime_reconcile",
@@ -125,6 +132,11 @@ impl Metrics {
             "Requests the Kubernetes API server refused with 403 Forbidden (missing RBAC)",
             api_forbidden.clone(),
         );
+        registry.register(
+            "bellows_api_requests",
+            "Requests the operator sent to the Kubernetes API server, by verb (get covers lists, watch the watch requests)",
+            api_requests.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -136,6 +148,7 @@ impl Metrics {
             contract_held,
             contract_start,
             api_forbidden,
+            api_requests,
         }
     }
 
@@ -195,6 +208,11 @@ impl Metrics {
         self.api_forbidden.inc();
     }
 
+    /// Records a request sent to the API server with `verb`.
+    pub fn api_request(&self, verb: &'static str) {
+        self.api_requests.get_or_create(&VerbLabels { verb }).inc();
+    }
+
     /// Sets the `bellows_rollouts` gauge from the current set of rollouts.
     pub fn count_rollouts<'a>(&self, rollouts: impl IntoIterator<Item = &'a SchemaRollout>) {
         let mut counts = [0i64; RolloutPhase::ALL.len()];
@@ -244,6 +262,7 @@ mod tests {
         m.contract_started(Duration::from_millis(30));
         m.count_rollouts([]);
         m.forbidden();
+        m.api_request("patch");
         let text = m.encode();
         for name in [
             "controller_runtime_reconcile_total{controller=\"schemarollout\",result=\"success\"} 1",
@@ -255,6 +274,7 @@ mod tests {
             "bellows_contract_held_total{reason=\"RolledBack\"} 1",
             "bellows_contract_start_seconds_count 1",
             "bellows_api_forbidden_total 1",
+            "bellows_api_requests_total{verb=\"patch\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

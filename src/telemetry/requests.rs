@@ -1,12 +1,14 @@
-//! A client layer that makes every 403 Forbidden from the API server
-//! visible: a missing RBAC rule otherwise shows only as a watch that never
-//! fills or a reconcile error deep in a log. Each one increments
-//! `bellows_api_forbidden_total` and logs `API request forbidden` with the
-//! method and path (paths name objects, never credentials).
+//! A client layer that sees every request to the API server: it counts
+//! them by verb (`bellows_api_requests_total`, what the operator costs the
+//! API server) and makes every 403 Forbidden visible, since a missing RBAC
+//! rule otherwise shows only as a watch that never fills or a reconcile
+//! error deep in a log: each one increments `bellows_api_forbidden_total`
+//! and logs `API request forbidden` with the method and path (paths name
+//! objects, never credentials).
 
 use super::metrics::Metrics;
 use futures::future::BoxFuture;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
@@ -56,6 +58,7 @@ where
     }
 
     fn call(&mut self, request: Request<Req>) -> Self::Future {
+        self.metrics.api_request(verb(&request));
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let response = self.inner.call(request);
@@ -71,13 +74,31 @@ where
     }
 }
 
+/// The request's verb as a low-cardinality label: `watch` for a watch,
+/// else from the method (`get` covers a list).
+fn verb<B>(request: &Request<B>) -> &'static str {
+    let watch = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
+    match *request.method() {
+        Method::GET if watch => "watch",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tower::ServiceExt;
 
     #[tokio::test]
-    async fn counts_only_forbidden_responses() {
+    async fn counts_every_request_by_verb_and_the_forbidden_ones() {
         let metrics = Arc::new(Metrics::new());
         let answer = |code: u16| {
             RequestsLayer::new(metrics.clone()).layer(tower::service_fn(move |_: Request<()>| {
@@ -92,10 +113,22 @@ mod tests {
             let response = answer(code).oneshot(request).await.unwrap();
             assert_eq!(response.status().as_u16(), code);
         }
-        assert!(
-            metrics.encode().contains("bellows_api_forbidden_total 2"),
-            "{}",
-            metrics.encode()
-        );
+        let patch = Request::patch("/apis/apps/v1/namespaces/a/deployments/b?fieldManager=bellows")
+            .body(())
+            .unwrap();
+        answer(200).oneshot(patch).await.unwrap();
+        let list = Request::get("/api/v1/namespaces/a/pods?labelSelector=app%3Dapi&watchCache=x")
+            .body(())
+            .unwrap();
+        answer(200).oneshot(list).await.unwrap();
+        let text = metrics.encode();
+        for line in [
+            "bellows_api_forbidden_total 2",
+            "bellows_api_requests_total{verb=\"watch\"} 5",
+            "bellows_api_requests_total{verb=\"patch\"} 1",
+            "bellows_api_requests_total{verb=\"get\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 }
