@@ -189,6 +189,17 @@ fn reconcile_worthy(rollout: &SchemaRollout) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// The index keys of the Deployments `rollout` names.
+pub(crate) fn named_workloads(rollout: &SchemaRollout) -> Vec<String> {
+    let ns = rollout.namespace().unwrap_or_default();
+    rollout
+        .spec
+        .workloads
+        .iter()
+        .map(|w| index::named(&ns, &w.name))
+        .collect()
+}
+
 /// The Deployment that owns a pod, derived from its ReplicaSet owner
 /// (`<deployment>-<pod-template-hash>`).
 fn deployment_of(pod: &ObjectMeta) -> Option<String> {
@@ -220,7 +231,8 @@ pub async fn run(
     let (store, writer) = reflector::store();
     let (listed, rollouts_listed) = tokio::sync::oneshot::channel();
     let mut listed = Some(listed);
-    let index = index::WorkloadIndex::default();
+    // Which rollouts name each Deployment: an event costs a lookup.
+    let index = index::Index::new(named_workloads);
     let follow = index.clone();
     let trigger = watcher::watcher(rollouts, watcher::Config::default().any_semantic())
         .backoff(WatchBackoff::default())
@@ -272,13 +284,18 @@ pub async fn run(
         .trigger_backoff(WatchBackoff::default())
         .owns_stream(job_events)
         .watches_stream(deployment_events, move |d: Deployment| {
-            for_deployments.naming(d.namespace(), &d.name_any())
+            for_deployments.get(&index::named(
+                &d.namespace().unwrap_or_default(),
+                &d.name_any(),
+            ))
         })
         .watches_stream(replica_set_events, |_: ReplicaSet| None)
         .watches_stream(
             pod_events,
             move |p: PartialObjectMeta<Pod>| match deployment_of(&p.metadata) {
-                Some(name) => for_pods.naming(p.namespace(), &name),
+                Some(name) => {
+                    for_pods.get(&index::named(&p.namespace().unwrap_or_default(), &name))
+                }
                 None => vec![],
             },
         )
