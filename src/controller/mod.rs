@@ -96,6 +96,9 @@ pub struct Context {
     /// When a reconcile first saw each rollout's workloads rolled out, until
     /// its contract starts (`bellows_contract_start_seconds`).
     rolled_out_seen: Mutex<HashMap<String, std::time::Instant>>,
+    /// The last status this process wrote for each rollout, and when
+    /// (`planner::writes`).
+    written: Mutex<HashMap<ObjectRef<SchemaRollout>, Written>>,
     /// The watch caches; without them every reconcile reads live.
     pub caches: Option<Caches>,
 }
@@ -116,6 +119,7 @@ impl Context {
             recent_checks: Default::default(),
             failures: Mutex::default(),
             rolled_out_seen: Mutex::default(),
+            written: Mutex::default(),
             caches: None,
         }
     }
@@ -149,6 +153,41 @@ impl Context {
         }
     }
 
+    /// The last status written for `rollout` and how long ago.
+    fn last_written(
+        &self,
+        rollout: &SchemaRollout,
+    ) -> Option<(crate::api::SchemaRolloutStatus, Duration)> {
+        let written = self.written.lock().expect("written lock");
+        written
+            .get(&ObjectRef::from(rollout))
+            // A re-created rollout of the same name starts afresh.
+            .filter(|w| Some(&w.uid) == rollout.metadata.uid.as_ref())
+            .map(|w| (w.status.clone(), w.at.elapsed()))
+    }
+
+    /// Remembers `status` as written for `rollout` now; `None` forgets the
+    /// rollout (it is gone).
+    fn wrote(&self, rollout: &SchemaRollout, status: Option<crate::api::SchemaRolloutStatus>) {
+        let mut written = self.written.lock().expect("written lock");
+        let key = ObjectRef::from(rollout);
+        match status {
+            Some(status) => {
+                written.insert(
+                    key,
+                    Written {
+                        uid: rollout.metadata.uid.clone().unwrap_or_default(),
+                        at: std::time::Instant::now(),
+                        status,
+                    },
+                );
+            }
+            None => {
+                written.remove(&key);
+            }
+        }
+    }
+
     /// The next retry delay for `rollout`: 1s, 2s, 4s ... up to 5 minutes.
     fn backoff(&self, rollout: &SchemaRollout) -> Duration {
         let mut failures = self.failures.lock().expect("backoff lock");
@@ -156,6 +195,13 @@ impl Context {
         *n = n.saturating_add(1);
         Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
     }
+}
+
+/// A status written, and when.
+struct Written {
+    uid: String,
+    at: std::time::Instant,
+    status: crate::api::SchemaRolloutStatus,
 }
 
 fn error_policy(rollout: Arc<SchemaRollout>, error: &Error, ctx: Arc<Context>) -> Action {

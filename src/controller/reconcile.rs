@@ -8,6 +8,7 @@ use crate::api::{Approval, Reason, RolloutPhase, SchemaRollout, Step, parse_dura
 use crate::db::{self, DbError, LedgerState, Runner, Target};
 use crate::planner::step;
 use crate::planner::validate::step_timeout;
+use crate::planner::writes::{self, StatusWrite};
 use crate::planner::{self, Action as PlanAction, EventIntent, EventKind, Plan};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -98,9 +99,9 @@ async fn reconcile_once(
             Err(e) => return Err(e),
         }
     }
-    write_status(ctx, rollout, &plan).await?;
+    let flush = write_status(ctx, rollout, &plan).await?;
     record(ctx, rollout, &plan, now).await;
-    Ok(match plan.requeue_after {
+    Ok(match plan.requeue_after.into_iter().chain(flush).min() {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
@@ -171,6 +172,7 @@ async fn clean_up(
         }
     }
     finalizer::remove(api, rollout).await.map_err(Error::Kube)?;
+    ctx.wrote(rollout, None);
     tracing::info!(rollout = %name, namespace = %ns, resumed = ?resumed, "deleted; cleaned up");
     if !resumed.is_empty() {
         let event = EventIntent {
@@ -335,10 +337,23 @@ fn usable(database: &Result<Target, DbError>) -> Result<&Target, Error> {
 }
 
 /// Writes the planned status with server-side apply (field manager
-/// `bellows`), unless nothing changed.
-async fn write_status(ctx: &Context, rollout: &SchemaRollout, plan: &Plan) -> Result<(), Error> {
-    if rollout.status.as_ref() == Some(&plan.status) {
-        return Ok(());
+/// `bellows`) when [`writes::status_write`] says so; returns when to look
+/// again for a counter-only change it held back.
+async fn write_status(
+    ctx: &Context,
+    rollout: &SchemaRollout,
+    plan: &Plan,
+) -> Result<Option<std::time::Duration>, Error> {
+    let written = ctx.last_written(rollout);
+    let decision = writes::status_write(
+        rollout.status.as_ref(),
+        written.as_ref().map(|(s, ago)| (s, *ago)),
+        &plan.status,
+    );
+    match decision {
+        StatusWrite::Skip => return Ok(None),
+        StatusWrite::Later(after) => return Ok(Some(after)),
+        StatusWrite::Now => {}
     }
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<SchemaRollout> = Api::namespaced(ctx.client.clone(), &ns);
@@ -354,7 +369,8 @@ async fn write_status(ctx: &Context, rollout: &SchemaRollout, plan: &Plan) -> Re
     )
     .await
     .map_err(Error::Kube)?;
-    Ok(())
+    ctx.wrote(rollout, Some(plan.status.clone()));
+    Ok(None)
 }
 
 /// Publishes the plan's events and records phase metrics. A failed event is

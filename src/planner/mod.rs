@@ -15,6 +15,7 @@ pub mod rollout;
 mod rules;
 pub mod step;
 pub mod validate;
+pub mod writes;
 
 #[cfg(test)]
 mod tests;
