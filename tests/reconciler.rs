@@ -6,7 +6,8 @@
 //! the point.
 
 use bellows::api::{SchemaRollout, Step};
-use bellows::controller::cache::{Caches, Synced};
+use bellows::controller::cache::{self, Caches, Synced};
+use bellows::controller::index::Index;
 use bellows::controller::{Context, reconcile};
 use bellows::planner::step;
 use bellows::telemetry::metrics::Metrics;
@@ -80,6 +81,11 @@ async fn expect(
     } else {
         serde_json::from_slice(&body).unwrap()
     };
+    respond(send, answer);
+    (uri, value)
+}
+
+fn respond(send: tower_test::mock::SendResponse<Response<Body>>, answer: (StatusCode, Value)) {
     let bytes = serde_json::to_vec(&answer.1).unwrap();
     send.send_response(
         Response::builder()
@@ -87,7 +93,6 @@ async fn expect(
             .body(Body::from(bytes))
             .unwrap(),
     );
-    (uri, value)
 }
 
 fn ok(v: Value) -> (StatusCode, Value) {
@@ -95,70 +100,107 @@ fn ok(v: Value) -> (StatusCode, Value) {
 }
 
 /// Answers the reads of one reconcile: the Deployment, its ReplicaSets and
-/// pods, the (absent) Jobs of both phases, and an absent cluster ledger.
+/// pods, the (absent) Jobs of both phases, and an empty cluster ledger.
 async fn observe_fresh_rollout(h: &mut ApiHandle) {
-    observe_with_ledger(h, not_found()).await;
+    observe_with_ledger(h, Ledger::default()).await;
 }
 
-/// [`observe_fresh_rollout`] with `ledger` as the cluster ledger's answer;
+/// What the cluster ledger answers: the expand Job's own ConfigMap and the
+/// legacy shared one (the contract Job's is absent).
+struct Ledger {
+    expand: (StatusCode, Value),
+    legacy: (StatusCode, Value),
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            expand: not_found(),
+            legacy: not_found(),
+        }
+    }
+}
+
+/// [`observe_fresh_rollout`] with `ledger` as the cluster ledger's answers;
 /// returns the expand Job's name.
-async fn observe_with_ledger(h: &mut ApiHandle, ledger: (StatusCode, Value)) -> String {
+async fn observe_with_ledger(h: &mut ApiHandle, ledger: Ledger) -> String {
     observe_live(h, not_found(), ledger).await
 }
 
 /// The reads of one live observation (with the Deployment at v1), `expand`
-/// answering the expand Job's GET and `ledger` the cluster ledger's;
+/// answering the expand Job's GET and `ledger` the cluster ledger's reads;
 /// returns the expand Job's name.
-async fn observe_live(
+async fn observe_live(h: &mut ApiHandle, expand: (StatusCode, Value), ledger: Ledger) -> String {
+    // No database: the cluster ledger says which phases ran, each phase
+    // run in its own ConfigMap, else in the legacy shared one.
+    let uris = expect_round(
+        h,
+        vec![
+            (
+                "/apis/apps/v1/namespaces/shop/deployments/api",
+                ok(deployment_v1()),
+            ),
+            (
+                "/apis/apps/v1/namespaces/shop/replicasets?",
+                ok(list("ReplicaSet")),
+            ),
+            ("/api/v1/namespaces/shop/pods?", ok(list("Pod"))),
+            ("/apis/batch/v1/namespaces/shop/jobs/users-expand-", expand),
+            (
+                "/apis/batch/v1/namespaces/shop/jobs/users-contract-",
+                not_found(),
+            ),
+            (
+                "/api/v1/namespaces/shop/configmaps/bellows-ledger-users-expand-",
+                ledger.expand,
+            ),
+            (
+                "/api/v1/namespaces/shop/configmaps/bellows-ledger-users-contract-",
+                not_found(),
+            ),
+            (
+                "/api/v1/namespaces/shop/configmaps/bellows-ledger",
+                ledger.legacy,
+            ),
+        ],
+    )
+    .await;
+    assert!(uris[1].contains("labelSelector=app%3Dapi"), "{}", uris[1]);
+    let expand_name = uris[3].rsplit('/').next().unwrap().to_owned();
+    assert!(uris[5].contains(&expand_name), "{}", uris[5]);
+    expand_name
+}
+
+/// Expects the GETs of one concurrent round of reads, in any order: each
+/// request is matched to the expectation with the longest path it starts
+/// with, and answered. Returns the URIs in the order of `expected`.
+async fn expect_round(
     h: &mut ApiHandle,
-    expand: (StatusCode, Value),
-    ledger: (StatusCode, Value),
-) -> String {
-    expect(
-        h,
-        Method::GET,
-        "/apis/apps/v1/namespaces/shop/deployments/api",
-        ok(deployment_v1()),
-    )
-    .await;
-    let (uri, _) = expect(
-        h,
-        Method::GET,
-        "/apis/apps/v1/namespaces/shop/replicasets?",
-        ok(list("ReplicaSet")),
-    )
-    .await;
-    assert!(uri.contains("labelSelector=app%3Dapi"), "{uri}");
-    expect(
-        h,
-        Method::GET,
-        "/api/v1/namespaces/shop/pods?",
-        ok(list("Pod")),
-    )
-    .await;
-    let (uri, _) = expect(
-        h,
-        Method::GET,
-        "/apis/batch/v1/namespaces/shop/jobs/users-expand-",
-        expand,
-    )
-    .await;
-    expect(
-        h,
-        Method::GET,
-        "/apis/batch/v1/namespaces/shop/jobs/users-contract-",
-        not_found(),
-    )
-    .await;
-    // No database: the cluster ledger says which phases ran.
-    expect(
-        h,
-        Method::GET,
-        "/api/v1/namespaces/shop/configmaps/bellows-ledger",
-        ledger,
-    )
-    .await;
-    uri.rsplit('/').next().unwrap().to_owned()
+    expected: Vec<(&str, (StatusCode, Value))>,
+) -> Vec<String> {
+    let mut open: Vec<Option<(&str, (StatusCode, Value))>> =
+        expected.into_iter().map(Some).collect();
+    let mut uris = vec![String::new(); open.len()];
+    for _ in 0..open.len() {
+        let (request, send) = h
+            .next_request()
+            .await
+            .expect("the reconciler made no further request");
+        assert_eq!(request.method(), Method::GET, "{}", request.uri());
+        let uri = request.uri().to_string();
+        let i = open
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((i, e.as_ref()?.0)))
+            .filter(|(_, path)| uri.starts_with(path))
+            .max_by_key(|(_, path)| path.len())
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| panic!("unexpected GET {uri}"));
+        let (_, answer) = open[i].take().unwrap();
+        respond(send, answer);
+        uris[i] = uri;
+    }
+    uris
 }
 
 /// Expects expand to start without a database: the ledger claim, the Job,
@@ -185,20 +227,20 @@ async fn starts_expand(h: &mut ApiHandle) {
 /// Expects the cluster ledger's entry for the Job `users-<step>-...` to be
 /// written with `state`.
 async fn ledger_write(h: &mut ApiHandle, step: &str, state: &str) {
-    let (_, patch) = expect(
+    let (uri, patch) = expect(
         h,
         Method::PATCH,
-        "/api/v1/namespaces/shop/configmaps/bellows-ledger?",
-        ok(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger"}})),
+        &format!("/api/v1/namespaces/shop/configmaps/bellows-ledger-users-{step}-"),
+        ok(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger-x"}})),
     )
     .await;
-    let data = patch["data"].as_object().expect("a data patch");
-    assert_eq!(data.len(), 1, "{patch}");
-    let (key, value) = data.iter().next().unwrap();
-    assert!(key.starts_with(&format!("users-{step}-")), "{key}");
-    let entry: Value = serde_json::from_str(value.as_str().unwrap()).unwrap();
-    assert_eq!(entry["state"], state, "{entry}");
-    assert_eq!(entry["step"], step);
+    // Server-side apply: one request creates or updates the run's own
+    // ConfigMap.
+    assert!(uri.contains("fieldManager=bellows"), "{uri}");
+    assert_eq!(patch["kind"], "ConfigMap", "{patch}");
+    assert_eq!(patch["data"]["state"], state, "{patch}");
+    assert_eq!(patch["data"]["step"], step);
+    assert_eq!(patch["metadata"]["labels"]["bellows.dev/phase"], step);
 }
 
 async fn run(
@@ -401,7 +443,9 @@ fn caches(deployments: Vec<Value>) -> Caches {
     Caches::new(
         listed(&synced, deployments),
         listed(&synced, vec![]),
+        Index::new(cache::controller_uids),
         listed(&synced, vec![]),
+        Index::new(cache::label_pairs),
         listed(&synced, vec![]),
         synced,
     )
@@ -565,7 +609,7 @@ async fn a_deleted_rollout_waits_for_its_running_job_and_starts_nothing() {
             // It reads live (a Job the cache lags on must not look done),
             // sees the Job running, and writes nothing: no pause, no
             // finalizer change.
-            observe_live(&mut h, ok(running_job(&job_name)), not_found()).await;
+            observe_live(&mut h, ok(running_job(&job_name)), Ledger::default()).await;
             assert!(
                 h.next_request().await.is_none(),
                 "a deleted rollout wrote while its Job runs"
@@ -593,7 +637,7 @@ async fn a_deleted_rollout_resumes_what_its_gate_paused_then_lets_go() {
         tokio::spawn(async move {
             let mut failed = running_job(&job_name);
             failed["status"] = json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]});
-            observe_live(&mut h, ok(failed), not_found()).await;
+            observe_live(&mut h, ok(failed), Ledger::default()).await;
             // The finished Job goes into the ledger first.
             ledger_write(&mut h, "expand", "failed").await;
             expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/shop/deployments/api", ok(paused.clone())).await;
@@ -624,14 +668,39 @@ async fn a_deleted_rollout_resumes_what_its_gate_paused_then_lets_go() {
 #[tokio::test]
 async fn a_recreated_rollout_skips_a_phase_the_cluster_ledger_says_succeeded() {
     // No database, no status, no Job (deleted with the old rollout): the
-    // cluster ledger's entry for this spec's expand Job says it succeeded.
+    // ConfigMap of this spec's expand run says it succeeded.
+    let entry = json!({"state": "succeeded", "rollout": "users", "step": "expand", "digest": "x", "at": "2026-12-01T00:00:00Z"});
+    let expand = ok(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger-x"}, "data": entry}),
+    );
+    skips_expand(Ledger {
+        expand,
+        legacy: not_found(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_recreated_rollout_skips_a_phase_the_legacy_cluster_ledger_says_succeeded() {
+    // The same, recorded by an earlier release: a key of the namespace's
+    // shared ConfigMap.
     let r = rollout();
     let expand = step::job_name("users", Step::Expand, &step::digest(&r.spec.expand));
     let entry = json!({"state": "succeeded", "rollout": "users", "step": "expand", "digest": "x", "at": "2026-12-01T00:00:00Z"});
-    let ledger = ok(
+    let legacy = ok(
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger"},
                            "data": {expand: entry.to_string()}}),
     );
+    skips_expand(Ledger {
+        expand: not_found(),
+        legacy,
+    })
+    .await;
+}
+
+/// A fresh rollout whose cluster ledger answers `ledger`, saying expand
+/// succeeded: nothing is created, status adopts the phase, an event says so.
+async fn skips_expand(ledger: Ledger) {
     let (result, _) = run(|mut h| {
         tokio::spawn(async move {
             observe_with_ledger(&mut h, ledger).await;

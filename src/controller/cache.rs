@@ -5,29 +5,43 @@
 //! the API server instead: a plan that would start a phase is re-made from
 //! live reads before it is carried out (see `reconcile`), and a Job the
 //! rollout recorded but the cache does not hold is looked up live (see
-//! `observe`). Until every cache has listed its objects once, and while a
-//! watch fails (until it delivers an event again), reconciles read live.
+//! `observe`). Reconciles start once every cache has listed its objects
+//! (the controller's work starts from full caches, not from a burst of
+//! live reads), and while a watch fails (until it delivers an event
+//! again) they read live.
 
+use super::index::{self, Index};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::PartialObjectMeta;
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::watch;
 
-/// Read handles of the caches. Pods are cached as metadata only: rollout
-/// assessment reads their labels, owners and deletion timestamps.
+/// Read handles of the caches, of objects trimmed to what the planner
+/// reads (`slim`). Pods are cached as metadata only (rollout assessment
+/// reads their labels, owners and deletion timestamps), and only pods with
+/// a `pod-template-hash` (a ReplicaSet's): a bare pod that a Deployment's
+/// selector happens to match counts as an old pod in the live reads that
+/// confirm a phase start, not in the cache, so it can delay a start the
+/// cache proposed, never allow one.
 #[derive(Clone)]
 pub struct Caches {
     /// Deployments.
     pub deployments: Store<Deployment>,
     /// ReplicaSets (their templates tell a rollback apart).
     pub replica_sets: Store<ReplicaSet>,
-    /// Pods, metadata only.
+    /// ReplicaSets by the uid of the Deployment that controls them.
+    pub replica_sets_by_owner: Index<ReplicaSet>,
+    /// Pods of ReplicaSets, metadata only.
     pub pods: Store<PartialObjectMeta<Pod>>,
+    /// Pods by each of their labels (`<namespace>/<key>=<value>`).
+    pub pods_by_label: Index<PartialObjectMeta<Pod>>,
     /// Jobs labelled as bellows' own.
     pub jobs: Store<Job>,
     synced: Synced,
@@ -35,21 +49,30 @@ pub struct Caches {
 
 impl Caches {
     /// The caches, ready once every watch registered with `synced` has
-    /// listed its objects.
+    /// listed its objects; the indexes follow the same watches.
     pub fn new(
         deployments: Store<Deployment>,
         replica_sets: Store<ReplicaSet>,
+        replica_sets_by_owner: Index<ReplicaSet>,
         pods: Store<PartialObjectMeta<Pod>>,
+        pods_by_label: Index<PartialObjectMeta<Pod>>,
         jobs: Store<Job>,
         synced: Synced,
     ) -> Self {
         Self {
             deployments,
             replica_sets,
+            replica_sets_by_owner,
             pods,
+            pods_by_label,
             jobs,
             synced,
         }
+    }
+
+    /// Resolves once every watch has listed its objects once.
+    pub async fn listed(&self) {
+        self.synced.listed().await
     }
 
     /// Whether reconciles may read the caches: every watch has listed its
@@ -57,6 +80,71 @@ impl Caches {
     pub fn ready(&self) -> bool {
         self.synced.healthy()
     }
+
+    /// The cached ReplicaSets the Deployment with `uid` controls (the only
+    /// ones rollout assessment reads of those its selector matches).
+    pub fn replica_sets_of(&self, uid: &str) -> Vec<ReplicaSet> {
+        cloned(&self.replica_sets, self.replica_sets_by_owner.get(uid))
+    }
+
+    /// The cached pods in `ns` that `selector` matches: the pods under one
+    /// of its label pairs, filtered by the whole selector (a selector of
+    /// expressions only scans the namespace's pods).
+    pub fn pods_selected(
+        &self,
+        ns: &str,
+        selector: &Selector,
+        pairs: Option<(&String, &String)>,
+    ) -> Vec<PartialObjectMeta<Pod>> {
+        let matches = |p: &PartialObjectMeta<Pod>| {
+            p.namespace().as_deref() == Some(ns) && selector.matches(p.labels())
+        };
+        match pairs {
+            Some((k, v)) => {
+                let refs = self
+                    .pods_by_label
+                    .get(&index::named(ns, &format!("{k}={v}")));
+                let mut pods = cloned(&self.pods, refs);
+                pods.retain(matches);
+                pods
+            }
+            None => self
+                .pods
+                .state_filter(matches)
+                .into_iter()
+                .map(|p| p.as_ref().clone())
+                .collect(),
+        }
+    }
+}
+
+/// The index keys of a ReplicaSet: the uids of its controlling owners.
+pub fn controller_uids(rs: &ReplicaSet) -> Vec<String> {
+    rs.owner_references()
+        .iter()
+        .filter(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone())
+        .collect()
+}
+
+/// The index keys of a pod: each of its labels, within its namespace.
+pub fn label_pairs(p: &PartialObjectMeta<Pod>) -> Vec<String> {
+    let ns = p.namespace().unwrap_or_default();
+    p.labels()
+        .iter()
+        .map(|(k, v)| index::named(&ns, &format!("{k}={v}")))
+        .collect()
+}
+
+/// The objects `refs` names that `store` holds.
+fn cloned<K>(store: &Store<K>, refs: Vec<kube::runtime::reflector::ObjectRef<K>>) -> Vec<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    refs.iter()
+        .filter_map(|r| store.get(r))
+        .map(|o| o.as_ref().clone())
+        .collect()
 }
 
 /// Tracks the watches feeding the caches: how many there are, how many

@@ -1,32 +1,40 @@
 //! The cluster ledger: what bellows knows about a rollout's Job phases
-//! when it has no database to keep a ledger in. One ConfigMap per namespace,
-//! `bellows-ledger`, owned by nothing (so deleting a SchemaRollout, or
-//! Argo CD pruning and re-creating it, leaves it alone), with one key per
-//! phase run: the phase's Job name, which is deterministic for (rollout,
-//! phase, spec digest), as the database ledger's key is. Its value is a
-//! small JSON object: state (`claimed` before the Job is created, `started`
-//! once it exists, then `succeeded` or `failed`), rollout, phase, digest,
-//! time and message.
+//! when it has no database to keep a ledger in. One ConfigMap per phase
+//! run, `bellows-ledger-<Job name>` in the rollout's namespace (the Job name
+//! is deterministic for rollout, phase and spec digest, as the database
+//! ledger's key is), owned by nothing, so deleting a SchemaRollout, or
+//! Argo CD pruning and re-creating it, leaves it alone. Its data: state
+//! (`claimed` before the Job is created, `started` once it exists, then
+//! `succeeded` or `failed`), rollout, phase, digest, time and message.
 //!
 //! Read live before any phase starts (the reconcile's live confirmation),
 //! so a re-created rollout skips a phase that already finished for the
-//! same spec. Each write is a merge patch of its own key, so rollouts
-//! sharing a namespace never overwrite each other's entries. To run a phase
-//! again on purpose, change its spec (a new digest, a new key) or delete its
-//! key (`kubectl edit configmap bellows-ledger`); deleting the ConfigMap
-//! forgets every phase of the namespace.
+//! same spec. Each phase run has its own small object with one writer, so
+//! a write is one server-side apply that never conflicts with another
+//! rollout's (one ConfigMap shared by a namespace serialized every phase
+//! start of the namespace on it, and would outgrow the 1 MiB object limit
+//! after a few thousand runs). To run a phase again on purpose, change its
+//! spec (a new digest) or delete its ConfigMap.
+//!
+//! Earlier releases kept every run of a namespace as a key of one
+//! ConfigMap, [`LEGACY`]; its entries are still read, never written.
 
 use crate::api::Step;
 use crate::db::LedgerState;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-/// Name of the ledger ConfigMap in each namespace.
-pub const NAME: &str = "bellows-ledger";
+/// The ConfigMap of every phase run of a namespace in earlier releases.
+pub const LEGACY: &str = "bellows-ledger";
+
+/// The ConfigMap recording the run of the phase Job `job`.
+pub fn name(job: &str) -> String {
+    format!("{LEGACY}-{job}")
+}
 
 /// One phase run, as stored under its Job's name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,47 +85,53 @@ impl Entry {
     }
 }
 
-/// The entries of the ledger in the namespace of `api`, by key (empty when
-/// it does not exist yet). A value that is not an entry is skipped.
-pub async fn read(api: &Api<ConfigMap>) -> Result<BTreeMap<String, Entry>, kube::Error> {
-    let data = api
-        .get_opt(NAME)
-        .await?
-        .and_then(|cm| cm.data)
-        .unwrap_or_default();
-    Ok(data
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
+/// The entries of the phase Jobs `jobs`, by Job name: each from its own
+/// ConfigMap, else from the [`LEGACY`] one. The reads run concurrently.
+pub async fn read(
+    api: &Api<ConfigMap>,
+    jobs: &[&str],
+) -> Result<BTreeMap<String, Entry>, kube::Error> {
+    let own = futures::future::try_join_all(
+        jobs.iter()
+            .map(|job| async move { api.get_opt(&name(job)).await }),
+    );
+    let (own, legacy) = futures::try_join!(own, api.get_opt(LEGACY))?;
+    let mut legacy = legacy.and_then(|cm| cm.data).unwrap_or_default();
+    Ok(jobs
+        .iter()
+        .zip(own)
+        .filter_map(|(job, cm)| {
+            let entry = match cm.and_then(|cm| cm.data) {
+                Some(data) => serde_json::to_value(data).ok(),
+                None => serde_json::from_str(&legacy.remove(*job)?).ok(),
+            };
+            Some((job.to_string(), serde_json::from_value(entry?).ok()?))
+        })
         .collect())
 }
 
-/// Writes `entry` under `key`, creating the ConfigMap if needed.
-pub async fn write(api: &Api<ConfigMap>, key: &str, entry: &Entry) -> Result<(), kube::Error> {
-    let value = serde_json::to_string(entry).expect("an entry serializes");
-    let patch = json!({"data": {key: value}});
-    match api
-        .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        other => return other.map(drop),
-    }
-    let cm: ConfigMap = serde_json::from_value(json!({
+/// Records `entry` for the phase Job `job`: one server-side apply that
+/// creates its ConfigMap or replaces what bellows wrote there before.
+pub async fn write(api: &Api<ConfigMap>, job: &str, entry: &Entry) -> Result<(), kube::Error> {
+    let patch = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
         "metadata": {
-            "name": NAME,
-            "labels": {super::job::MANAGED_BY.0: super::job::MANAGED_BY.1},
+            "name": name(job),
+            "labels": {
+                super::job::MANAGED_BY.0: super::job::MANAGED_BY.1,
+                super::job::STEP_LABEL: entry.step,
+            },
         },
-        "data": {key: value},
-    }))
-    .expect("a ConfigMap");
-    match api.create(&PostParams::default(), &cm).await {
-        // Another rollout created it in between: add the key.
-        Err(kube::Error::Api(e)) if e.code == 409 => api
-            .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map(drop),
-        other => other.map(drop),
-    }
+        "data": entry,
+    });
+    api.patch(
+        &name(job),
+        &PatchParams::apply(super::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(drop)
 }
 
 #[cfg(test)]

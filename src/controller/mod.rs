@@ -11,6 +11,7 @@ pub mod job;
 pub mod ledger;
 pub mod observe;
 mod reconcile;
+pub mod slim;
 
 pub use reconcile::reconcile;
 
@@ -302,15 +303,29 @@ pub async fn run(
     let synced = Synced::default();
     let job_config =
         watcher::Config::default().labels(&format!("{}={}", job::MANAGED_BY.0, job::MANAGED_BY.1));
-    let (job_cache, job_events) = cached(jobs, job_config, &synced);
+    let (job_cache, job_events) = cached(jobs, job_config, &synced, slim::job, None);
     let all = watcher::Config::default;
-    let (deployment_cache, deployment_events) = cached(deployments, all(), &synced);
-    let (replica_set_cache, replica_set_events) = cached(replica_sets, all(), &synced);
-    let (pod_cache, pod_events) = cached(pods, all(), &synced);
+    let (deployment_cache, deployment_events) =
+        cached(deployments, all(), &synced, slim::deployment, None);
+    let by_owner = index::Index::new(cache::controller_uids);
+    let (replica_set_cache, replica_set_events) = cached(
+        replica_sets,
+        all(),
+        &synced,
+        slim::replica_set,
+        Some(by_owner.clone()),
+    );
+    // Only pods of a ReplicaSet carry its `pod-template-hash`: Job pods and
+    // bare pods stay out of the cache.
+    let rs_pods = watcher::Config::default().labels("pod-template-hash");
+    let by_label = index::Index::new(cache::label_pairs);
+    let (pod_cache, pod_events) = cached(pods, rs_pods, &synced, slim::pod, Some(by_label.clone()));
     let caches = Caches::new(
         deployment_cache,
         replica_set_cache,
+        by_owner,
         pod_cache,
+        by_label,
         job_cache,
         synced.clone(),
     );
@@ -358,12 +373,14 @@ pub async fn run(
 }
 
 /// A watch of `api` that fills a cache (its first list counted by
-/// `synced`) and yields every object it sees change. `managedFields`, often
-/// the largest part of an object and never read, is dropped before caching.
+/// `synced`) with objects trimmed by `trim` (see `slim`), keeps `index`
+/// up to date, and yields every object it sees change.
 fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
     synced: &Synced,
+    trim: fn(&mut K),
+    index: Option<index::Index<K>>,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + use<K>,
@@ -380,8 +397,13 @@ where
     let (store, writer) = reflector::store();
     let events = watcher::watcher(api, config)
         .backoff(WatchBackoff::default())
-        .modify(|o| o.managed_fields_mut().clear())
+        .modify(trim)
         .reflect(writer)
+        .inspect(move |event| {
+            if let Some(index) = &index {
+                index.follow(event);
+            }
+        })
         .inspect(synced.track())
         .touched_objects();
     (store, events)

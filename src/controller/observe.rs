@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams};
-use kube::core::{Selector, SelectorExt};
+use kube::core::Selector;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -61,10 +61,13 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// The ReplicaSets of `deploy`: live, those its selector matches;
+    /// cached, those it controls (all that assessment reads of the former).
     async fn replica_sets(
         self,
         client: &Client,
         ns: &str,
+        deploy: &Deployment,
         selector: &Selector,
     ) -> Result<Vec<ReplicaSet>, Error> {
         match self {
@@ -73,12 +76,19 @@ impl<'a> Source<'a> {
                 .await
                 .map(|l| l.items)
                 .map_err(Error::Kube),
-            Source::Cached(c) => Ok(selected(&c.replica_sets, ns, selector)),
+            Source::Cached(c) => Ok(c.replica_sets_of(&deploy.uid().unwrap_or_default())),
         }
     }
 
-    /// The selected pods, metadata only (all that rollout assessment reads).
-    async fn pods(self, client: &Client, ns: &str, selector: &Selector) -> Result<Vec<Pod>, Error> {
+    /// The pods `deploy`'s selector matches, metadata only (all that
+    /// rollout assessment reads).
+    async fn pods(
+        self,
+        client: &Client,
+        ns: &str,
+        deploy: &Deployment,
+        selector: &Selector,
+    ) -> Result<Vec<Pod>, Error> {
         let metas = match self {
             Source::Live => {
                 Api::<Pod>::namespaced(client.clone(), ns)
@@ -87,7 +97,14 @@ impl<'a> Source<'a> {
                     .map_err(Error::Kube)?
                     .items
             }
-            Source::Cached(c) => selected(&c.pods, ns, selector),
+            Source::Cached(c) => {
+                let pair = deploy
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.match_labels.as_ref())
+                    .and_then(|l| l.iter().next());
+                c.pods_selected(ns, selector, pair)
+            }
         };
         Ok(metas
             .into_iter()
@@ -97,18 +114,6 @@ impl<'a> Source<'a> {
             })
             .collect())
     }
-}
-
-/// The cached objects in `ns` that `selector` matches.
-fn selected<K>(store: &Store<K>, ns: &str, selector: &Selector) -> Vec<K>
-where
-    K: Resource<DynamicType = ()> + Clone,
-{
-    store
-        .state_filter(|o| o.namespace().as_deref() == Some(ns) && selector.matches(o.labels()))
-        .into_iter()
-        .map(|o| o.as_ref().clone())
-        .collect()
 }
 
 /// The last contract check results of each rollout generation, reused
@@ -153,14 +158,15 @@ pub async fn observe(
 ) -> Result<Observed, Error> {
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
     // Live, the workloads are read concurrently (one round trip for all,
-    // then one for each one's ReplicaSets and pods together): what a
-    // confirmation costs before a phase starts.
+    // then one for each one's ReplicaSets and pods together), along with
+    // everything else below: what a confirmation costs before a phase
+    // starts.
     let workloads = futures::future::try_join_all(rollout.spec.workloads.iter().map(|w| async {
         let deploy = source.get(client, |c| &c.deployments, &ns, &w.name).await?;
-        let (sets, selected) = match deploy.as_ref().and_then(selector_of) {
-            Some(selector) => futures::try_join!(
-                source.replica_sets(client, &ns, &selector),
-                source.pods(client, &ns, &selector),
+        let (sets, selected) = match deploy.as_ref().zip(deploy.as_ref().and_then(selector_of)) {
+            Some((d, selector)) => futures::try_join!(
+                source.replica_sets(client, &ns, d, &selector),
+                source.pods(client, &ns, d, &selector),
             )?,
             None => (vec![], vec![]),
         };
@@ -171,89 +177,128 @@ pub async fn observe(
             &sets,
             &selected,
         ))
-    }))
-    .await?;
+    }));
 
-    let mut found = BTreeMap::new();
+    // The phases with a Job, and what their Jobs reference.
     let mut job_names = BTreeMap::new();
     let mut references = BTreeSet::new();
     for s in [Step::Expand, Step::Transition, Step::Contract] {
-        let (Some(phase), Some(job)) = (
+        if let (Some(phase), Some(job)) = (
             step::phase(&rollout.spec, s),
             step::job_spec(&rollout.spec, s),
-        ) else {
-            continue;
-        };
-        references.extend(step::references(job));
-        let name = step::job_name(&rollout.name_any(), s, &step::digest(phase));
-        job_names.insert(s, name.clone());
-        let mut job = source.get(client, |c| &c.jobs, &ns, &name).await?;
-        // A Job this rollout recorded but the cache does not hold yet (its
-        // watch lags) must not look deleted: ask the API server.
-        let recorded = rollout
-            .status
-            .as_ref()
-            .and_then(|st| st.step(s))
-            .is_some_and(|st| st.job_name.as_deref() == Some(name.as_str()));
-        if job.is_none() && recorded && matches!(source, Source::Cached(_)) {
-            job = Source::Live.get(client, |c| &c.jobs, &ns, &name).await?;
-        }
-        if let Some(job) = job {
-            // Only a Job this rollout created counts as its phase.
-            let ours = job.labels().get(job::ROLLOUT_UID_LABEL) == rollout.uid().as_ref();
-            let observation = if ours {
-                observe_job(&job)
-            } else {
-                JobObservation::Failed(format!(
-                    "Job {name} exists but belongs to another SchemaRollout"
-                ))
-            };
-            found.insert(s, observation);
+        ) {
+            references.extend(step::references(job));
+            job_names.insert(
+                s,
+                step::job_name(&rollout.name_any(), s, &step::digest(phase)),
+            );
         }
     }
-    let mut missing = vec![];
-    for r in references {
-        if !exists(client, &ns, &r).await? {
-            missing.push(r);
-        }
-    }
+    let jobs = futures::future::try_join_all(
+        job_names
+            .iter()
+            .map(|(s, name)| observe_phase_job(client, source, rollout, &ns, *s, name)),
+    );
+    let missing = futures::future::try_join_all(
+        references
+            .into_iter()
+            .map(|r| async { Ok::<_, Error>((!exists(client, &ns, &r).await?).then_some(r)) }),
+    );
     // Without a database, the cluster ledger says which Job phases already
     // ran for this spec; it is read when a phase may start (live).
-    let mut ledger = BTreeMap::new();
-    if rollout.spec.database.is_none() && matches!(source, Source::Live) {
-        let entries = cluster_ledger::read(&Api::namespaced(client.clone(), &ns))
-            .await
-            .map_err(Error::Kube)?;
-        for (s, name) in &job_names {
-            if let Some(state) = entries.get(name).and_then(cluster_ledger::Entry::state) {
-                ledger.insert(*s, state);
+    let cluster = async {
+        let mut ledger = BTreeMap::new();
+        if rollout.spec.database.is_none() && matches!(source, Source::Live) {
+            let jobs: Vec<&str> = job_names.values().map(String::as_str).collect();
+            let entries = cluster_ledger::read(&Api::namespaced(client.clone(), &ns), &jobs)
+                .await
+                .map_err(Error::Kube)?;
+            for (s, name) in &job_names {
+                if let Some(state) = entries.get(name).and_then(cluster_ledger::Entry::state) {
+                    ledger.insert(*s, state);
+                }
             }
         }
-    }
+        Ok::<_, Error>(ledger)
+    };
+    let database = async {
+        match database {
+            Some(Ok(target)) => {
+                let confirming = matches!(source, Source::Live);
+                Some(observe_database(target, pools, recent, confirming, rollout, now).await)
+            }
+            Some(Err(e)) => Some(Err(e.clone())),
+            None => None,
+        }
+    };
+    // One round: every read at once (live, the workloads' ReplicaSets and
+    // pods follow their Deployment).
+    let (workloads, jobs, missing, ledger, database) =
+        futures::join!(workloads, jobs, missing, cluster, database);
     let mut observed = Observed {
-        workloads,
-        jobs: found,
-        missing,
-        ledger,
+        workloads: workloads?,
+        jobs: jobs?.into_iter().flatten().collect(),
+        missing: missing?.into_iter().flatten().collect(),
+        ledger: ledger?,
         checks: None,
         database_error: None,
         lock_holder: None,
         rejected: None,
         now,
     };
-    if let Some(database) = database {
-        let result = match database {
-            Ok(target) => {
-                let confirming = matches!(source, Source::Live);
-                observe_database(target, pools, recent, confirming, rollout, &mut observed).await
-            }
-            Err(e) => Err(e.clone()),
-        };
-        if let Err(e) = result {
-            observed.database_error = Some((e.reason(), e.to_string()));
+    match database {
+        Some(Ok(view)) => {
+            observed.ledger.extend(view.ledger);
+            observed.lock_holder = view.lock_holder;
+            observed.checks = view.checks;
         }
+        Some(Err(e)) => observed.database_error = Some((e.reason(), e.to_string())),
+        None => {}
     }
     Ok(observed)
+}
+
+/// The Job of phase `s` under its deterministic `name`, as the planner sees
+/// it, or `None` when there is none.
+async fn observe_phase_job(
+    client: &Client,
+    source: Source<'_>,
+    rollout: &SchemaRollout,
+    ns: &str,
+    s: Step,
+    name: &str,
+) -> Result<Option<(Step, JobObservation)>, Error> {
+    let mut job = source.get(client, |c| &c.jobs, ns, name).await?;
+    // A Job this rollout recorded but the cache does not hold yet (its
+    // watch lags) must not look deleted: ask the API server.
+    let recorded = rollout
+        .status
+        .as_ref()
+        .and_then(|st| st.step(s))
+        .is_some_and(|st| st.job_name.as_deref() == Some(name));
+    if job.is_none() && recorded && matches!(source, Source::Cached(_)) {
+        job = Source::Live.get(client, |c| &c.jobs, ns, name).await?;
+    }
+    Ok(job.map(|job| {
+        // Only a Job this rollout created counts as its phase.
+        let ours = job.labels().get(job::ROLLOUT_UID_LABEL) == rollout.uid().as_ref();
+        let observation = if ours {
+            observe_job(&job)
+        } else {
+            JobObservation::Failed(format!(
+                "Job {name} exists but belongs to another SchemaRollout"
+            ))
+        };
+        (s, observation)
+    }))
+}
+
+/// What the rollout's database says: the ledger of every phase, the lock
+/// holder and the contract checks.
+struct DatabaseView {
+    ledger: BTreeMap<Step, LedgerState>,
+    lock_holder: Option<String>,
+    checks: Option<Vec<CheckResult>>,
 }
 
 /// The ledger of every phase, the lock holder, and (once expand succeeded and
@@ -264,16 +309,21 @@ async fn observe_database(
     recent: &RecentChecks,
     confirming: bool,
     rollout: &SchemaRollout,
-    observed: &mut Observed,
-) -> Result<(), DbError> {
+    now: Timestamp,
+) -> Result<DatabaseView, DbError> {
+    let mut view = DatabaseView {
+        ledger: BTreeMap::new(),
+        lock_holder: None,
+        checks: None,
+    };
     for s in [Step::Expand, Step::Transition, Step::Contract] {
         if let Some(key) = planner::ledger::key(rollout, s)
             && let Some(state) = target.ledger(pools, &key).await?
         {
-            observed.ledger.insert(s, state);
+            view.ledger.insert(s, state);
         }
     }
-    observed.lock_holder = target
+    view.lock_holder = target
         .lock_holder(
             pools,
             &rollout.namespace().unwrap_or_default(),
@@ -281,12 +331,12 @@ async fn observe_database(
         )
         .await?;
     let status = rollout.status.clone().unwrap_or_default();
-    let expanded = observed.ledger.get(&Step::Expand) == Some(&LedgerState::Succeeded)
+    let expanded = view.ledger.get(&Step::Expand) == Some(&LedgerState::Succeeded)
         || status
             .step(Step::Expand)
             .is_some_and(|s| s.state == StepState::Succeeded);
     let contract_digest = planner::ledger::key(rollout, Step::Contract).map(|k| k.digest);
-    let contract_started = observed
+    let contract_started = view
         .ledger
         .get(&Step::Contract)
         .is_some_and(|l| *l != LedgerState::Claimed)
@@ -296,9 +346,9 @@ async fn observe_database(
     let checks = rollout.spec.checks();
     if expanded && !contract_started && !checks.is_empty() {
         let last = recent.get(rollout);
-        if !planner::checks_due(last.as_ref().map(|l| l.0), observed.now, confirming) {
-            observed.checks = last.map(|l| l.1);
-            return Ok(());
+        if !planner::checks_due(last.as_ref().map(|l| l.0), now, confirming) {
+            view.checks = last.map(|l| l.1);
+            return Ok(view);
         }
         let mut results = Vec::with_capacity(checks.len());
         for c in checks {
@@ -311,10 +361,10 @@ async fn observe_database(
                 result,
             });
         }
-        recent.put(rollout, observed.now, results.clone());
-        observed.checks = Some(results);
+        recent.put(rollout, now, results.clone());
+        view.checks = Some(results);
     }
-    Ok(())
+    Ok(view)
 }
 
 /// Whether the referenced object exists. Only metadata is read: a Secret's

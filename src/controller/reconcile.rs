@@ -52,8 +52,15 @@ async fn reconcile_once(
         _ => None,
     };
     let source = match &ctx.caches {
-        Some(caches) if caches.ready() => Source::Cached(caches),
-        _ => Source::Live,
+        Some(caches) => {
+            caches.listed().await;
+            if caches.ready() {
+                Source::Cached(caches)
+            } else {
+                Source::Live
+            }
+        }
+        None => Source::Live,
     };
     let observe = |source| {
         observe::observe(
