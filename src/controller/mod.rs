@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod cache;
+pub mod changes;
 pub mod finalizer;
 pub mod gate;
 pub mod index;
@@ -374,7 +375,8 @@ pub async fn run(
 
 /// A watch of `api` that fills a cache (its first list counted by
 /// `synced`) with objects trimmed by `trim` (see `slim`), keeps `index`
-/// up to date, and yields every object it sees change.
+/// up to date, and yields every object whose trimmed form changed or that
+/// was deleted (see `changes`).
 fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -389,6 +391,7 @@ where
     K: Resource<DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
+        + serde::Serialize
         + std::fmt::Debug
         + Send
         + Sync
@@ -405,6 +408,10 @@ where
             }
         })
         .inspect(synced.track())
+        .filter({
+            let mut changes = changes::Changes::default();
+            move |event| std::future::ready(changes.worth(event))
+        })
         .touched_objects();
     (store, events)
 }
