@@ -179,7 +179,12 @@ pub async fn observe(
         ))
     }));
 
-    // The phases with a Job, and what their Jobs reference.
+    // The phases with a Job, and what their Jobs reference. A phase that
+    // status records as succeeded for this spec stays succeeded whatever
+    // its Job or ledger entry say (`step::outcome`), so neither is read: a
+    // status read from a lagging cache is older, never newer, and then
+    // they are.
+    let status = rollout.status.clone().unwrap_or_default();
     let mut job_names = BTreeMap::new();
     let mut references = BTreeSet::new();
     for s in [Step::Expand, Step::Transition, Step::Contract] {
@@ -188,10 +193,13 @@ pub async fn observe(
             step::job_spec(&rollout.spec, s),
         ) {
             references.extend(step::references(job));
-            job_names.insert(
-                s,
-                step::job_name(&rollout.name_any(), s, &step::digest(phase)),
-            );
+            let digest = step::digest(phase);
+            let succeeded = status
+                .step(s)
+                .is_some_and(|st| st.digest == digest && st.state == StepState::Succeeded);
+            if !succeeded {
+                job_names.insert(s, step::job_name(&rollout.name_any(), s, &digest));
+            }
         }
     }
     let jobs = futures::future::try_join_all(
