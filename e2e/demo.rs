@@ -181,13 +181,13 @@ async fn follow(out: tokio::process::ChildStdout, live: bool) -> String {
         if live {
             println!("  | {line}");
         }
-        // Views are separated by a blank line on a pipe.
-        if line.is_empty() {
+        // Each view starts with its `SchemaRollout:` line (a view has blank
+        // lines between its sections).
+        if line.starts_with("SchemaRollout:") {
             view.clear();
-        } else {
-            view.push_str(&line);
-            view.push('\n');
         }
+        view.push_str(&line);
+        view.push('\n');
     }
     view
 }
@@ -295,7 +295,10 @@ pub async fn scenario(env: Arc<Env>) {
         "kubectl bellows status -w exit"
     );
     assert!(
-        summary.status_view.contains("Succeeded"),
+        summary
+            .status_view
+            .lines()
+            .any(|l| l.starts_with("Phase:") && l.contains("Succeeded")),
         "last status view: {}",
         summary.status_view
     );
