@@ -2,6 +2,7 @@
 //! schema rollouts.
 
 pub mod api;
+pub mod api_client;
 pub mod controller;
 pub mod db;
 pub mod leader;

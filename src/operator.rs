@@ -1,6 +1,7 @@
 //! The operator process: probes and metrics over HTTP, optional leader
 //! election, and the controller, stopped by SIGINT/SIGTERM.
 
+use crate::api_client;
 use crate::controller::access;
 use crate::leader::{Elector, LeaseConfig, LeaseLost};
 use crate::telemetry::http::{self, Probe};
@@ -8,7 +9,6 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::requests::RequestsLayer;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use kube::client::ClientBuilder;
 use kube::{Api, Client, Config};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,9 +51,8 @@ type Signal = Shared<BoxFuture<'static, ()>>;
 /// Runs until SIGINT/SIGTERM (or, when leading, until the Lease is lost).
 pub async fn run(options: Options) -> Result<(), OperatorError> {
     let metrics = Arc::new(Metrics::new());
-    let client = ClientBuilder::try_from(Config::infer().await.map_err(kube::Error::InferConfig)?)?
-        .with_layer(&RequestsLayer::new(metrics.clone()))
-        .build();
+    let config = Config::infer().await.map_err(kube::Error::InferConfig)?;
+    let client = api_client::build(config, RequestsLayer::new(metrics.clone()))?;
     let probe = Probe::new(metrics.clone());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(http::serve(options.metrics_addr, probe.clone(), async {
