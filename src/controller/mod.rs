@@ -284,6 +284,9 @@ pub async fn run(
     let follow = index.clone();
     let trigger = watcher::watcher(rollouts, watcher::Config::default().any_semantic())
         .backoff(WatchBackoff::default())
+        // Never read, and bellows' own server-side applies make it as large
+        // as the status.
+        .modify(|r| r.managed_fields_mut().clear())
         .reflect(writer)
         .inspect(move |event| follow.follow(event))
         .inspect(move |event| {
