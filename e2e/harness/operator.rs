@@ -1,5 +1,6 @@
 //! `bellows run` as a separate process with the chart's identity and
-//! arguments (see `identity`), its metrics/probe port on loopback. Its
+//! arguments (see `identity`) and the image's environment (the
+//! Dockerfile's `ENV`), its metrics/probe port on loopback. Its
 //! `POD_NAME` is its name, as a pod's is: a restarted process keeps its
 //! leader-election identity, as a restarted container does.
 
@@ -63,6 +64,7 @@ impl Operator {
         cmd.args(["run", "--metrics-addr", &format!("127.0.0.1:{}", self.port)])
             .args(&self.identity.args)
             .args(&self.args)
+            .envs(image_env())
             .env("KUBECONFIG", &self.identity.kubeconfig)
             .env("POD_NAME", &self.name)
             .env("POD_NAMESPACE", identity::NAMESPACE)
@@ -229,4 +231,17 @@ pub async fn get(port: u16, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Some((code, body))
+}
+
+/// The environment the image sets: the `ENV KEY=VALUE` lines of the
+/// Dockerfile's last stage.
+fn image_env() -> Vec<(String, String)> {
+    let dockerfile =
+        std::fs::read_to_string(super::repo_path("Dockerfile")).expect("the Dockerfile reads");
+    let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap_or_default();
+    last_stage
+        .lines()
+        .filter_map(|l| l.strip_prefix("ENV ")?.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
 }
