@@ -87,23 +87,22 @@ impl Caches {
         cloned(&self.replica_sets, self.replica_sets_by_owner.get(uid))
     }
 
-    /// The cached pods in `ns` that `selector` matches: the pods under one
-    /// of its label pairs, filtered by the whole selector (a selector of
-    /// expressions only scans the namespace's pods).
+    /// The cached pods in `ns` that `selector` matches: the pods under
+    /// `pair`, one of its label pairs, filtered by the whole selector
+    /// (without a pair, a selector of expressions only, the namespace's
+    /// pods are scanned).
     pub fn pods_selected(
         &self,
         ns: &str,
         selector: &Selector,
-        pairs: Option<(&String, &String)>,
+        pair: Option<(&String, &String)>,
     ) -> Vec<PartialObjectMeta<Pod>> {
         let matches = |p: &PartialObjectMeta<Pod>| {
             p.namespace().as_deref() == Some(ns) && selector.matches(p.labels())
         };
-        match pairs {
+        match pair {
             Some((k, v)) => {
-                let refs = self
-                    .pods_by_label
-                    .get(&index::named(ns, &format!("{k}={v}")));
+                let refs = self.pods_by_label.get(&label_key(ns, k, v));
                 let mut pods = cloned(&self.pods, refs);
                 pods.retain(matches);
                 pods
@@ -132,8 +131,13 @@ pub fn label_pairs(p: &PartialObjectMeta<Pod>) -> Vec<String> {
     let ns = p.namespace().unwrap_or_default();
     p.labels()
         .iter()
-        .map(|(k, v)| index::named(&ns, &format!("{k}={v}")))
+        .map(|(k, v)| label_key(&ns, k, v))
         .collect()
+}
+
+/// The index key of the label `k=v` in `ns`.
+fn label_key(ns: &str, k: &str, v: &str) -> String {
+    index::named(ns, &format!("{k}={v}"))
 }
 
 /// The objects `refs` names that `store` holds.

@@ -155,39 +155,37 @@ impl Context {
         }
     }
 
-    /// The last status written for `rollout` and how long ago.
-    fn last_written(
+    /// Whether to write `planned` as the status of `rollout`, given the
+    /// status last written for it ([`writes::status_write`]).
+    fn status_write(
         &self,
         rollout: &SchemaRollout,
-    ) -> Option<(crate::api::SchemaRolloutStatus, Duration)> {
+        planned: &crate::api::SchemaRolloutStatus,
+    ) -> crate::planner::writes::StatusWrite {
         let written = self.written.lock().expect("written lock");
-        written
+        let last = written
             .get(&ObjectRef::from(rollout))
             // A re-created rollout of the same name starts afresh.
             .filter(|w| Some(&w.uid) == rollout.metadata.uid.as_ref())
-            .map(|w| (w.status.clone(), w.at.elapsed()))
+            .map(|w| (&w.status, w.at.elapsed()));
+        crate::planner::writes::status_write(rollout.status.as_ref(), last, planned)
     }
 
-    /// Remembers `status` as written for `rollout` now; `None` forgets the
-    /// rollout (it is gone).
-    fn wrote(&self, rollout: &SchemaRollout, status: Option<crate::api::SchemaRolloutStatus>) {
-        let mut written = self.written.lock().expect("written lock");
-        let key = ObjectRef::from(rollout);
-        match status {
-            Some(status) => {
-                written.insert(
-                    key,
-                    Written {
-                        uid: rollout.metadata.uid.clone().unwrap_or_default(),
-                        at: std::time::Instant::now(),
-                        status,
-                    },
-                );
-            }
-            None => {
-                written.remove(&key);
-            }
-        }
+    /// Remembers `status` as written for `rollout` now.
+    fn wrote(&self, rollout: &SchemaRollout, status: crate::api::SchemaRolloutStatus) {
+        let written = Written {
+            uid: rollout.metadata.uid.clone().unwrap_or_default(),
+            at: std::time::Instant::now(),
+            status,
+        };
+        let mut all = self.written.lock().expect("written lock");
+        all.insert(ObjectRef::from(rollout), written);
+    }
+
+    /// Forgets what was written for `rollout` (it is gone).
+    fn forget_written(&self, rollout: &SchemaRollout) {
+        let mut all = self.written.lock().expect("written lock");
+        all.remove(&ObjectRef::from(rollout));
     }
 
     /// The next retry delay for `rollout`: 1s, 2s, 4s ... up to 5 minutes.

@@ -184,7 +184,6 @@ pub async fn observe(
     // its Job or ledger entry say (`step::outcome`), so neither is read: a
     // status read from a lagging cache is older, never newer, and then
     // they are.
-    let status = rollout.status.clone().unwrap_or_default();
     let mut job_names = BTreeMap::new();
     let mut references = BTreeSet::new();
     for s in [Step::Expand, Step::Transition, Step::Contract] {
@@ -194,8 +193,10 @@ pub async fn observe(
         ) {
             references.extend(step::references(job));
             let digest = step::digest(phase);
-            let succeeded = status
-                .step(s)
+            let succeeded = rollout
+                .status
+                .as_ref()
+                .and_then(|st| st.step(s))
                 .is_some_and(|st| st.digest == digest && st.state == StepState::Succeeded);
             if !succeeded {
                 job_names.insert(s, step::job_name(&rollout.name_any(), s, &digest));

@@ -8,7 +8,7 @@ use crate::api::{Approval, Reason, RolloutPhase, SchemaRollout, Step, parse_dura
 use crate::db::{self, DbError, LedgerState, Runner, Target};
 use crate::planner::step;
 use crate::planner::validate::step_timeout;
-use crate::planner::writes::{self, StatusWrite};
+use crate::planner::writes::StatusWrite;
 use crate::planner::{self, Action as PlanAction, EventIntent, EventKind, Plan};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -179,7 +179,7 @@ async fn clean_up(
         }
     }
     finalizer::remove(api, rollout).await.map_err(Error::Kube)?;
-    ctx.wrote(rollout, None);
+    ctx.forget_written(rollout);
     tracing::info!(rollout = %name, namespace = %ns, resumed = ?resumed, "deleted; cleaned up");
     if !resumed.is_empty() {
         let event = EventIntent {
@@ -344,20 +344,14 @@ fn usable(database: &Result<Target, DbError>) -> Result<&Target, Error> {
 }
 
 /// Writes the planned status with server-side apply (field manager
-/// `bellows`) when [`writes::status_write`] says so; returns when to look
+/// `bellows`) when `planner::writes` says so; returns when to look
 /// again for a counter-only change it held back.
 async fn write_status(
     ctx: &Context,
     rollout: &SchemaRollout,
     plan: &Plan,
 ) -> Result<Option<std::time::Duration>, Error> {
-    let written = ctx.last_written(rollout);
-    let decision = writes::status_write(
-        rollout.status.as_ref(),
-        written.as_ref().map(|(s, ago)| (s, *ago)),
-        &plan.status,
-    );
-    match decision {
+    match ctx.status_write(rollout, &plan.status) {
         StatusWrite::Skip => return Ok(None),
         StatusWrite::Later(after) => return Ok(Some(after)),
         StatusWrite::Now => {}
@@ -376,7 +370,7 @@ async fn write_status(
     )
     .await
     .map_err(Error::Kube)?;
-    ctx.wrote(rollout, Some(plan.status.clone()));
+    ctx.wrote(rollout, plan.status.clone());
     Ok(None)
 }
 
