@@ -855,3 +855,65 @@ async fn postgres_tls_modes_and_a_ca_from_a_secret() {
         other => panic!("expected a refused connection, got {other:?}"),
     }
 }
+
+/// A statement that ends the phase's transaction itself (a `ROLLBACK` or
+/// `COMMIT` the analyser could not read) stops the phase, recorded
+/// failed, and the phase never runs again: the `ROLLBACK` kind applies
+/// nothing, the `COMMIT` kind keeps what it committed, and no statement
+/// after either is committed (I3; the 212-runs bug).
+#[tokio::test]
+async fn postgres_a_statement_ending_the_transaction_fails_the_phase_once() {
+    let (_dir, _pg, url) = pg().await;
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE acct (id int PRIMARY KEY, credits int); INSERT INTO acct VALUES (1, 0), (2, 0), (3, 0)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let credits = async |id: i32| {
+        scalar(
+            &url,
+            &format!("SELECT CAST(credits AS text) FROM acct WHERE id = {id}"),
+        )
+        .await
+    };
+    // What stays applied: nothing after a ROLLBACK; statement 1 and the
+    // part of 2 before a COMMIT.
+    for (rollout, id, end, applied) in [
+        ("hidden-rollback", 1, "ROLLBACK", "0"),
+        ("hidden-commit", 2, "COMMIT", "11"),
+    ] {
+        let phase = [
+            format!("UPDATE acct SET credits = credits + 1 WHERE id = {id}"),
+            format!(
+                "UPDATE acct SET credits = credits + 10 WHERE id = {id}; {end}; UPDATE acct SET credits = credits + 100 WHERE id = {id}"
+            ),
+            format!("UPDATE acct SET credits = credits + 1000 WHERE id = {id}"),
+        ];
+        let phase: Vec<&str> = phase.iter().map(String::as_str).collect();
+        for _ in 0..3 {
+            let state = run_phase(&url, rollout, &phase).await;
+            let Some(LedgerState::Failed(m)) = state else {
+                panic!("{rollout}: {state:?}");
+            };
+            assert!(
+                m.starts_with("statement 2 of 3 ended the phase's transaction itself"),
+                "{m}"
+            );
+        }
+        assert_eq!(credits(id).await, applied, "{rollout} ran once");
+    }
+    // Between groups (a statement that runs alone): the group is stopped
+    // the same way, and the phase is not run again.
+    let phase = [
+        "UPDATE acct SET credits = credits + 1 WHERE id = 3",
+        "CREATE INDEX CONCURRENTLY acct_credits ON acct (credits)",
+        "UPDATE acct SET credits = credits + 10 WHERE id = 3; ROLLBACK; UPDATE acct SET credits = credits + 100 WHERE id = 3",
+    ];
+    for _ in 0..2 {
+        let Some(LedgerState::Failed(m)) = run_phase(&url, "grouped", &phase).await else {
+            panic!("grouped: not failed");
+        };
+        assert!(m.starts_with("statement 3 of 3 ended"), "{m}");
+    }
+    assert_eq!(credits(3).await, "1");
+}

@@ -573,6 +573,36 @@ fn cases() -> Vec<Case> {
             stalled("UnsafeExpand", "spec.expand.sql[0]"),
         ),
         case(
+            "unreadable-item",
+            "expand.sql: an E-string the tokenizer cannot read hiding a ROLLBACK",
+            bad(&[
+                (
+                    "/expand",
+                    json!({"sql": [
+                        "CREATE TABLE t_unreadable (x int)",
+                        "UPDATE pn SET n = E'caf\\xC3\\xA9' WHERE id = 1; ROLLBACK",
+                    ]}),
+                ),
+                ("/database", database()),
+            ]),
+            stalled("SqlUnreadable", "spec.expand.sql[1]"),
+        ),
+        case(
+            "lifts-timeout",
+            "expand.sql: SET LOCAL statement_timeout = 0",
+            bad(&[
+                (
+                    "/expand",
+                    json!({"sql": ["CREATE TABLE t_timeout (x int)", "SET LOCAL statement_timeout = 0"]}),
+                ),
+                ("/database", database()),
+            ]),
+            stalled(
+                "InvalidSpec",
+                "spec.expand.sql[1] (SET LOCAL statement_timeout = 0): it changes statement_timeout",
+            ),
+        ),
+        case(
             "unknown-allowance",
             "expand.allow: [no-such-rule]",
             bad(&[
@@ -694,8 +724,11 @@ pub async fn run(env: Arc<Env>) {
         jobs.len()
     );
     assert!(jobs.is_empty(), "bad input must never create a Job");
-    // Nor run a statement: the COMMIT case's first statement never ran.
-    assert_eq!(ns.sql("SELECT to_regclass('t_commit') IS NULL"), "t");
+    // Nor run a statement: the first statement of the inline cases never ran.
+    for table in ["t_commit", "t_unreadable", "t_timeout"] {
+        let absent = ns.sql(&format!("SELECT to_regclass('{table}') IS NULL"));
+        assert_eq!(absent, "t", "{table} was created");
+    }
     assert!(operator.running(), "the operator exited");
     assert_eq!(
         operator.restarts, restarts,

@@ -55,6 +55,7 @@ pub async fn run(env: Arc<Env>) {
         apiserver_restarts(&env).await,
         database_down_during_check(&env).await,
         database_down_during_inline_phase(&env).await,
+        hidden_rollback(&env).await,
         migration_pod_deleted(&env).await,
         rollout_deleted_after_expand(&env).await,
         rollout_deleted_during_expand(&env).await,
@@ -182,7 +183,7 @@ async fn database_down_during_inline_phase(env: &Env) -> Fault {
     ns.create_rollout("r", inline_spec(&expand)).await.unwrap();
     crate::harness::wait::until("the expand statement running", STEP, || async {
         let n = ns.sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(4)' AND state = 'active'",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(4)%' AND state = 'active'",
         );
         (n == "1").then_some(())
     })
@@ -194,6 +195,66 @@ async fn database_down_during_inline_phase(env: &Env) -> Fault {
     ns.wait_phase("r", AwaitingRollout, STEP).await;
     roll_and_finish(&ns).await;
     check_inline_ran_once(&ns, &mut f);
+    f
+}
+
+/// The input that once ran expand 212 times in 25 s: an E-string the
+/// analyser cannot read hides a `ROLLBACK`, which undid the phase's own
+/// ledger row. Refused, its statements run 0 times; allowed knowingly
+/// (`-- bellows:allow unreadable`), the phase stops at the `ROLLBACK`,
+/// applies nothing, is recorded failed once and never runs again.
+async fn hidden_rollback(env: &Env) -> Fault {
+    let mut f = Fault::new("an unreadable inline item hiding a ROLLBACK");
+    let ns = setup(env, "fault-hidden").await;
+    ns.sql(
+        "CREATE TABLE blockers (id int); CREATE TABLE pn (id int PRIMARY KEY, n text);
+         INSERT INTO pn VALUES (1, ''), (2, '');
+         CREATE TABLE acct (id int PRIMARY KEY, credits int); INSERT INTO acct VALUES (1, 0), (2, 0)",
+    );
+    let phase = |id: u8, allow: &str| {
+        [
+            format!("{allow}UPDATE pn SET n = E'caf\\xC3\\xA9' WHERE id = {id}; ROLLBACK"),
+            format!("UPDATE acct SET credits = credits + 10 WHERE id = {id}"),
+        ]
+    };
+    let refused = phase(1, "");
+    let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
+    ns.create_rollout("r", inline_spec(&refused)).await.unwrap();
+    f.injected += 1;
+    let r = ns
+        .wait_condition("r", cond::STALLED, "True", Some("SqlUnreadable"), STEP)
+        .await;
+    let message = r
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(cond::STALLED))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    f.check(
+        message.contains("spec.expand.sql[0]") && message.contains("line 1, column"),
+        format!("the stall does not name the item and position: {message}"),
+    );
+    let allowed = phase(2, "-- bellows:allow unreadable\n");
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    ns.create_rollout("r2", inline_spec(&allowed))
+        .await
+        .unwrap();
+    f.injected += 1;
+    ns.wait_phase("r2", RolloutPhase::Failed, STEP).await;
+    let note = ns.wait_event("r2", "Warning", "ExpandFailed", STEP).await;
+    f.check(
+        note.contains("statement 1 of 2 ended the phase's transaction itself"),
+        format!("the failure does not say what happened: {note}"),
+    );
+    let credits = ns.sql("SELECT string_agg(credits::text, ',' ORDER BY id) FROM acct");
+    f.check(
+        credits == "0,0",
+        format!("credits {credits}: a statement ran"),
+    );
+    let rows = ns.sql(
+        "SELECT string_agg(rollout || ' ' || state, ',') FROM bellows.ledger WHERE phase = 'expand'",
+    );
+    f.check(rows == "r2 failed", format!("expand ledger rows: {rows}"));
     f
 }
 

@@ -66,6 +66,9 @@ reasons! {
     /// Event (Warning): an inline statement the parser could not read; the
     /// lint did not check it.
     SqlNotAnalysed,
+    /// Stall: an inline item the tokenizer cannot read (not allowed with
+    /// `-- bellows:allow unreadable`); nothing runs.
+    SqlUnreadable,
     /// Event: a lint finding allowed by `allow` or a `bellows:allow` comment.
     UnsafeAllowed,
     /// Event (Warning): a transition or contract statement blocks writes
@@ -169,6 +172,7 @@ mod tests {
                 "InvalidSpec",
                 "UnsafeExpand",
                 "SqlNotAnalysed",
+                "SqlUnreadable",
                 "UnsafeAllowed",
                 "BlocksWrites",
                 "WorkloadNotFound",

@@ -215,19 +215,7 @@ async fn run_locked(
         // Finished, or interrupted part-way: never run statements twice.
         return Ok(());
     }
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "SET SESSION lock_wait_timeout = {}",
-        t.lock.as_secs().max(1)
-    )))
-    .execute(&mut *conn)
-    .await?;
-    // MariaDB's per-statement limit; MySQL has no equivalent for DDL.
-    let _ = sqlx::raw_sql(AssertSqlSafe(format!(
-        "SET SESSION max_statement_time = {}",
-        t.statement.as_secs_f64()
-    )))
-    .execute(&mut *conn)
-    .await;
+    set_session(conn, t).await?;
     let total = statements.len();
     insert_started(&mut *conn, key, &Runner::Statements(total)).await?;
     for (i, statement) in statements.iter().enumerate() {
@@ -247,6 +235,9 @@ async fn run_locked(
                 Err(e) => break Some(e),
             }
         };
+        // What the statement may have changed of the session, before the
+        // ledger is written on it.
+        set_session(conn, t).await?;
         if let Some(e) = failed {
             let message = format!(
                 "statement {} of {total} failed after {i} were applied (MySQL commits DDL one statement at a time){}: {}",
@@ -262,6 +253,26 @@ async fn run_locked(
             .await?;
     }
     finish(&mut *conn, key, None).await
+}
+
+/// The session a phase's statements run in: autocommit (each statement
+/// and each ledger write committed at once) and the phase's timeouts; set
+/// before the first statement and again after each.
+async fn set_session(conn: &mut sqlx::MySqlConnection, t: Timeouts) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET SESSION autocommit = 1, lock_wait_timeout = {}",
+        t.lock.as_secs().max(1)
+    )))
+    .execute(&mut *conn)
+    .await?;
+    // MariaDB's per-statement limit; MySQL has no equivalent for DDL.
+    let _ = sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET SESSION max_statement_time = {}",
+        t.statement.as_secs_f64()
+    )))
+    .execute(&mut *conn)
+    .await;
+    Ok(())
 }
 
 pub(super) async fn lock_holder(pool: &MySqlPool) -> Result<Option<String>, sqlx::Error> {

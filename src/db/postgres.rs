@@ -251,7 +251,7 @@ async fn run_locked(
     )))
     .execute(&mut *conn)
     .await?;
-    let result = run_in_groups(conn, key, statements, &groups).await;
+    let result = run_in_groups(conn, key, statements, &groups, t).await;
     // The connection goes back to the pool.
     sqlx::raw_sql("RESET lock_timeout; RESET statement_timeout")
         .execute(&mut *conn)
@@ -268,6 +268,7 @@ async fn run_in_groups(
     key: &LedgerKey,
     statements: &[String],
     groups: &[(std::ops::Range<usize>, Run)],
+    t: Timeouts,
 ) -> Result<(), sqlx::Error> {
     let total = statements.len();
     insert_started(&mut *conn, key, &Runner::Statements(total)).await?;
@@ -299,12 +300,16 @@ async fn run_in_groups(
                 loop {
                     tries += 1;
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                    let Err((i, e)) = run_all(&mut tx, &statements[range.clone()]).await else {
+                    let Err((i, e)) = run_all(&mut tx, &statements[range.clone()], t).await else {
                         set_progress(&mut *tx, key, range.end).await?;
                         tx.commit().await?;
                         break None;
                     };
                     tx.rollback().await?;
+                    if escaped(&e) {
+                        let message = escape_message(range.start + i, total);
+                        return finish(&mut *conn, key, Some(&message)).await;
+                    }
                     if super::transient(&e) && tries < super::TRIES {
                         tokio::time::sleep(super::retry_delay(tries)).await;
                         continue;
@@ -380,7 +385,8 @@ async fn set_progress<'e, E: sqlx::PgExecutor<'e>>(
 
 /// A phase whose statements all run in one transaction, the `started`
 /// row written inside it: all or nothing, and an interrupted run leaves no
-/// trace and runs again.
+/// trace and runs again. A statement that ends the transaction itself is
+/// caught by [`guard`] and fails the phase, recorded outside it.
 async fn run_in_one_transaction(
     conn: &mut sqlx::PgConnection,
     key: &LedgerKey,
@@ -399,11 +405,15 @@ async fn run_in_one_transaction(
         .execute(&mut *tx)
         .await?;
         insert_started(&mut *tx, key, &Runner::Statements(statements.len())).await?;
-        let Err((i, e)) = run_all(&mut tx, statements).await else {
+        let Err((i, e)) = run_all(&mut tx, statements, t).await else {
             finish(&mut *tx, key, None).await?;
             return tx.commit().await;
         };
         tx.rollback().await?;
+        if escaped(&e) {
+            insert_started(&mut *conn, key, &Runner::Statements(statements.len())).await?;
+            return finish(&mut *conn, key, Some(&escape_message(i, statements.len()))).await;
+        }
         // A lock not granted in time, a deadlock or a serialization
         // failure: nothing was applied, and the next try may well pass.
         if super::transient(&e) && tries < super::TRIES {
@@ -423,17 +433,70 @@ async fn run_in_one_transaction(
 }
 
 /// Runs `statements` in `tx`; the index and error of the first that fails.
+/// Each is sent with [`guard`] appended, in the same query string.
 async fn run_all(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     statements: &[String],
+    t: Timeouts,
 ) -> Result<(), (usize, sqlx::Error)> {
+    let guard = guard(tx, t).await.map_err(|e| (0, e))?;
     for (i, statement) in statements.iter().enumerate() {
-        sqlx::raw_sql(AssertSqlSafe(statement.as_str()))
+        sqlx::raw_sql(AssertSqlSafe(format!("{statement}\n;{guard}")))
             .execute(&mut **tx)
             .await
             .map_err(|e| (i, e))?;
     }
     Ok(())
+}
+
+/// SQLSTATE of the error [`guard`] raises.
+const ESCAPED: &str = "BLW01";
+
+/// What follows each statement of a transaction, in the same query
+/// string: it fails (SQLSTATE [`ESCAPED`]) unless the statement left the
+/// phase's transaction open, and sets the phase's timeouts again.
+///
+/// A statement that ends the transaction (a `COMMIT` or `ROLLBACK` the
+/// analyser could not see) would leave what follows it in the string to
+/// run in an implicit transaction of its own, committed at the end of the
+/// string, and every later statement in autocommit. The guard's error
+/// rolls that implicit transaction back and stops the phase: after a
+/// `ROLLBACK` nothing is applied, after a `COMMIT` what it committed
+/// (the phase's `started` row with it) stays, and the phase is recorded
+/// failed. It is in the same string so that no crash of the operator can
+/// fall between the statement and the guard.
+async fn guard(tx: &mut sqlx::PgConnection, t: Timeouts) -> Result<String, sqlx::Error> {
+    let xid: i64 = sqlx::query_scalar("SELECT pg_catalog.txid_current()")
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(format!(
+        "DO $bellows_guard$ BEGIN
+  IF pg_catalog.txid_current_if_assigned() IS DISTINCT FROM {xid} THEN
+    RAISE EXCEPTION USING ERRCODE = '{ESCAPED}',
+      MESSAGE = 'the statement ended the phase''s transaction (a COMMIT, ROLLBACK or the like)';
+  END IF;
+  PERFORM pg_catalog.set_config('lock_timeout', '{}ms', true),
+    pg_catalog.set_config('statement_timeout', '{}ms', true);
+END $bellows_guard$",
+        t.lock.as_millis(),
+        t.statement.as_millis()
+    ))
+}
+
+/// Whether `e` is [`guard`]'s: the statement ended the transaction.
+fn escaped(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == ESCAPED)
+}
+
+/// Why a phase stopped when statement `i` (from 0) of `total` ended its
+/// transaction.
+fn escape_message(i: usize, total: usize) -> String {
+    format!(
+        "statement {} of {total} ended the phase's transaction itself (a COMMIT, ROLLBACK or the like that bellows could not read in it): what it committed before that stays applied, everything after was rolled back and the phase stopped; check the schema, repair it by hand and change the spec",
+        i + 1
+    )
 }
 
 pub(super) async fn lock_holder(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {

@@ -101,7 +101,14 @@ impl<'a> Planner<'a> {
                 Reason::InvalidSpec,
                 problems.join("; "),
             ),
-            Ok(durations) => self.decide(&durations, rolled_out_at.as_ref()),
+            Ok(durations) => match validate::unreadable(&self.rollout.spec) {
+                unreadable if !unreadable.is_empty() => Decision::stalled(
+                    self.prev.phase.unwrap_or(RolloutPhase::Pending),
+                    Reason::SqlUnreadable,
+                    format!("inline SQL bellows cannot read: {}", unreadable.join("; ")),
+                ),
+                _ => self.decide(&durations, rolled_out_at.as_ref()),
+            },
         };
         if decision.stall.is_some() || self.rollout.spec.paused {
             // A stalled or paused rollout starts nothing new; a Job already

@@ -1435,3 +1435,75 @@ fn the_started_event_says_which_statements_run_alone() {
         "started 2 SQL statement(s) (statements 1 in one transaction, 2 alone)"
     );
 }
+
+#[test]
+fn i3_an_unreadable_inline_item_stalls_before_anything_runs_unless_allowed_per_statement() {
+    // The item that made expand run 212 times: the tokenizer cannot read
+    // the E-string, so the ROLLBACK after it would go unseen.
+    let hidden = "UPDATE pn SET n = E'caf\\xC3\\xA9' WHERE id = 1; ROLLBACK";
+    let mut s = with_database(json!({}));
+    s.contract.run = sql_phase(hidden);
+    let r = rollout(s.clone());
+    let o = observed(vec![rolled_out("api"), rolled_out("worker")], &[], 0);
+    let p = plan(&r, &o);
+    // Held before expand: nothing of the rollout runs.
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let stalled = cond(&p, condition::STALLED);
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "SqlUnreadable")
+    );
+    assert!(
+        stalled.message.contains("spec.contract.sql[0]")
+            && stalled.message.contains("line 1, column"),
+        "{}",
+        stalled.message
+    );
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.kind == EventKind::Warning && e.reason == Reason::SqlUnreadable)
+    );
+    // A check bellows cannot read holds the same way.
+    let mut c = with_database(json!({}));
+    c.contract.after = Some(
+        serde_json::from_value(json!({"checks": [{"name": "n", "sql": "SELECT E'\\xC3' = 'x'"}]}))
+            .unwrap(),
+    );
+    assert_eq!(
+        cond(&plan(&rollout(c), &o), condition::STALLED).reason,
+        "SqlUnreadable"
+    );
+    // The phase's allow list cannot allow it; only the statement itself.
+    s.contract.run.allow = vec!["unreadable".into()];
+    let p = plan(&rollout(s.clone()), &o);
+    assert_eq!(cond(&p, condition::STALLED).reason, "InvalidSpec");
+    assert!(
+        cond(&p, condition::STALLED)
+            .message
+            .contains("per statement only")
+    );
+    s.contract.run = sql_phase(&format!("-- bellows:allow unreadable\n{hidden}"));
+    let p = plan(&rollout(s), &o);
+    assert!(creates(&p, Step::Expand), "{:?}", p.actions);
+}
+
+#[test]
+fn i6_a_statement_that_changes_a_timeout_bellows_sets_is_an_invalid_spec() {
+    let mut s = with_database(json!({}));
+    s.expand = sql_phase("SET LOCAL statement_timeout = 0");
+    let p = plan(
+        &rollout(s),
+        &observed(vec![rolled_out("api"), rolled_out("worker")], &[], 0),
+    );
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let stalled = cond(&p, condition::STALLED);
+    assert_eq!(stalled.reason, "InvalidSpec");
+    assert!(
+        stalled.message.contains(
+            "spec.expand.sql[0] (SET LOCAL statement_timeout = 0): it changes statement_timeout"
+        ),
+        "{}",
+        stalled.message
+    );
+}

@@ -140,6 +140,11 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
                 "spec.contract.after.checks[{i}].sql: {tc} is transaction control; a check is one query"
             ));
         }
+        if let Some(setting) = &read[0].owned_setting {
+            problems.push(format!(
+                "spec.contract.after.checks[{i}].sql: it changes {setting}, which bellows sets from spec.database; a check is one query"
+            ));
+        }
     }
     let mut names = BTreeSet::new();
     for c in checks {
@@ -270,13 +275,56 @@ fn inline_sql(
                 sql::first_line(&statements[index])
             ));
         }
-        for id in s.allows.iter().filter(|id| rules::by_id(id).is_none()) {
+        if let Some(setting) = &s.owned_setting {
+            problems.push(format!(
+                "{at}.sql[{index}] ({}): it changes {setting}, which bellows sets for the phase from spec.database (statementTimeout, lockTimeout); change those fields instead",
+                sql::first_line(&statements[index])
+            ));
+        }
+        for id in s
+            .allows
+            .iter()
+            .filter(|id| rules::by_id(id).is_none() && *id != sql::UNREADABLE)
+        {
             problems.push(format!(
                 "{at}.sql[{index}]: bellows:allow names {id:?}, which is no lint rule"
             ));
         }
     }
-    for id in allow.iter().filter(|id| rules::by_id(id).is_none()) {
-        problems.push(format!("{at}.allow: {id:?} is no lint rule"));
+    for id in allow {
+        if id == sql::UNREADABLE {
+            problems.push(format!(
+                "{at}.allow: {id:?} is given per statement only, in the comment lines it starts with (-- bellows:allow unreadable), so that each one is allowed knowingly"
+            ));
+        } else if rules::by_id(id).is_none() {
+            problems.push(format!("{at}.allow: {id:?} is no lint rule"));
+        }
     }
+}
+
+/// Inline items (phases and checks) the tokenizer cannot read and that are
+/// not allowed to run anyway, each named with the position it stopped at:
+/// they hold the rollout before anything runs, since bellows cannot tell
+/// how such an item runs or whether it ends the phase's transaction.
+pub fn unreadable(spec: &SchemaRolloutSpec) -> Vec<String> {
+    let engine = spec
+        .database
+        .as_ref()
+        .map_or(Engine::Postgres, |d| d.engine);
+    let mut found = vec![];
+    for step in [Step::Expand, Step::Transition, Step::Contract] {
+        if let Some(statements) = phase(spec, step).and_then(|p| p.sql.as_ref()) {
+            found.extend(sql::report(engine, step, statements, &[]).unreadable);
+        }
+    }
+    for (i, c) in spec.checks().iter().enumerate() {
+        let read = sql::tokenized(engine, std::slice::from_ref(&c.sql));
+        if let Some(why) = &read[0].unreadable {
+            found.push(format!(
+                "spec.contract.after.checks[{i}].sql ({}): {why}",
+                sql::first_line(&c.sql)
+            ));
+        }
+    }
+    found
 }

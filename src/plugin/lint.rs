@@ -45,6 +45,10 @@ pub fn run(files: &[PathBuf]) -> ExitCode {
                     errors += 1;
                 }
             }
+            for u in validate::unreadable(&rollout.spec) {
+                println!("{at}: error: {u}");
+                errors += 1;
+            }
             let engine = rollout
                 .spec
                 .database

@@ -1,18 +1,19 @@
 //! What inline SQL statements are, read before anything runs: transaction
-//! control (refused), statements PostgreSQL cannot run in a transaction
-//! (run alone), and the lint rules each statement breaks in its phase.
+//! control (refused), settings bellows owns (refused), statements
+//! PostgreSQL cannot run in a transaction (run alone), and the lint rules
+//! each statement breaks in its phase.
 //!
 //! Pure: text in, findings out. Statements are read with `sqlparser`
-//! (PostgreSQL or MySQL dialect). Its tokenizer handles every statement
-//! (quotes, dollar quotes, comments), so how a statement must run never
-//! depends on the grammar; the lint needs the full parse, and a statement
-//! the parser cannot read is reported as not analysed, never refused for
-//! that alone.
+//! (PostgreSQL or MySQL dialect). Its tokenizer must read every item
+//! (quotes, dollar quotes, comments): an item it cannot read is refused
+//! unless allowed, since what runs alone or ends a transaction cannot be
+//! known of it. The lint needs the full parse, and a statement the parser
+//! cannot read is reported as not analysed, never refused for that alone.
 
 pub mod rules;
 mod tokens;
 
-pub use tokens::{Tokenized, runs, tokenized};
+pub use tokens::{Tokenized, UNREADABLE, runs, tokenized};
 
 use crate::api::{Engine, Step};
 use rules::Rule;
@@ -47,6 +48,8 @@ pub struct Statement {
     pub transaction_control: Option<String>,
     /// Whether the parser read it (the lint ran).
     pub parsed: bool,
+    /// Why the tokenizer could not read it, if it could not.
+    pub unreadable: Option<String>,
     pub findings: Vec<Finding>,
     /// Rule ids its `-- bellows:allow` comments name.
     pub allows: Vec<String>,
@@ -87,8 +90,14 @@ pub fn analyse(
                 run,
                 transaction_control,
                 allows,
+                unreadable,
+                effective,
+                ..
             } = read;
-            let parsed = Parser::parse_sql(dialect.as_ref(), text).ok();
+            let parsed = unreadable
+                .is_none()
+                .then(|| Parser::parse_sql(dialect.as_ref(), effective.as_deref().unwrap_or(text)))
+                .and_then(Result::ok);
             let findings = parsed
                 .iter()
                 .flatten()
@@ -103,6 +112,7 @@ pub fn analyse(
                 run,
                 transaction_control,
                 parsed: parsed.is_some(),
+                unreadable,
                 findings,
                 allows,
             }
@@ -122,6 +132,9 @@ pub struct Report {
     pub allowed: Vec<String>,
     /// Statements the parser could not read.
     pub unparsed: Vec<String>,
+    /// Items the tokenizer could not read and that are not allowed to
+    /// run anyway: they hold the rollout.
+    pub unreadable: Vec<String>,
 }
 
 /// The lint's [`Report`] on `step`'s statements.
@@ -134,7 +147,13 @@ pub fn report(engine: Engine, step: Step, statements: &[String], allow: &[String
             s.index,
             first_line(&statements[s.index])
         );
-        if !s.parsed {
+        if let Some(why) = &s.unreadable {
+            if !s.allows.iter().any(|a| a == UNREADABLE) {
+                report.unreadable.push(format!(
+                    "{at}: {why}; bellows cannot tell how it runs or whether it ends the phase's transaction (rewrite it, or start it with the line -- {ALLOW_MARKER} {UNREADABLE})"
+                ));
+            }
+        } else if !s.parsed {
             report.unparsed.push(format!(
                 "{at}: the {engine:?} parser could not read it; the lint did not check it"
             ));

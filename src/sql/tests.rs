@@ -460,3 +460,152 @@ fn statements_are_grouped_around_the_ones_that_run_alone() {
     );
     assert_eq!(created_index(&statements[0]), None);
 }
+
+#[test]
+fn an_item_the_tokenizer_cannot_read_is_unreadable_and_nothing_else() {
+    // PostgreSQL reads this E-string (bytes of UTF-8 in \x escapes);
+    // sqlparser's tokenizer does not, so the ROLLBACK after it is unseen.
+    let item = "UPDATE pn SET n = E'caf\\xC3\\xA9' WHERE id = 1; ROLLBACK";
+    let s = one(Postgres, Step::Expand, item);
+    let why = s.unreadable.expect("unreadable");
+    assert!(why.contains("line 1, column"), "{why}");
+    assert!(!s.parsed && s.findings.is_empty());
+    let r = report(Postgres, Step::Expand, &[item.into()], &[]);
+    assert_eq!(r.unreadable.len(), 1, "{r:?}");
+    assert!(r.unreadable[0].starts_with("spec.expand.sql[0] (UPDATE pn SET n = E'"));
+    assert!(r.unparsed.is_empty(), "not a second finding: {r:?}");
+    // Allowed only by the comment lines the item starts with.
+    let allowed = format!("-- bellows:allow unreadable\n{item}");
+    assert!(
+        report(Postgres, Step::Expand, &[allowed], &[])
+            .unreadable
+            .is_empty()
+    );
+    let trailing = format!("{item} -- bellows:allow unreadable");
+    assert_eq!(
+        report(Postgres, Step::Expand, &[trailing], &[])
+            .unreadable
+            .len(),
+        1
+    );
+    // Readable items are not.
+    assert_eq!(
+        one(Postgres, Step::Expand, "SELECT 'café'").unreadable,
+        None
+    );
+}
+
+#[test]
+fn a_begin_atomic_body_is_one_statement_not_transaction_control() {
+    for sql in [
+        "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END",
+        "CREATE FUNCTION sign_of(x int) RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN x > 0 THEN 1 ELSE 0 END; SELECT 2; END",
+        "CREATE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC INSERT INTO t VALUES (1); END; CREATE TABLE u (x int)",
+    ] {
+        let s = one(Postgres, Step::Expand, sql);
+        assert_eq!(s.transaction_control, None, "{sql}");
+        assert_eq!(s.unreadable, None, "{sql}");
+    }
+    // What follows the body is read again.
+    assert_eq!(
+        one(
+            Postgres,
+            Step::Expand,
+            "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; COMMIT"
+        )
+        .transaction_control
+        .as_deref(),
+        Some("COMMIT")
+    );
+}
+
+#[test]
+fn mysql_executable_comments_are_read_as_the_statements_they_hold() {
+    let s = one(Mysql, Step::Expand, "/*!50000 DROP TABLE legacy */");
+    assert!(s.parsed);
+    assert_eq!(
+        s.findings.iter().map(|f| f.rule.id).collect::<Vec<_>>(),
+        ["drop-table"]
+    );
+    assert_eq!(
+        one(Mysql, Step::Expand, "/*!40000 LOCK TABLES users WRITE */")
+            .transaction_control
+            .as_deref(),
+        Some("LOCK TABLES")
+    );
+    assert_eq!(
+        one(Mysql, Step::Expand, "SELECT 1 /*M!100100 ; COMMIT */")
+            .transaction_control
+            .as_deref(),
+        Some("COMMIT")
+    );
+    // On PostgreSQL it is a comment.
+    let pg = one(
+        Postgres,
+        Step::Expand,
+        "/*!50000 DROP TABLE legacy */ SELECT 1",
+    );
+    assert!(pg.findings.is_empty());
+}
+
+#[test]
+fn settings_bellows_owns_are_found_in_every_form() {
+    for (e, sql, setting) in [
+        (
+            Postgres,
+            "SET LOCAL statement_timeout = 0",
+            "statement_timeout",
+        ),
+        (Postgres, "set lock_timeout to default", "lock_timeout"),
+        (
+            Postgres,
+            "SET SESSION statement_timeout = '1h'",
+            "statement_timeout",
+        ),
+        (Postgres, "RESET statement_timeout", "statement_timeout"),
+        (Postgres, "RESET ALL", "ALL"),
+        (
+            Postgres,
+            "SELECT set_config('statement_timeout', '0', true)",
+            "statement_timeout",
+        ),
+        (
+            Postgres,
+            "UPDATE t SET x = 1; SET lock_timeout = 0",
+            "lock_timeout",
+        ),
+        (
+            Mysql,
+            "SET SESSION lock_wait_timeout = 31536000",
+            "lock_wait_timeout",
+        ),
+        (
+            Mysql,
+            "SET @@session.max_statement_time = 0",
+            "max_statement_time",
+        ),
+        (
+            Mysql,
+            "SET STATEMENT max_statement_time = 0 FOR SELECT SLEEP(100)",
+            "max_statement_time",
+        ),
+    ] {
+        let read = tokenized(e, &[sql.to_owned()]).remove(0);
+        assert_eq!(read.owned_setting.as_deref(), Some(setting), "{e:?}: {sql}");
+    }
+    for (e, sql) in [
+        (Postgres, "SET search_path = app"),
+        (Postgres, "UPDATE t SET statement_timeout = 1"),
+        (Postgres, "SELECT set_config('search_path', 'app', false)"),
+        (Mysql, "SET NAMES utf8mb4"),
+    ] {
+        let read = tokenized(e, &[sql.to_owned()]).remove(0);
+        assert_eq!(read.owned_setting, None, "{e:?}: {sql}");
+    }
+    assert_eq!(
+        one(Mysql, Step::Expand, "SET autocommit = 0")
+            .transaction_control
+            .as_deref(),
+        Some("SET autocommit")
+    );
+}
