@@ -917,3 +917,36 @@ async fn postgres_a_statement_ending_the_transaction_fails_the_phase_once() {
     }
     assert_eq!(credits(3).await, "1");
 }
+
+/// A failing statement is quoted with its string literals hidden, and
+/// a server message echoing one loses it (I7).
+#[tokio::test]
+async fn postgres_a_failed_statement_never_quotes_its_literals() {
+    let (_dir, _pg, url) = pg().await;
+    let secret = "role-pw-8c2f";
+    let role = format!("ALTER ROLE nosuchrole PASSWORD '{secret}'");
+    let cast = format!("SELECT CAST('{secret}' AS int)");
+    for (rollout, sql, shown) in [
+        (
+            "role",
+            role.as_str(),
+            "(ALTER ROLE nosuchrole PASSWORD '…'): SQLSTATE 42704",
+        ),
+        (
+            "cast",
+            cast.as_str(),
+            "(SELECT CAST('…' AS int)): SQLSTATE 22P02",
+        ),
+    ] {
+        let Some(LedgerState::Failed(m)) = run_phase(&url, rollout, &[sql]).await else {
+            panic!("{rollout}: not failed");
+        };
+        assert!(m.contains(shown) && !m.contains(secret), "{m}");
+        let stored = scalar(
+            &url,
+            &format!("SELECT message FROM bellows.ledger WHERE rollout = '{rollout}'"),
+        )
+        .await;
+        assert!(!stored.contains(secret), "{stored}");
+    }
+}

@@ -2,7 +2,8 @@
 //! against the namespace's PostgreSQL; the ledger keeps a deleted and
 //! re-applied rollout from running anything again; an unreachable database
 //! stalls with a condition naming the Secret; the password never shows in
-//! logs, events or status.
+//! logs, events or status, neither the URL's nor one in a failing
+//! statement.
 
 use super::STEP;
 use crate::harness::{Env, workload};
@@ -114,15 +115,35 @@ pub async fn run(env: Arc<Env>) {
         "0"
     );
 
+    // A failing statement holding a password: quoted with its literal
+    // hidden, in status, the event and the log.
+    let role = json!({
+        "workloads": [workload("api", "2.0.0")],
+        "database": {"engine": "postgres", "secretRef": {"name": "app-db", "key": "url"}, "sslMode": "disable"},
+        "expand": {"sql": [format!("ALTER ROLE nosuchrole PASSWORD '{PASSWORD}'")]},
+        "contract": {"sql": ["SELECT 1"]},
+    });
+    ns.create_rollout("role-pw", role).await.unwrap();
+    let failed = ns.wait_phase("role-pw", Failed, STEP).await;
+    let note = ns
+        .wait_event("role-pw", "Warning", "ExpandFailed", STEP)
+        .await;
+    assert!(
+        note.contains("(ALTER ROLE nosuchrole PASSWORD '…'): SQLSTATE 42704"),
+        "{note}"
+    );
+
     let status = format!(
-        "{}{}",
+        "{}{}{}",
         serde_json::to_string(&ns.rollout("inline").await.status).unwrap(),
-        serde_json::to_string(&r.status).unwrap()
+        serde_json::to_string(&r.status).unwrap(),
+        serde_json::to_string(&failed.status).unwrap()
     );
     let events = format!(
-        "{:?}{:?}",
+        "{:?}{:?}{:?}",
         ns.events("inline").await,
-        ns.events("unreachable").await
+        ns.events("unreachable").await,
+        ns.events("role-pw").await
     );
     let logs = env.operator.lock().await.logs();
     for (what, text) in [

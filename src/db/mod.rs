@@ -137,7 +137,8 @@ fn not_boolean<R: sqlx::Row>(row: &R) -> String {
 /// the SQLSTATE, the server's message and (PostgreSQL) where in the
 /// statement, as line and column of the statement, with the server's detail
 /// and hint. Never sqlx's rendering, which appends the line of
-/// PostgreSQL's own source code that raised the error.
+/// PostgreSQL's own source code that raised the error. String literals of
+/// the statement appear in none of it (they can hold passwords).
 fn failure(statement: &str, e: &sqlx::Error) -> String {
     let first = crate::sql::first_line(statement);
     let Some(db) = e.as_database_error() else {
@@ -147,7 +148,8 @@ fn failure(statement: &str, e: &sqlx::Error) -> String {
         .code()
         .map(|c| format!("SQLSTATE {c}: "))
         .unwrap_or_default();
-    let mut text = format!("({first}): {code}{}", db.message());
+    let echo = |part: &str| crate::sql::scrubbed(part, statement);
+    let mut text = format!("({first}): {code}{}", echo(db.message()));
     if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
         if let Some(sqlx::postgres::PgErrorPosition::Original(at)) = pg.position() {
             let (line, column) = line_column(statement, at);
@@ -157,7 +159,7 @@ fn failure(statement: &str, e: &sqlx::Error) -> String {
         }
         for (label, part) in [("detail", pg.detail()), ("hint", pg.hint())] {
             if let Some(part) = part {
-                text.push_str(&format!("; {label}: {part}"));
+                text.push_str(&format!("; {label}: {}", echo(part)));
             }
         }
     }

@@ -10,9 +10,11 @@
 //! known of it. The lint needs the full parse, and a statement the parser
 //! cannot read is reported as not analysed, never refused for that alone.
 
+mod redact;
 pub mod rules;
 mod tokens;
 
+pub use redact::{redacted, scrubbed};
 pub use tokens::{Tokenized, UNREADABLE, runs, tokenized};
 
 use crate::api::{Engine, Step};
@@ -177,8 +179,10 @@ pub fn report(engine: Engine, step: Step, statements: &[String], allow: &[String
     report
 }
 
-/// The statement's first non-empty line, cut at 60 characters.
+/// The statement's first non-empty line, cut at 60 characters, its
+/// string literals hidden: what messages quote of a statement.
 pub fn first_line(statement: &str) -> String {
+    let statement = redacted(statement);
     let line = statement
         .lines()
         .map(str::trim)
