@@ -326,6 +326,22 @@ fn cases() -> Vec<Case> {
             stalled("DatabaseConfigInvalid", "Secret no-such-db not found"),
         ),
         case(
+            "engine-url-mismatch",
+            "engine postgres, the Secret holds a mysql:// URL",
+            bad(&[
+                (
+                    "/expand",
+                    json!({"sql": ["CREATE TABLE t_mismatch (x int)"]}),
+                ),
+                ("/database", database()),
+                ("/database/secretRef/name", json!("mysql-url")),
+            ]),
+            stalled(
+                "DatabaseConfigInvalid",
+                "spec.database.engine is postgres but Secret mysql-url/url holds a mysql:// URL",
+            ),
+        ),
+        case(
             "image-and-labels",
             "version with both image and labels (CEL only)",
             bad(&[("/workloads/0/version/labels", json!({"v": "2"}))]),
@@ -690,6 +706,8 @@ pub async fn run(env: Arc<Env>) {
     let restarts = env.operator.lock().await.restarts;
     let ns = env.namespace("bad-input").await;
     ns.deploy_api(1).await;
+    ns.create_secret("mysql-url", "url", "mysql://app@127.0.0.1:3306/shop")
+        .await;
 
     // Create every case first, so the operator works on all of them at once.
     let cases = cases();
@@ -725,7 +743,7 @@ pub async fn run(env: Arc<Env>) {
     );
     assert!(jobs.is_empty(), "bad input must never create a Job");
     // Nor run a statement: the first statement of the inline cases never ran.
-    for table in ["t_commit", "t_unreadable", "t_timeout"] {
+    for table in ["t_commit", "t_unreadable", "t_timeout", "t_mismatch"] {
         let absent = ns.sql(&format!("SELECT to_regclass('{table}') IS NULL"));
         assert_eq!(absent, "t", "{table} was created");
     }

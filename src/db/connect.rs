@@ -197,6 +197,9 @@ pub fn build(
         (None, Some(r)) => format!("password in Secret {}/{}", r.name, r.key),
         (None, None) => "no password".to_owned(),
     };
+    if let Some(url) = &url {
+        check_scheme(spec.engine, &source, url)?;
+    }
     let mut secrets: Vec<String> = url.iter().chain(password.iter()).cloned().collect();
     let (options, identity) = match (&url, spec.engine) {
         (Some(url), Engine::Postgres) => {
@@ -327,6 +330,33 @@ pub fn build(
     })
 }
 
+/// A URL of the other engine (a `mysql://` URL for `engine: postgres`)
+/// would be dialled as this engine and time out after a minute with
+/// nothing said; refused at once with both named. Only the scheme is
+/// shown, never the URL.
+fn check_scheme(engine: Engine, source: &str, url: &str) -> Result<(), DbError> {
+    let scheme = url
+        .split_once("://")
+        .map_or("", |(s, _)| s)
+        .to_ascii_lowercase();
+    let (name, schemes) = match engine {
+        Engine::Postgres => ("postgres", ["postgres", "postgresql"]),
+        Engine::Mysql => ("mysql", ["mysql", "mariadb"]),
+    };
+    if schemes.contains(&scheme.as_str()) {
+        return Ok(());
+    }
+    let held = if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
+        "a URL without a scheme".to_owned()
+    } else {
+        format!("a {scheme}:// URL")
+    };
+    Err(DbError::Config(format!(
+        "spec.database.engine is {name} but {source} holds {held}; use a {}:// URL or change the engine",
+        schemes[0]
+    )))
+}
+
 /// The password part of a URL, for scrubbing.
 fn url_password(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
@@ -376,6 +406,33 @@ mod tests {
             !text.contains("hunter2") && !text.contains("[bad"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_url_of_the_other_engine_is_refused_naming_both() {
+        let s = spec(json!({"engine": "postgres", "secretRef": {"name": "db", "key": "url"}}));
+        let err = build(
+            &s,
+            Some("mysql://app:pw-77@db:3306/shop".into()),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.database.engine is postgres but Secret db/url holds a mysql:// URL; use a postgres:// URL or change the engine"
+        );
+        let s = spec(json!({"engine": "mysql", "secretRef": {"name": "db", "key": "url"}}));
+        let err = build(&s, Some("pw-77@db/shop".into()), None, None).unwrap_err();
+        assert!(
+            err.to_string().contains("holds a URL without a scheme"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("pw-77"), "{err}");
+        for url in ["postgresql://db/shop", "POSTGRES://db/shop"] {
+            let s = spec(json!({"engine": "postgres", "secretRef": {"name": "db", "key": "url"}}));
+            assert!(build(&s, Some(url.into()), None, None).is_ok(), "{url}");
+        }
     }
 
     #[test]
