@@ -619,6 +619,18 @@ fn cases() -> Vec<Case> {
             ),
         ),
         case(
+            "unsafe-expand-cascade",
+            "expand: DROP SCHEMA legacy CASCADE",
+            bad(&[
+                (
+                    "/expand",
+                    json!({"sql": ["CREATE TABLE t_cascade (x int)", "DROP SCHEMA legacy CASCADE"]}),
+                ),
+                ("/database", database()),
+            ]),
+            stalled("UnsafeExpand", "drop-cascade"),
+        ),
+        case(
             "unknown-allowance",
             "expand.allow: [no-such-rule]",
             bad(&[
@@ -743,7 +755,13 @@ pub async fn run(env: Arc<Env>) {
     );
     assert!(jobs.is_empty(), "bad input must never create a Job");
     // Nor run a statement: the first statement of the inline cases never ran.
-    for table in ["t_commit", "t_unreadable", "t_timeout", "t_mismatch"] {
+    for table in [
+        "t_commit",
+        "t_unreadable",
+        "t_timeout",
+        "t_mismatch",
+        "t_cascade",
+    ] {
         let absent = ns.sql(&format!("SELECT to_regclass('{table}') IS NULL"));
         assert_eq!(absent, "t", "{table} was created");
     }

@@ -94,16 +94,22 @@ pub fn analyse(
                 allows,
                 unreadable,
                 effective,
+                rules: read_rules,
                 ..
             } = read;
             let parsed = unreadable
                 .is_none()
                 .then(|| Parser::parse_sql(dialect.as_ref(), effective.as_deref().unwrap_or(text)))
                 .and_then(Result::ok);
-            let findings = parsed
+            let mut broken: Vec<&'static Rule> = parsed
                 .iter()
                 .flatten()
                 .flat_map(|s| rules::broken(engine, step, s))
+                .chain(read_rules.into_iter().filter(|r| r.applies_in(step)))
+                .collect();
+            broken.dedup();
+            let findings = broken
+                .into_iter()
                 .map(|rule| Finding {
                     rule,
                     allowed: allow.iter().chain(&allows).any(|a| a == rule.id),

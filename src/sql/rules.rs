@@ -11,7 +11,8 @@
 
 use crate::api::{Engine, Step};
 use sqlparser::ast::{
-    AlterColumnOperation, AlterTableOperation, ColumnOption, ObjectType, Statement, TableConstraint,
+    AlterColumnOperation, AlterTableOperation, ColumnOption, DropBehavior, ObjectType, Statement,
+    TableConstraint,
 };
 
 /// A lint rule.
@@ -138,8 +139,57 @@ rule!(
     "truncate in contract, if at all"
 );
 
+rule!(
+    DROP_SCHEMA,
+    "drop-schema",
+    true,
+    false,
+    "old pods still use the objects in it",
+    "drop it in contract"
+);
+rule!(
+    DROP_VIEW,
+    "drop-view",
+    true,
+    false,
+    "old pods may still read the view",
+    "drop it in contract"
+);
+rule!(
+    DROP_TYPE,
+    "drop-type",
+    true,
+    false,
+    "old pods may still use the type (and CASCADE drops every column of it)",
+    "drop it in contract"
+);
+rule!(
+    DROP_CASCADE,
+    "drop-cascade",
+    true,
+    false,
+    "CASCADE also drops what depends on the object (views, foreign keys, columns of a type) without naming it",
+    "drop the dependent objects by name, in contract"
+);
+rule!(
+    MOVE_TABLE,
+    "move-table",
+    true,
+    false,
+    "old pods still use the table in its old schema",
+    "create it (or a view) in the new schema in expand, sync both, drop the old one in contract"
+);
+rule!(
+    ADD_UNIQUE,
+    "add-unique",
+    true,
+    true,
+    "old pods may insert rows the key refuses, and building its index blocks writes to the table",
+    "add it in contract, once only new code writes (PostgreSQL: CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... USING INDEX)"
+);
+
 /// Every rule, in the order of the docs' table.
-pub const ALL: [&Rule; 12] = [
+pub const ALL: [&Rule; 18] = [
     &DROP_TABLE,
     &DROP_COLUMN,
     &RENAME_TABLE,
@@ -152,6 +202,12 @@ pub const ALL: [&Rule; 12] = [
     &NON_CONCURRENT_INDEX,
     &CONSTRAINT_NOT_VALID,
     &TRUNCATE,
+    &DROP_SCHEMA,
+    &DROP_VIEW,
+    &DROP_TYPE,
+    &DROP_CASCADE,
+    &MOVE_TABLE,
+    &ADD_UNIQUE,
 ];
 
 /// The rule with `id`.
@@ -163,11 +219,18 @@ pub fn by_id(id: &str) -> Option<&'static Rule> {
 pub fn broken(engine: Engine, step: Step, statement: &Statement) -> Vec<&'static Rule> {
     matched(engine, statement)
         .into_iter()
-        .filter(|r| match step {
-            Step::Expand => r.breaks_old_code,
-            Step::Transition | Step::Contract => r.blocks_writes,
-        })
+        .filter(|r| r.applies_in(step))
         .collect()
+}
+
+impl Rule {
+    /// Whether a statement matching the rule is reported in `step`.
+    pub fn applies_in(&self, step: Step) -> bool {
+        match step {
+            Step::Expand => self.breaks_old_code,
+            Step::Transition | Step::Contract => self.blocks_writes,
+        }
+    }
 }
 
 /// Every rule `statement` matches, regardless of phase.
@@ -176,9 +239,25 @@ fn matched(engine: Engine, statement: &Statement) -> Vec<&'static Rule> {
     let mut found = vec![];
     match statement {
         Statement::Drop {
-            object_type: ObjectType::Table,
+            object_type,
+            cascade,
             ..
-        } => found.push(&DROP_TABLE),
+        } => {
+            found.extend(match object_type {
+                ObjectType::Table => Some(&DROP_TABLE),
+                ObjectType::Schema => Some(&DROP_SCHEMA),
+                ObjectType::View | ObjectType::MaterializedView => Some(&DROP_VIEW),
+                ObjectType::Type => Some(&DROP_TYPE),
+                _ => None,
+            });
+            if *cascade {
+                found.push(&DROP_CASCADE);
+            }
+        }
+        Statement::DropFunction {
+            drop_behavior: Some(DropBehavior::Cascade),
+            ..
+        } => found.push(&DROP_CASCADE),
         Statement::RenameTable(_) => found.push(&RENAME_TABLE),
         Statement::Truncate { .. } => found.push(&TRUNCATE),
         Statement::CreateIndex(index) if pg && !index.concurrently => {
@@ -243,6 +322,10 @@ fn alter_table(pg: bool, op: &AlterTableOperation) -> Vec<&'static Rule> {
         AlterTableOperation::DropConstraint { .. }
         | AlterTableOperation::DropForeignKey { .. }
         | AlterTableOperation::DropPrimaryKey { .. } => vec![&DROP_CONSTRAINT],
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::Unique { .. } | TableConstraint::PrimaryKey { .. },
+            ..
+        } => vec![&ADD_UNIQUE],
         AlterTableOperation::AddConstraint {
             constraint,
             not_valid,

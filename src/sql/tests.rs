@@ -35,7 +35,7 @@ fn drop_table() {
             e,
             &rules::DROP_TABLE,
             "DROP TABLE users",
-            "DROP VIEW users_v",
+            "CREATE VIEW users_v AS SELECT 1",
         );
     }
 }
@@ -160,7 +160,7 @@ fn drop_constraint() {
         Postgres,
         &rules::DROP_CONSTRAINT,
         "ALTER TABLE users DROP CONSTRAINT users_email_key",
-        "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email)",
+        "ALTER TABLE users ADD CONSTRAINT users_org_fk FOREIGN KEY (org) REFERENCES orgs (id) NOT VALID",
     );
     flags(
         Mysql,
@@ -213,6 +213,113 @@ fn truncate() {
             &rules::TRUNCATE,
             "TRUNCATE TABLE sessions",
             "DELETE FROM sessions WHERE expired",
+        );
+    }
+}
+
+#[test]
+fn drop_schema_view_and_type() {
+    for e in [Postgres, Mysql] {
+        flags(
+            e,
+            &rules::DROP_SCHEMA,
+            "DROP SCHEMA legacy",
+            "CREATE SCHEMA next",
+        );
+        flags(
+            e,
+            &rules::DROP_VIEW,
+            "DROP VIEW users_v",
+            "CREATE VIEW users_v2 AS SELECT 1",
+        );
+    }
+    flags(
+        Postgres,
+        &rules::DROP_VIEW,
+        "DROP MATERIALIZED VIEW totals",
+        "CREATE MATERIALIZED VIEW totals2 AS SELECT 1",
+    );
+    flags(
+        Postgres,
+        &rules::DROP_TYPE,
+        "DROP TYPE mood",
+        "CREATE TYPE mood2 AS ENUM ('sad', 'ok')",
+    );
+}
+
+#[test]
+fn drop_cascade_drops_what_it_does_not_name() {
+    for (sql, also) in [
+        ("DROP SCHEMA zz CASCADE", "drop-schema"),
+        ("DROP VIEW v CASCADE", "drop-view"),
+        ("DROP TYPE mood CASCADE", "drop-type"),
+    ] {
+        assert_eq!(
+            ids(Postgres, Step::Expand, sql),
+            [also, "drop-cascade"],
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        ids(Postgres, Step::Expand, "DROP FUNCTION users_sync() CASCADE"),
+        ["drop-cascade"]
+    );
+    assert_eq!(
+        ids(Postgres, Step::Expand, "DROP FUNCTION users_sync()"),
+        [] as [&str; 0]
+    );
+}
+
+#[test]
+fn move_table_is_read_from_the_tokens() {
+    // sqlparser 0.59 does not parse SET SCHEMA; the tokens say enough.
+    for sql in [
+        "ALTER TABLE mv SET SCHEMA zz2",
+        "ALTER TABLE IF EXISTS ONLY public.mv SET SCHEMA zz2",
+        "ALTER MATERIALIZED VIEW totals SET SCHEMA archive",
+    ] {
+        let s = one(Postgres, Step::Expand, sql);
+        assert_eq!(
+            s.findings.iter().map(|f| f.rule.id).collect::<Vec<_>>(),
+            ["move-table"],
+            "{sql}"
+        );
+    }
+    assert!(
+        one(Postgres, Step::Contract, "ALTER TABLE mv SET SCHEMA zz2")
+            .findings
+            .is_empty()
+    );
+    assert!(
+        one(
+            Postgres,
+            Step::Expand,
+            "ALTER TABLE t SET (fillfactor = 70)"
+        )
+        .findings
+        .is_empty()
+    );
+}
+
+#[test]
+fn add_unique_or_primary_key() {
+    for e in [Postgres, Mysql] {
+        flags(
+            e,
+            &rules::ADD_UNIQUE,
+            "ALTER TABLE users ADD UNIQUE (email)",
+            "ALTER TABLE users ADD COLUMN email2 text",
+        );
+        flags(
+            e,
+            &rules::ADD_UNIQUE,
+            "ALTER TABLE users ADD CONSTRAINT users_pk PRIMARY KEY (id)",
+            "CREATE TABLE users2 (id int PRIMARY KEY)",
+        );
+        // Building the index blocks writes: flagged after expand too.
+        assert_eq!(
+            ids(e, Step::Contract, "ALTER TABLE users ADD UNIQUE (email)"),
+            ["add-unique"]
         );
     }
 }

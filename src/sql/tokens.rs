@@ -8,6 +8,7 @@
 //! comments (`/*!50000 DROP TABLE t */`) are read as the statements they
 //! are; a PostgreSQL `BEGIN ATOMIC ... END` function body is one statement.
 
+use super::rules::{self, Rule};
 use super::{ALLOW_MARKER, Run, dialect};
 use crate::api::Engine;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
@@ -38,6 +39,9 @@ pub struct Tokenized {
     /// The item as the server reads it, when that differs from its text
     /// (MySQL executable comments opened), for the parser.
     pub effective: Option<String>,
+    /// Lint rules read from the tokens, for forms the parser does not
+    /// read (`ALTER TABLE ... SET SCHEMA`).
+    pub rules: Vec<&'static Rule>,
 }
 
 /// [`Tokenized`] for each of `statements`: what validation needs on every
@@ -57,6 +61,7 @@ fn read(engine: Engine, text: &str) -> Tokenized {
                 allows: leading_allowances(text),
                 unreadable: Some(why),
                 effective: None,
+                rules: vec![],
             };
         }
     };
@@ -72,7 +77,24 @@ fn read(engine: Engine, text: &str) -> Tokenized {
         allows: inline_allowances(&tokens),
         unreadable: None,
         effective,
+        rules: statements
+            .iter()
+            .filter(|s| engine == Engine::Postgres && moves_to_a_schema(s))
+            .map(|_| &rules::MOVE_TABLE)
+            .collect(),
     }
+}
+
+/// `ALTER TABLE|VIEW|MATERIALIZED VIEW|SEQUENCE ... SET SCHEMA ...`.
+fn moves_to_a_schema(statement: &[&Token]) -> bool {
+    let words: Vec<Option<String>> = statement.iter().map(|t| unquoted(t)).collect();
+    let word = |i: usize| words.get(i).and_then(|w| w.as_deref());
+    word(0) == Some("ALTER")
+        && matches!(
+            word(1),
+            Some("TABLE" | "VIEW" | "MATERIALIZED" | "SEQUENCE")
+        )
+        && (0..words.len()).any(|i| word(i) == Some("SET") && word(i + 1) == Some("SCHEMA"))
 }
 
 /// Every token of `text`, MySQL executable comments opened into the
