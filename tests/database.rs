@@ -950,3 +950,142 @@ async fn postgres_a_failed_statement_never_quotes_its_literals() {
         assert!(!stored.contains(secret), "{stored}");
     }
 }
+
+/// Builds a target with `extra` fields on the spec.
+fn target_with(engine: &str, url: &str, extra: serde_json::Value) -> Target {
+    let mut spec = json!({"engine": engine, "secretRef": {"name": "shop-db", "key": "url"}, "lockTimeout": "2s"});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    build(
+        &serde_json::from_value(spec).unwrap(),
+        Some(url.to_owned()),
+        None,
+        None,
+    )
+    .unwrap()
+}
+
+/// A phase that changes its session (search path or current database, a
+/// role, a session lock on bellows' own lock) changes nothing for the
+/// checks, ledger writes and phases that follow on the same pool: each
+/// starts from a known session.
+async fn sessions_stay_clean(engine: &str, url: &str, phases: &[(&str, &[&str])]) {
+    let t = target_with(engine, url, json!({"statementTimeout": "1s"}));
+    let pools = Pools::default();
+    for (rollout, sql) in phases {
+        let k = key(rollout, Step::Expand);
+        t.run_inline(&pools, &k, &statements(sql)).await.unwrap();
+        assert_eq!(
+            t.ledger(&pools, &k).await.unwrap(),
+            Some(LedgerState::Succeeded),
+            "{rollout}"
+        );
+        // Unqualified: found only in the database and schema the target names.
+        assert_eq!(
+            t.check(&pools, "SELECT COUNT(*) = 0 FROM clean_probe")
+                .await,
+            Ok(true),
+            "{rollout}: the check ran in another session's state"
+        );
+    }
+    // The next phase takes the lock: no session kept it.
+    succeeds(&t, &pools, &key("after", Step::Expand), &["SELECT 1"]).await;
+    // A check has a server-side timeout: the server stops it.
+    let slow = if engine == "mysql" {
+        "SELECT SLEEP(30) = 0"
+    } else {
+        "SELECT pg_sleep(30) IS NOT NULL"
+    };
+    let started = std::time::Instant::now();
+    let err = t.check(&pools, slow).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+    let running = if engine == "mysql" {
+        "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(30)%'"
+    } else {
+        "SELECT CAST(COUNT(*) AS text) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'"
+    };
+    assert_eq!(
+        scalar(url, running).await,
+        "0",
+        "the server still runs the check"
+    );
+}
+
+#[tokio::test]
+async fn postgres_sessions_stay_clean() {
+    let (_dir, _pg, url) = pg().await;
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE clean_probe (x int); CREATE SCHEMA elsewhere; CREATE TABLE elsewhere.clean_probe (x int);
+         INSERT INTO elsewhere.clean_probe VALUES (1);
+         CREATE ROLE app_owner NOLOGIN; GRANT CREATE ON SCHEMA public TO app_owner",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    sessions_stay_clean(
+        "postgres",
+        &url,
+        &[
+            ("search-path", &["SET search_path = elsewhere"]),
+            // A role that may not write bellows' ledger: the phase's own
+            // ledger write is not made as it.
+            (
+                "role",
+                &["SET ROLE app_owner", "CREATE TABLE owned_by_app (x int)"],
+            ),
+            (
+                "lock",
+                &["SELECT pg_advisory_lock(hashtext('bellows:' || current_database()))"],
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        scalar(
+            &url,
+            "SELECT tableowner::text FROM pg_tables WHERE tablename = 'owned_by_app'"
+        )
+        .await,
+        "app_owner"
+    );
+}
+
+#[tokio::test]
+async fn mariadb_sessions_stay_clean() {
+    let (_dir, db, url) = maria().await;
+    let other = db.database("other", mariadb::PASSWORD);
+    let mut c = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE clean_probe (x int)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let mut o = sqlx::MySqlConnection::connect(&other).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE clean_probe (x int); INSERT INTO clean_probe VALUES (1)")
+        .execute(&mut o)
+        .await
+        .unwrap();
+    sessions_stay_clean(
+        "mysql",
+        &url,
+        &[
+            ("use", &["USE other", "CREATE TABLE made_in_other (x int)"]),
+            ("lock", &["SELECT GET_LOCK('bellows:shop', 0)"]),
+        ],
+    )
+    .await;
+    // The ledger stayed in the database the target names.
+    assert_eq!(
+        scalar(
+            &url,
+            "SELECT CAST(COUNT(*) AS CHAR) FROM shop.bellows_ledger WHERE rollout = 'use'"
+        )
+        .await,
+        "1"
+    );
+    assert_eq!(
+        scalar(&url, "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.tables WHERE table_schema = 'other' AND table_name = 'bellows_ledger'").await,
+        "0"
+    );
+}

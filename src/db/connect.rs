@@ -295,6 +295,13 @@ pub fn build(
             Options::Postgres(o)
         }
         Options::Mysql(mut o) => {
+            // The ledger table and the lock are named from it (never from
+            // the session's current database, which a phase can change).
+            if o.get_database().is_none_or(str::is_empty) {
+                return Err(DbError::Config(format!(
+                    "the mysql database ({source}) names no database; bellows keeps its ledger in the one it migrates"
+                )));
+            }
             if let Some(mode) = spec.ssl_mode {
                 o = o.ssl_mode(mysql_ssl(Some(mode)));
             }
@@ -423,6 +430,8 @@ mod tests {
             "spec.database.engine is postgres but Secret db/url holds a mysql:// URL; use a postgres:// URL or change the engine"
         );
         let s = spec(json!({"engine": "mysql", "secretRef": {"name": "db", "key": "url"}}));
+        let err = build(&s, Some("mysql://app:pw-77@db:3306".into()), None, None).unwrap_err();
+        assert!(err.to_string().contains("names no database"), "{err}");
         let err = build(&s, Some("pw-77@db/shop".into()), None, None).unwrap_err();
         assert!(
             err.to_string().contains("holds a URL without a scheme"),

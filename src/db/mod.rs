@@ -99,6 +99,10 @@ fn tries_note(tries: u32) -> String {
     }
 }
 
+/// How much longer than its server-side statement timeout a check is
+/// waited for before the client gives up on the server.
+const CHECK_BACKSTOP: Duration = Duration::from_secs(5);
+
 /// A check's boolean, or why what it returned is not one.
 pub type CheckValue = Result<bool, String>;
 
@@ -230,13 +234,8 @@ impl Target {
                 .await
             }
             connect::Pool::Mysql(p) => {
-                flow::claim::<mysql::My>(
-                    &mut *p.acquire().await.map_err(|e| self.error(e))?,
-                    key,
-                    job,
-                    lease,
-                )
-                .await
+                let mut session = mysql::Session::of(&p).await.map_err(|e| self.error(e))?;
+                flow::claim::<mysql::My>(&mut session, key, job, lease).await
             }
         };
         match result {
@@ -290,14 +289,19 @@ impl Target {
         key: &LedgerKey,
         statements: &[String],
     ) -> Result<(), DbError> {
+        // The statements may leave anything in their session (SET ROLE,
+        // search_path, USE, session locks): its connection is closed after
+        // the phase, never handed to a check, the ledger or another phase.
         let result = match self.ledger_pool(pools).await? {
             connect::Pool::Postgres(p) => {
                 let mut conn = p.acquire().await.map_err(|e| self.error(e))?;
+                conn.close_on_drop();
                 flow::run_inline::<postgres::Pg>(&mut conn, key, statements, self.timeouts).await
             }
             connect::Pool::Mysql(p) => {
-                let mut conn = p.acquire().await.map_err(|e| self.error(e))?;
-                flow::run_inline::<mysql::My>(&mut conn, key, statements, self.timeouts).await
+                let mut session = mysql::Session::of(&p).await.map_err(|e| self.error(e))?;
+                session.conn.close_on_drop();
+                flow::run_inline::<mysql::My>(&mut session, key, statements, self.timeouts).await
             }
         };
         match result {
@@ -317,23 +321,20 @@ impl Target {
         namespace: &str,
         rollout: &str,
     ) -> Result<Option<String>, DbError> {
-        let result = match self.ledger_pool(pools).await? {
-            connect::Pool::Postgres(p) => match postgres::lock_holder(&p).await {
-                Ok(None) => postgres::active_job(&p, namespace, rollout).await,
-                other => other,
-            },
-            connect::Pool::Mysql(p) => match mysql::lock_holder(&p).await {
-                Ok(None) => mysql::active_job(&p, namespace, rollout).await,
-                other => other,
-            },
-        };
+        let result = on_engine!(self.ledger_pool(pools).await?, |p| holder(
+            &p, namespace, rollout
+        ));
         result.map_err(|e| self.error(e))
     }
 
-    /// Evaluates one check: its single boolean row.
+    /// Evaluates one check: its single boolean row. It runs on a
+    /// connection of its own, closed afterwards (a check is the user's SQL
+    /// and may change its session), under the server-side statement
+    /// timeout; the client-side timer is a backstop a little later.
     pub async fn check(&self, pools: &Pools, sql: &str) -> Result<bool, DbError> {
-        let run = async { on_engine!(pools.get(self), |p| check(&p, sql)) };
-        match tokio::time::timeout(self.timeouts.statement, run).await {
+        let limit = self.timeouts.statement;
+        let run = async { on_engine!(pools.get(self), |p| check(&p, sql, limit)) };
+        match tokio::time::timeout(limit + CHECK_BACKSTOP, run).await {
             Ok(Ok(value)) => value.map_err(DbError::CheckInvalid),
             Ok(Err(e)) => Err(self.error(e)),
             Err(_) => Err(DbError::Query(format!(

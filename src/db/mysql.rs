@@ -5,9 +5,11 @@
 use super::flow::Engine;
 use super::postgres::state;
 use super::{LedgerKey, LedgerState, Runner, Timeouts};
-use sqlx::{AssertSqlSafe, MySqlPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, MySql, MySqlPool, Row};
 
-const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS bellows_ledger (
+/// The ledger's columns (`CREATE TABLE IF NOT EXISTS <table> ...`).
+const LEDGER_COLUMNS: &str = "(
   namespace VARCHAR(63) NOT NULL,
   rollout VARCHAR(253) NOT NULL,
   phase VARCHAR(16) NOT NULL,
@@ -24,16 +26,59 @@ const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS bellows_ledger (
   PRIMARY KEY (namespace, rollout, phase, digest)
 )";
 
-/// One lock per database: phases of rollouts on it run one at a time.
-const LOCK_NAME: &str = "CONCAT('bellows:', DATABASE())";
+/// Where the ledger and the lock are: named from the database the target
+/// names (its URL's path or `spec.database.database`), never from the
+/// session's current database, which a phase's `USE other` changes.
+pub(super) struct Names {
+    /// The ledger table, qualified: `` `shop`.`bellows_ledger` ``.
+    table: String,
+    /// The lock, one per database: phases of rollouts on it run one at a
+    /// time (`bellows:shop`, as `CONCAT('bellows:', DATABASE())` was).
+    lock: String,
+}
+
+impl Names {
+    /// The names for the database `pool` connects to.
+    pub(super) fn of(pool: &MySqlPool) -> Result<Names, sqlx::Error> {
+        let options = pool.connect_options();
+        let database = options.get_database().ok_or_else(|| {
+            sqlx::Error::Configuration(
+                "the MySQL connection names no database (bellows keeps its ledger in the one it migrates)".into(),
+            )
+        })?;
+        Ok(Names {
+            table: format!("`{}`.`bellows_ledger`", database.replace('`', "``")),
+            lock: format!("bellows:{database}"),
+        })
+    }
+}
+
+/// A connection of the pool with the names of its database: what a
+/// phase, a claim and the lock run on.
+pub(super) struct Session {
+    pub(super) conn: PoolConnection<MySql>,
+    pub(super) names: Names,
+}
+
+impl Session {
+    pub(super) async fn of(pool: &MySqlPool) -> Result<Session, sqlx::Error> {
+        Ok(Session {
+            names: Names::of(pool)?,
+            conn: pool.acquire().await?,
+        })
+    }
+}
 
 const WHERE_KEY: &str = "WHERE namespace = ? AND rollout = ? AND phase = ? AND digest = ?";
 
 /// Creates the ledger table if absent (once per pool, see `Pools`).
-pub(super) async fn ensure_ledger<'e, E: sqlx::MySqlExecutor<'e>>(
-    db: E,
-) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(LEDGER_DDL).execute(db).await.map(|_| ())
+pub(super) async fn ensure_ledger(pool: &MySqlPool) -> Result<(), sqlx::Error> {
+    let table = Names::of(pool)?.table;
+    let ddl = format!("CREATE TABLE IF NOT EXISTS {table} {LEDGER_COLUMNS}");
+    sqlx::raw_sql(AssertSqlSafe(ddl))
+        .execute(pool)
+        .await
+        .map(|_| ())
 }
 
 fn bind_key<'q>(
@@ -50,7 +95,8 @@ pub(super) async fn ledger(
     pool: &MySqlPool,
     key: &LedgerKey,
 ) -> Result<Option<LedgerState>, sqlx::Error> {
-    let sql = format!("SELECT state, progress, message FROM bellows_ledger {WHERE_KEY}");
+    let table = Names::of(pool)?.table;
+    let sql = format!("SELECT state, progress, message FROM {table} {WHERE_KEY}");
     let row = bind_key(sqlx::query(AssertSqlSafe(sql)), key)
         .fetch_optional(pool)
         .await?;
@@ -62,11 +108,12 @@ pub(super) async fn record_start(
     key: &LedgerKey,
     runner: &Runner,
 ) -> Result<(), sqlx::Error> {
-    insert_started(pool, key, runner).await
+    insert_started(pool, &Names::of(pool)?.table, key, runner).await
 }
 
 async fn insert_started<'e, E: sqlx::MySqlExecutor<'e>>(
     db: E,
+    table: &str,
     key: &LedgerKey,
     runner: &Runner,
 ) -> Result<(), sqlx::Error> {
@@ -74,11 +121,11 @@ async fn insert_started<'e, E: sqlx::MySqlExecutor<'e>>(
         Runner::Job(name) => (Some(name.as_str()), None),
         Runner::Statements(n) => (None, Some(*n as i32)),
     };
-    sqlx::query(
-        "INSERT INTO bellows_ledger (namespace, rollout, phase, digest, state, job_name, statements)
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} (namespace, rollout, phase, digest, state, job_name, statements)
          VALUES (?, ?, ?, ?, 'started', ?, ?)
-         ON DUPLICATE KEY UPDATE state = IF(state = 'claimed', 'started', state)",
-    )
+         ON DUPLICATE KEY UPDATE state = IF(state = 'claimed', 'started', state)"
+    )))
     .bind(&key.namespace)
     .bind(&key.rollout)
     .bind(key.step.as_str())
@@ -92,11 +139,12 @@ async fn insert_started<'e, E: sqlx::MySqlExecutor<'e>>(
 
 async fn finish<'e, E: sqlx::MySqlExecutor<'e>>(
     db: E,
+    table: &str,
     key: &LedgerKey,
     failure: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let sql = format!(
-        "UPDATE bellows_ledger SET state = ?, message = ?, finished_at = CURRENT_TIMESTAMP(3),
+        "UPDATE {table} SET state = ?, message = ?, finished_at = CURRENT_TIMESTAMP(3),
            duration_ms = TIMESTAMPDIFF(MICROSECOND, started_at, CURRENT_TIMESTAMP(3)) DIV 1000 {WHERE_KEY}"
     );
     let q = sqlx::query(AssertSqlSafe(sql))
@@ -114,7 +162,7 @@ pub(super) async fn record_finish(
     key: &LedgerKey,
     failure: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    finish(pool, key, failure).await
+    finish(pool, &Names::of(pool)?.table, key, failure).await
 }
 
 /// MySQL and MariaDB: a named lock (`GET_LOCK`); DDL commits implicitly,
@@ -123,48 +171,50 @@ pub(super) async fn record_finish(
 pub(super) struct My;
 
 impl Engine for My {
-    type Conn = sqlx::MySqlConnection;
+    type Conn = Session;
 
-    async fn try_lock(conn: &mut Self::Conn) -> Result<bool, sqlx::Error> {
-        let locked: Option<i64> =
-            sqlx::query_scalar(AssertSqlSafe(format!("SELECT GET_LOCK({LOCK_NAME}, 0)")))
-                .fetch_one(conn)
-                .await?;
+    async fn try_lock(s: &mut Self::Conn) -> Result<bool, sqlx::Error> {
+        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+            .bind(&s.names.lock)
+            .fetch_one(&mut *s.conn)
+            .await?;
         Ok(locked == Some(1))
     }
 
-    async fn unlock(conn: &mut Self::Conn) -> Result<(), sqlx::Error> {
-        sqlx::query(AssertSqlSafe(format!("SELECT RELEASE_LOCK({LOCK_NAME})")))
-            .execute(conn)
+    async fn unlock(s: &mut Self::Conn) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(&s.names.lock)
+            .execute(&mut *s.conn)
             .await
             .map(|_| ())
     }
 
     async fn active_job(
-        conn: &mut Self::Conn,
+        s: &mut Self::Conn,
         namespace: &str,
         rollout: &str,
     ) -> Result<Option<String>, sqlx::Error> {
-        active_job(conn, namespace, rollout).await
+        active_job(&mut *s.conn, &s.names.table, namespace, rollout).await
     }
 
     async fn insert_claim(
-        conn: &mut Self::Conn,
+        s: &mut Self::Conn,
         key: &LedgerKey,
         job: &str,
         lease: std::time::Duration,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT IGNORE INTO bellows_ledger (namespace, rollout, phase, digest, state, job_name, lease_until)
-             VALUES (?, ?, ?, ?, 'claimed', ?, NOW(3) + INTERVAL ? SECOND)",
-        )
+        let table = &s.names.table;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT IGNORE INTO {table} (namespace, rollout, phase, digest, state, job_name, lease_until)
+             VALUES (?, ?, ?, ?, 'claimed', ?, NOW(3) + INTERVAL ? SECOND)"
+        )))
         .bind(&key.namespace)
         .bind(&key.rollout)
         .bind(key.step.as_str())
         .bind(&key.digest)
         .bind(job)
         .bind(lease.as_secs() as i64)
-        .execute(conn)
+        .execute(&mut *s.conn)
         .await
         .map(|_| ())
     }
@@ -175,22 +225,23 @@ impl Engine for My {
     }
 
     async fn run_locked(
-        conn: &mut Self::Conn,
+        s: &mut Self::Conn,
         key: &LedgerKey,
         statements: &[String],
         t: Timeouts,
     ) -> Result<(), sqlx::Error> {
-        run_locked(conn, key, statements, t).await
+        run_locked(&mut s.conn, &s.names.table, key, statements, t).await
     }
 }
 
 /// Drops `key`'s claim (a Job that was never created): the database is
 /// free again. A row that went on to `started` or finished stays.
 pub(super) async fn release(pool: &MySqlPool, key: &LedgerKey) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM bellows_ledger
-         WHERE namespace = ? AND rollout = ? AND phase = ? AND digest = ? AND state = 'claimed'",
-    )
+    let table = Names::of(pool)?.table;
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {table}
+         WHERE namespace = ? AND rollout = ? AND phase = ? AND digest = ? AND state = 'claimed'"
+    )))
     .bind(&key.namespace)
     .bind(&key.rollout)
     .bind(key.step.as_str())
@@ -202,11 +253,12 @@ pub(super) async fn release(pool: &MySqlPool, key: &LedgerKey) -> Result<(), sql
 
 async fn run_locked(
     conn: &mut sqlx::MySqlConnection,
+    table: &str,
     key: &LedgerKey,
     statements: &[String],
     t: Timeouts,
 ) -> Result<(), sqlx::Error> {
-    let sql = format!("SELECT state FROM bellows_ledger {WHERE_KEY}");
+    let sql = format!("SELECT state FROM {table} {WHERE_KEY}");
     let existing: Option<String> = bind_key(sqlx::query(AssertSqlSafe(sql)), key)
         .fetch_optional(&mut *conn)
         .await?
@@ -217,7 +269,7 @@ async fn run_locked(
     }
     set_session(conn, t).await?;
     let total = statements.len();
-    insert_started(&mut *conn, key, &Runner::Statements(total)).await?;
+    insert_started(&mut *conn, table, key, &Runner::Statements(total)).await?;
     for (i, statement) in statements.iter().enumerate() {
         let mut tries = 0;
         let failed = loop {
@@ -245,14 +297,14 @@ async fn run_locked(
                 super::tries_note(tries),
                 super::failure(statement, &e)
             );
-            return finish(&mut *conn, key, Some(&message)).await;
+            return finish(&mut *conn, table, key, Some(&message)).await;
         }
-        let sql = format!("UPDATE bellows_ledger SET progress = ? {WHERE_KEY}");
+        let sql = format!("UPDATE {table} SET progress = ? {WHERE_KEY}");
         bind_key(sqlx::query(AssertSqlSafe(sql)).bind(i as i32 + 1), key)
             .execute(&mut *conn)
             .await?;
     }
-    finish(&mut *conn, key, None).await
+    finish(&mut *conn, table, key, None).await
 }
 
 /// The session a phase's statements run in: autocommit (each statement
@@ -275,18 +327,32 @@ async fn set_session(conn: &mut sqlx::MySqlConnection, t: Timeouts) -> Result<()
     Ok(())
 }
 
-pub(super) async fn lock_holder(pool: &MySqlPool) -> Result<Option<String>, sqlx::Error> {
-    let used: Option<i64> =
-        sqlx::query_scalar(AssertSqlSafe(format!("SELECT IS_USED_LOCK({LOCK_NAME})")))
-            .fetch_one(pool)
-            .await?;
+/// Which other rollout holds the database: one running inline SQL under
+/// the lock, or one with an active Job claim.
+pub(super) async fn holder(
+    pool: &MySqlPool,
+    namespace: &str,
+    rollout: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    match lock_holder(pool).await? {
+        None => active_job(pool, &Names::of(pool)?.table, namespace, rollout).await,
+        held => Ok(held),
+    }
+}
+
+async fn lock_holder(pool: &MySqlPool) -> Result<Option<String>, sqlx::Error> {
+    let Names { table, lock } = Names::of(pool)?;
+    let used: Option<i64> = sqlx::query_scalar("SELECT IS_USED_LOCK(?)")
+        .bind(&lock)
+        .fetch_one(pool)
+        .await?;
     if used.is_none() {
         return Ok(None);
     }
-    let row = sqlx::query(
-        "SELECT namespace, rollout, phase FROM bellows_ledger
-         WHERE state = 'started' AND statements IS NOT NULL ORDER BY started_at DESC LIMIT 1",
-    )
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT namespace, rollout, phase FROM {table}
+         WHERE state = 'started' AND statements IS NOT NULL ORDER BY started_at DESC LIMIT 1"
+    )))
     .fetch_optional(pool)
     .await?;
     Ok(Some(row.map_or_else(
@@ -304,23 +370,42 @@ pub(super) async fn lock_holder(pool: &MySqlPool) -> Result<Option<String>, sqlx
 
 pub(super) async fn active_job<'e, E: sqlx::MySqlExecutor<'e>>(
     db: E,
+    table: &str,
     namespace: &str,
     rollout: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT CONCAT(namespace, '/', rollout, ' ', phase) FROM bellows_ledger
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT CONCAT(namespace, '/', rollout, ' ', phase) FROM {table}
          WHERE state IN ('claimed', 'started') AND job_name IS NOT NULL AND NOT (namespace = ? AND rollout = ?)
-           AND lease_until > NOW(3) ORDER BY started_at LIMIT 1",
-    )
+           AND lease_until > NOW(3) ORDER BY started_at LIMIT 1"
+    )))
     .bind(namespace)
     .bind(rollout)
     .fetch_optional(db)
     .await
 }
 
-pub(super) async fn check(pool: &MySqlPool, sql: &str) -> Result<super::CheckValue, sqlx::Error> {
+pub(super) async fn check(
+    pool: &MySqlPool,
+    sql: &str,
+    limit: std::time::Duration,
+) -> Result<super::CheckValue, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    conn.close_on_drop();
+    // The server-side limit: MariaDB's for any statement, MySQL's for a
+    // SELECT; each server refuses the other's variable.
+    for setting in [
+        format!("SET SESSION max_statement_time = {}", limit.as_secs_f64()),
+        format!("SET SESSION max_execution_time = {}", limit.as_millis()),
+    ] {
+        let _ = sqlx::raw_sql(AssertSqlSafe(setting))
+            .execute(&mut *conn)
+            .await;
+    }
     // The check is the user's own SQL, run as written by design.
-    let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?;
     let row = match super::one_row(&rows) {
         Ok(row) => row,
         Err(invalid) => return Ok(Err(invalid)),

@@ -251,12 +251,8 @@ async fn run_locked(
     )))
     .execute(&mut *conn)
     .await?;
-    let result = run_in_groups(conn, key, statements, &groups, t).await;
-    // The connection goes back to the pool.
-    sqlx::raw_sql("RESET lock_timeout; RESET statement_timeout")
-        .execute(&mut *conn)
-        .await?;
-    result
+    // The connection is closed after the phase: nothing to reset.
+    run_in_groups(conn, key, statements, &groups, t).await
 }
 
 /// A phase with statements PostgreSQL refuses in a transaction: each
@@ -281,7 +277,7 @@ async fn run_in_groups(
                     .await
                 {
                     Ok(_) => {
-                        set_progress(&mut *conn, key, range.end).await?;
+                        record(conn, key, Record::Progress(range.end)).await?;
                         None
                     }
                     Err(e) => {
@@ -301,6 +297,7 @@ async fn run_in_groups(
                     tries += 1;
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                     let Err((i, e)) = run_all(&mut tx, &statements[range.clone()], t).await else {
+                        as_login(&mut *tx).await?;
                         set_progress(&mut *tx, key, range.end).await?;
                         tx.commit().await?;
                         break None;
@@ -308,7 +305,7 @@ async fn run_in_groups(
                     tx.rollback().await?;
                     if escaped(&e) {
                         let message = escape_message(range.start + i, total);
-                        return finish(&mut *conn, key, Some(&message)).await;
+                        return record(conn, key, Record::Failed(total, message)).await;
                     }
                     if super::transient(&e) && tries < super::TRIES {
                         tokio::time::sleep(super::retry_delay(tries)).await;
@@ -331,10 +328,10 @@ async fn run_in_groups(
                 super::tries_note(tries),
                 super::failure(&statements[i], &e)
             );
-            return finish(&mut *conn, key, Some(&message)).await;
+            return record(conn, key, Record::Failed(total, message)).await;
         }
     }
-    finish(&mut *conn, key, None).await
+    record(conn, key, Record::Succeeded).await
 }
 
 /// After a failed statement that ran alone: a `CREATE INDEX CONCURRENTLY`
@@ -361,6 +358,48 @@ async fn invalid_index(
     } else {
         String::new()
     })
+}
+
+/// Makes the rest of the transaction run as the login user, whatever
+/// role (or, for a superuser, session authorization) the phase's
+/// statements set: bellows' ledger writes after them are its own, and at
+/// the transaction's end the user's setting is back.
+async fn as_login<'e, E: sqlx::PgExecutor<'e>>(db: E) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE")
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// A ledger write on a phase's connection outside the phase's
+/// transactions.
+enum Record {
+    /// The first n statements were applied.
+    Progress(usize),
+    /// The phase of n statements succeeded.
+    Succeeded,
+    /// The phase of n statements failed, and why.
+    Failed(usize, String),
+}
+
+/// Writes `what` for `key` in a transaction of its own, as the login
+/// user ([`as_login`]).
+async fn record(
+    conn: &mut sqlx::PgConnection,
+    key: &LedgerKey,
+    what: Record,
+) -> Result<(), sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    as_login(&mut *tx).await?;
+    match what {
+        Record::Progress(done) => set_progress(&mut *tx, key, done).await?,
+        Record::Succeeded => finish(&mut *tx, key, None).await?,
+        Record::Failed(total, message) => {
+            insert_started(&mut *tx, key, &Runner::Statements(total)).await?;
+            finish(&mut *tx, key, Some(&message)).await?;
+        }
+    }
+    tx.commit().await
 }
 
 /// Records that the first `done` statements were applied.
@@ -406,13 +445,14 @@ async fn run_in_one_transaction(
         .await?;
         insert_started(&mut *tx, key, &Runner::Statements(statements.len())).await?;
         let Err((i, e)) = run_all(&mut tx, statements, t).await else {
+            as_login(&mut *tx).await?;
             finish(&mut *tx, key, None).await?;
             return tx.commit().await;
         };
         tx.rollback().await?;
         if escaped(&e) {
-            insert_started(&mut *conn, key, &Runner::Statements(statements.len())).await?;
-            return finish(&mut *conn, key, Some(&escape_message(i, statements.len()))).await;
+            let message = escape_message(i, statements.len());
+            return record(conn, key, Record::Failed(statements.len(), message)).await;
         }
         // A lock not granted in time, a deadlock or a serialization
         // failure: nothing was applied, and the next try may well pass.
@@ -427,8 +467,7 @@ async fn run_in_one_transaction(
             super::tries_note(tries),
             super::failure(&statements[i], &e)
         );
-        insert_started(&mut *conn, key, &Runner::Statements(statements.len())).await?;
-        return finish(&mut *conn, key, Some(&message)).await;
+        return record(conn, key, Record::Failed(statements.len(), message)).await;
     }
 }
 
@@ -499,7 +538,20 @@ fn escape_message(i: usize, total: usize) -> String {
     )
 }
 
-pub(super) async fn lock_holder(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+/// Which other rollout holds the database: one running inline SQL under
+/// the lock, or one with an active Job claim.
+pub(super) async fn holder(
+    pool: &PgPool,
+    namespace: &str,
+    rollout: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    match lock_holder(pool).await? {
+        None => active_job(pool, namespace, rollout).await,
+        held => Ok(held),
+    }
+}
+
+async fn lock_holder(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
          WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -526,9 +578,23 @@ pub(super) async fn active_job<'e, E: sqlx::PgExecutor<'e>>(
     .await
 }
 
-pub(super) async fn check(pool: &PgPool, sql: &str) -> Result<super::CheckValue, sqlx::Error> {
+pub(super) async fn check(
+    pool: &PgPool,
+    sql: &str,
+    limit: std::time::Duration,
+) -> Result<super::CheckValue, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    conn.close_on_drop();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET statement_timeout = '{}ms'",
+        limit.as_millis()
+    )))
+    .execute(&mut *conn)
+    .await?;
     // The check is the user's own SQL, run as written by design.
-    let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?;
     let row = match super::one_row(&rows) {
         Ok(row) => row,
         Err(invalid) => return Ok(Err(invalid)),
