@@ -1089,3 +1089,21 @@ async fn mariadb_sessions_stay_clean() {
         "0"
     );
 }
+
+/// A SQL-standard function body (`BEGIN ATOMIC ... END`, PostgreSQL 14+)
+/// is one statement: it runs, and is not refused as transaction control.
+#[tokio::test]
+async fn postgres_runs_a_begin_atomic_body() {
+    let (_dir, _pg, url) = pg().await;
+    let body = "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END";
+    assert_eq!(
+        bellows::sql::tokenized(bellows::api::Engine::Postgres, &[body.to_owned()])[0]
+            .transaction_control,
+        None
+    );
+    assert_eq!(
+        run_phase(&url, "atomic", &[body]).await,
+        Some(LedgerState::Succeeded)
+    );
+    assert_eq!(scalar(&url, "SELECT CAST(one() AS text)").await, "1");
+}
