@@ -2,10 +2,8 @@
 //! schema rollouts.
 
 pub mod api;
-pub mod api_client;
 pub mod controller;
 pub mod db;
-pub mod leader;
 pub mod operator;
 pub mod planner;
 pub mod plugin;

@@ -3,7 +3,7 @@
 //! `kubectl-bellows` it is run by kubectl as `kubectl bellows ...`.
 
 use bellows::api::{SchemaRollout, parse_duration};
-use bellows::leader::LeaseConfig;
+use bellows::operator::leader::LeaseConfig;
 use bellows::operator::{Election, Options};
 use bellows::telemetry::{LogFormat, init_logging};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};

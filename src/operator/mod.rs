@@ -1,15 +1,17 @@
 //! The operator process: probes and metrics over HTTP, optional leader
 //! election, and the controller, stopped by SIGINT/SIGTERM.
 
-use crate::api_client;
+pub mod api_client;
+pub mod leader;
+
 use crate::controller::access;
-use crate::leader::{Elector, LeaseConfig, LeaseLost};
 use crate::telemetry::http::{self, Probe};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::requests::RequestsLayer;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use kube::{Api, Client, Config};
+use leader::{Elector, LeaseConfig, LeaseLost};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
