@@ -92,7 +92,7 @@ impl Ns {
             })
             .await;
         let key = r.status.unwrap().approval_key.unwrap();
-        self.annotate_rollout(name, bellows::api::APPROVE_ANNOTATION, &key)
+        self.annotate_rollout(name, bellows::api::keys::APPROVE_ANNOTATION, &key)
             .await;
         key
     }

@@ -6,7 +6,8 @@
 
 use super::STEP;
 use crate::harness::{Env, psql_job};
-use bellows::api::{APPROVE_ANNOTATION, RolloutPhase::*};
+use bellows::api::RolloutPhase::*;
+use bellows::api::keys::APPROVE_ANNOTATION;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use std::sync::Arc;

@@ -4,7 +4,8 @@
 
 use super::STEP;
 use crate::harness::{Env, cond, condition_of};
-use bellows::api::{APPROVE_ANNOTATION, RolloutPhase::*, Step};
+use bellows::api::keys::APPROVE_ANNOTATION;
+use bellows::api::{RolloutPhase::*, Step};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;

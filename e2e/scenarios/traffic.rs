@@ -32,7 +32,7 @@ use crate::harness::wait::until;
 use crate::harness::{Env, Ns, phase_of};
 use bellows::api::RolloutPhase::*;
 use bellows::api::SchemaRollout;
-use bellows::planner::rollout::PAUSED_BY_ANNOTATION;
+use bellows::api::keys::PAUSED_BY_ANNOTATION;
 use bellows_testkit::mariadb::{self, MariaDb};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;

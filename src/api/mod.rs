@@ -8,6 +8,7 @@
 //! docs/api.md show, next to its schema bounds.
 
 mod duration;
+pub mod keys;
 mod reason;
 mod status;
 
@@ -24,10 +25,6 @@ use std::collections::BTreeMap;
 
 /// API group of every bellows resource.
 pub const GROUP: &str = "bellows.dev";
-/// Annotation that approves a `Manual` contract; its value must equal
-/// `status.approvalKey` (the object's uid and the contract's digest) so an
-/// approval never carries over to another contract or object.
-pub const APPROVE_ANNOTATION: &str = "bellows.dev/approve";
 
 /// Go-style duration such as `30s`, `10m` or `1h30m` (no sign, no spaces).
 const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";

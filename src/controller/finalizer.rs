@@ -18,12 +18,10 @@
 //! never lost.
 
 use crate::api::SchemaRollout;
+use crate::api::keys::FINALIZER;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-
-/// The finalizer bellows puts on every SchemaRollout it reconciles.
-pub const FINALIZER: &str = "bellows.dev/cleanup";
 
 /// Whether `rollout` carries the finalizer.
 pub fn present(rollout: &SchemaRollout) -> bool {

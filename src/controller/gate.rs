@@ -8,7 +8,7 @@
 //! never lifted. A conflict (the object changed after the live read) fails
 //! the reconcile, which is retried and reads again.
 
-use crate::planner::rollout::PAUSED_BY_ANNOTATION;
+use crate::api::keys::PAUSED_BY_ANNOTATION;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};

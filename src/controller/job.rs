@@ -1,5 +1,6 @@
 //! Builds the Job of a phase from the user's JobSpec. Pure: no client.
 
+use crate::api::keys::{MANAGED_BY, ROLLOUT_ANNOTATION, ROLLOUT_UID_LABEL, STEP_LABEL};
 use crate::api::{SchemaRollout, Step};
 use crate::planner::step::job_spec;
 use crate::planner::validate::step_timeout;
@@ -7,15 +8,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
-
-/// Label on every object bellows creates.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "bellows");
-/// Label holding the owning rollout's UID (names may exceed 63 characters).
-pub const ROLLOUT_UID_LABEL: &str = "bellows.dev/rollout-uid";
-/// Label holding the phase of a Job.
-pub const STEP_LABEL: &str = "bellows.dev/phase";
-/// Annotation holding the owning rollout's name.
-pub const ROLLOUT_ANNOTATION: &str = "bellows.dev/rollout";
 
 /// The Job for `step`, named `name`, owned by `rollout`.
 ///

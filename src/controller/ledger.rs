@@ -20,6 +20,7 @@
 //! ConfigMap, [`LEGACY`]; its entries are still read, never written.
 
 use crate::api::Step;
+use crate::api::keys;
 use crate::db::LedgerState;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -119,15 +120,15 @@ pub async fn write(api: &Api<ConfigMap>, job: &str, entry: &Entry) -> Result<(),
         "metadata": {
             "name": name(job),
             "labels": {
-                super::job::MANAGED_BY.0: super::job::MANAGED_BY.1,
-                super::job::STEP_LABEL: entry.step,
+                keys::MANAGED_BY.0: keys::MANAGED_BY.1,
+                keys::STEP_LABEL: entry.step,
             },
         },
         "data": entry,
     });
     api.patch(
         &name(job),
-        &PatchParams::apply(super::FIELD_MANAGER).force(),
+        &PatchParams::apply(keys::FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await

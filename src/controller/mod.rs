@@ -17,6 +17,7 @@ pub mod slim;
 pub use reconcile::reconcile;
 
 use crate::api::SchemaRollout;
+use crate::api::keys::{MANAGED_BY, TEMPLATE_HASH_LABEL};
 use crate::telemetry::metrics::Metrics;
 use cache::{Caches, Synced};
 use futures::StreamExt;
@@ -34,9 +35,6 @@ use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Field manager of every write bellows makes.
-pub const FIELD_MANAGER: &str = "bellows";
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -249,7 +247,7 @@ pub(crate) fn named_workloads(rollout: &SchemaRollout) -> Vec<String> {
 /// The Deployment that owns a pod, derived from its ReplicaSet owner
 /// (`<deployment>-<pod-template-hash>`).
 fn deployment_of(pod: &ObjectMeta) -> Option<String> {
-    let hash = pod.labels.as_ref()?.get("pod-template-hash")?;
+    let hash = pod.labels.as_ref()?.get(TEMPLATE_HASH_LABEL)?;
     pod.owner_references
         .iter()
         .flatten()
@@ -304,7 +302,7 @@ pub async fn run(
     // always come with a Deployment's or a pod's.
     let synced = Synced::default();
     let job_config =
-        watcher::Config::default().labels(&format!("{}={}", job::MANAGED_BY.0, job::MANAGED_BY.1));
+        watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let (job_cache, job_events) = cached(jobs, job_config, &synced, slim::job, None);
     let all = watcher::Config::default;
     let (deployment_cache, deployment_events) =
@@ -319,7 +317,7 @@ pub async fn run(
     );
     // Only pods of a ReplicaSet carry its `pod-template-hash`: Job pods and
     // bare pods stay out of the cache.
-    let rs_pods = watcher::Config::default().labels("pod-template-hash");
+    let rs_pods = watcher::Config::default().labels(TEMPLATE_HASH_LABEL);
     let by_label = index::Index::new(cache::label_pairs);
     let (pod_cache, pod_events) = cached(pods, rs_pods, &synced, slim::pod, Some(by_label.clone()));
     let caches = Caches::new(

@@ -6,8 +6,8 @@
 
 use super::Error;
 use super::cache::Caches;
-use super::job;
 use super::ledger as cluster_ledger;
+use crate::api::keys;
 use crate::api::{SchemaRollout, Step, StepState};
 use crate::db::{DbError, LedgerState, Pools, Target};
 use crate::planner::rollout::assess;
@@ -290,7 +290,7 @@ async fn observe_phase_job(
     }
     Ok(job.map(|job| {
         // Only a Job this rollout created counts as its phase.
-        let ours = job.labels().get(job::ROLLOUT_UID_LABEL) == rollout.uid().as_ref();
+        let ours = job.labels().get(keys::ROLLOUT_UID_LABEL) == rollout.uid().as_ref();
         let observation = if ours {
             observe_job(&job)
         } else {

@@ -3,7 +3,8 @@
 
 use super::ledger as cluster_ledger;
 use super::observe::{self, Source};
-use super::{Context, Error, FIELD_MANAGER, finalizer, gate, job, reference};
+use super::{Context, Error, finalizer, gate, job, reference};
+use crate::api::keys::FIELD_MANAGER;
 use crate::api::{Approval, Reason, RolloutPhase, SchemaRollout, Step, parse_duration};
 use crate::db::{self, DbError, LedgerState, Runner, Target};
 use crate::planner::step;

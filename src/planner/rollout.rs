@@ -3,19 +3,11 @@
 //! this file is its unit tests, one per way a workload can fail to count
 //! as rolled out.)
 
+use crate::api::keys::{PAUSED_BY_ANNOTATION, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL};
 use crate::api::{ImageVersion, Reason, Workload, WorkloadVersion};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::ResourceExt;
-
-/// Annotation the Deployment controller stamps on a Deployment and its
-/// ReplicaSets; the ReplicaSet whose revision equals the Deployment's is the
-/// new one.
-const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
-/// Label the Deployment controller puts on every ReplicaSet and pod.
-const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
-/// Annotation bellows puts on a Deployment it paused for the expand gate.
-pub const PAUSED_BY_ANNOTATION: &str = "bellows.dev/paused-by";
 
 /// What was found about one workload.
 #[derive(Clone, Debug, PartialEq)]

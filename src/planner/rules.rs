@@ -11,9 +11,10 @@ use super::step::{self, Outcome};
 use super::{
     RETRY_CHECKS, RETRY_DATABASE, RETRY_REJECTED, approval_key, elapsed, settled, validate,
 };
+use crate::api::keys::APPROVE_ANNOTATION;
 use crate::api::{
-    APPROVE_ANNOTATION, Approval, Engine, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus,
-    Step, StepState, StepStatus, WorkloadStatus,
+    Approval, Engine, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step, StepState,
+    StepStatus, WorkloadStatus,
 };
 use crate::planner::ledger::LedgerState;
 use crate::sql;

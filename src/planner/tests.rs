@@ -5,9 +5,8 @@
 use super::rollout::{Assessment, Problem, Verdict, Wait};
 use super::step::JobObservation;
 use super::*;
-use crate::api::{
-    APPROVE_ANNOTATION, Reason, RolloutPhase, SchemaRolloutSpec, Step, StepState, condition,
-};
+use crate::api::keys::APPROVE_ANNOTATION;
+use crate::api::{Reason, RolloutPhase, SchemaRolloutSpec, Step, StepState, condition};
 use crate::planner::ledger::LedgerState;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;

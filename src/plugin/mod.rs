@@ -10,7 +10,8 @@ mod lint;
 pub mod render;
 mod watch;
 
-use crate::api::{APPROVE_ANNOTATION, Approval, RolloutPhase, SchemaRollout};
+use crate::api::keys::APPROVE_ANNOTATION;
+use crate::api::{Approval, RolloutPhase, SchemaRollout};
 use crate::planner::approval_key;
 use clap::{Args, Subcommand};
 use k8s_openapi::api::events::v1::Event;

@@ -206,7 +206,10 @@ fn header(rollout: &SchemaRollout, status: &SchemaRolloutStatus, now: Timestamp)
         rows.push(vec!["Contract held:".into(), h.clone()]);
     }
     if let Some(key) = &status.approval_key {
-        let given = rollout.annotations().get(crate::api::APPROVE_ANNOTATION) == Some(key);
+        let given = rollout
+            .annotations()
+            .get(crate::api::keys::APPROVE_ANNOTATION)
+            == Some(key);
         let note = if given {
             "approved"
         } else {
