@@ -1,5 +1,5 @@
 //! What the watch caches keep of each object: the fields the planner reads
-//! (`planner::rollout::assess` for Deployments, ReplicaSets and pods,
+//! (`planner::workload::assess` for Deployments, ReplicaSets and pods,
 //! `planner::step::observe_job` for Jobs) and nothing else. A pod template
 //! keeps its labels and its containers' names and images; annotations keep
 //! only those of Kubernetes' Deployment controller and of bellows (a
@@ -86,8 +86,8 @@ fn template(t: &mut PodTemplateSpec) {
 mod tests {
     use super::*;
     use crate::api::Workload;
-    use crate::planner::rollout::assess;
     use crate::planner::step::observe_job;
+    use crate::planner::workload::assess;
     use serde_json::{Value, json};
 
     /// A pod template with everything a real one carries.

@@ -11,10 +11,10 @@ mod conditions;
 pub mod ledger;
 mod plan;
 mod report;
-pub mod rollout;
 mod rules;
 pub mod step;
 pub mod validate;
+pub mod workload;
 pub mod writes;
 
 #[cfg(test)]

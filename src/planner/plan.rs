@@ -3,8 +3,8 @@
 
 use crate::api::{Reason, RolloutPhase, SchemaRolloutStatus, Step};
 use crate::planner::ledger::LedgerState;
-use crate::planner::rollout::Assessment;
 use crate::planner::step::{self, JobObservation};
+use crate::planner::workload::Assessment;
 use jiff::Timestamp;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -6,8 +6,8 @@
 //! the rules apply, and each gate's helper sits next to the rule using it.
 
 use super::plan::{Action, CheckProblem, CheckResult, EventIntent, EventKind, Observed, Plan};
-use super::rollout::{Verdict, Wait};
 use super::step::{self, Outcome};
+use super::workload::{Verdict, Wait};
 use super::{
     RETRY_CHECKS, RETRY_DATABASE, RETRY_REJECTED, approval_key, elapsed, settled, validate,
 };

@@ -2,8 +2,8 @@
 //! docs/design.md (I1-I7) and per phase transition. One file: the tests
 //! share the small builders at the top, and each names its invariant.
 
-use super::rollout::{Assessment, Problem, Verdict, Wait};
 use super::step::JobObservation;
+use super::workload::{Assessment, Problem, Verdict, Wait};
 use super::*;
 use crate::api::keys::APPROVE_ANNOTATION;
 use crate::api::{Reason, RolloutPhase, SchemaRolloutSpec, Step, StepState, condition};

@@ -1,0 +1,232 @@
+//! Whether a workload runs only the new version: the verdict and what
+//! was counted, and how a pod template's version is read. One module per
+//! kind decides it from the objects of that kind (`deployment`).
+
+mod deployment;
+
+pub use deployment::assess;
+
+use crate::api::{ImageVersion, Reason, WorkloadVersion};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
+/// What was found about one workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assessment {
+    /// Name of the Deployment.
+    pub name: String,
+    /// A problem with the spec itself that no rollout can fix.
+    pub problem: Option<Problem>,
+    /// Whether it is rolled out, and if not, why.
+    pub verdict: Verdict,
+    /// Desired replicas.
+    pub replicas: i32,
+    /// Pods of the new version that are not terminating.
+    pub new_pods: i32,
+    /// Pods of any other version, Terminating ones included.
+    pub old_pods: i32,
+    /// `spec.paused` of the Deployment.
+    pub paused: bool,
+    /// Whether bellows paused it for this rollout (so may resume it).
+    pub paused_by_us: bool,
+}
+
+/// A workload reference that cannot be satisfied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// The Deployment does not exist.
+    NotFound,
+    /// The version names a container the pod template does not have.
+    ContainerNotFound(String),
+}
+
+impl Problem {
+    /// Its reason for conditions and events.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::NotFound => Reason::WorkloadNotFound,
+            Self::ContainerNotFound(_) => Reason::ContainerNotFound,
+        }
+    }
+}
+
+/// Whether a workload runs only the new version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every replica runs the new version and no other pod exists.
+    RolledOut,
+    /// Not (yet) rolled out.
+    Waiting(Wait, String),
+}
+
+/// Why a workload is not rolled out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// The pod template does not run the new version yet.
+    TemplateNotUpdated,
+    /// The pod template went back to an older version after the new one
+    /// existed.
+    RolledBack,
+    /// The Deployment controller has not observed the latest spec.
+    GenerationNotObserved,
+    /// Not every replica is updated and available.
+    ReplicasNotReady,
+    /// The Deployment gave up: its progress deadline passed.
+    ProgressDeadlineExceeded,
+    /// No ReplicaSet for the current revision exists yet.
+    NewReplicaSetNotFound,
+    /// Pods of an older version (maybe Terminating) still exist.
+    OldPodsRemain,
+    /// The Deployment does not exist or names no such container.
+    Unavailable,
+}
+
+impl Wait {
+    /// Its reason for conditions and events.
+    pub fn reason(self) -> Reason {
+        match self {
+            Self::TemplateNotUpdated => Reason::TemplateNotUpdated,
+            Self::RolledBack => Reason::RolledBack,
+            Self::GenerationNotObserved => Reason::GenerationNotObserved,
+            Self::ReplicasNotReady => Reason::ReplicasNotReady,
+            Self::ProgressDeadlineExceeded => Reason::ProgressDeadlineExceeded,
+            Self::NewReplicaSetNotFound => Reason::NewReplicaSetNotFound,
+            Self::OldPodsRemain => Reason::OldPodsRemain,
+            Self::Unavailable => Reason::Unavailable,
+        }
+    }
+}
+
+/// The version a pod template runs, in the terms of `version`: the named
+/// container's tag (or whole image when a full reference is wanted), or the
+/// values of the wanted labels.
+fn running_version(template: &PodTemplateSpec, version: &WorkloadVersion) -> String {
+    if let Some(image) = &version.image {
+        let actual = template
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == image.container))
+            .and_then(|c| c.image.as_deref())
+            .unwrap_or("no image");
+        return match image.reference {
+            Some(_) => actual.to_owned(),
+            None => tag_of(actual).unwrap_or(actual).to_owned(),
+        };
+    }
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    let keys = version.labels.iter().flatten().map(|(k, _)| k);
+    let shown: Vec<String> = keys
+        .map(|k| {
+            let v = labels
+                .and_then(|l| l.get(k))
+                .map_or("<unset>", String::as_str);
+            format!("{k}={v}")
+        })
+        .collect();
+    shown.join(",")
+}
+
+/// The version `version` waits for, as [`running_version`] shows it.
+fn wanted_version(version: &WorkloadVersion) -> String {
+    if let Some(image) = &version.image {
+        return image
+            .reference
+            .clone()
+            .or_else(|| image.tag.clone())
+            .unwrap_or_default();
+    }
+    let shown: Vec<String> = version
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    shown.join(",")
+}
+
+fn waiting(wait: Wait, message: String) -> Verdict {
+    Verdict::Waiting(wait, message)
+}
+
+fn has_container(template: &PodTemplateSpec, name: &str) -> bool {
+    template
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.containers.iter().any(|c| c.name == name))
+}
+
+/// Whether a pod template runs the version described by `version`.
+pub fn template_matches(template: &PodTemplateSpec, version: &WorkloadVersion) -> bool {
+    if let Some(image) = &version.image {
+        let Some(spec) = &template.spec else {
+            return false;
+        };
+        return spec
+            .containers
+            .iter()
+            .find(|c| c.name == image.container)
+            .and_then(|c| c.image.as_deref())
+            .is_some_and(|actual| image_matches(actual, image));
+    }
+    if let Some(labels) = &version.labels {
+        let actual = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+        return labels
+            .iter()
+            .all(|(k, v)| actual.and_then(|a| a.get(k)) == Some(v));
+    }
+    false
+}
+
+fn image_matches(actual: &str, wanted: &ImageVersion) -> bool {
+    if let Some(reference) = &wanted.reference {
+        return actual == reference;
+    }
+    let Some(tag) = &wanted.tag else {
+        return false;
+    };
+    tag_of(actual) == Some(tag.as_str())
+}
+
+/// The tag of an image: in `repo:tag` or `repo:tag@sha256:...` it follows
+/// the last ':' after the last '/', so a registry port is never taken for a
+/// tag.
+fn tag_of(image: &str) -> Option<&str> {
+    let name = image.split('@').next().unwrap_or(image);
+    let last_segment = name.rsplit('/').next().unwrap_or(name);
+    last_segment.rsplit_once(':').map(|(_, t)| t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn image_tags_refs_and_labels_match_precisely() {
+        let tag = |t: &str| ImageVersion {
+            container: "api".into(),
+            tag: Some(t.into()),
+            reference: None,
+        };
+        assert!(image_matches("shop/api:2.0.0", &tag("2.0.0")));
+        assert!(image_matches(
+            "registry:5000/shop/api:2.0.0@sha256:abc",
+            &tag("2.0.0")
+        ));
+        assert!(!image_matches("registry:5000/shop/api", &tag("5000")));
+        assert!(!image_matches("shop/api:2.0.0-rc1", &tag("2.0.0")));
+        let by_ref = ImageVersion {
+            container: "api".into(),
+            tag: None,
+            reference: Some("shop/api:2.0.0".into()),
+        };
+        assert!(image_matches("shop/api:2.0.0", &by_ref));
+        assert!(!image_matches("other/api:2.0.0", &by_ref));
+        let labels: WorkloadVersion =
+            serde_json::from_value(json!({"labels": {"app": "api"}})).unwrap();
+        let t: PodTemplateSpec = serde_json::from_value(json!({"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "api", "image": "x:1"}]}})).unwrap();
+        assert!(template_matches(&t, &labels));
+        let other: WorkloadVersion =
+            serde_json::from_value(json!({"labels": {"app": "web"}})).unwrap();
+        assert!(!template_matches(&t, &other));
+    }
+}
