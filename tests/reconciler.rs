@@ -481,7 +481,7 @@ fn expanding(gate: bool) -> (SchemaRollout, String) {
     if gate {
         r.spec.gate = Some(serde_json::from_value(json!({"pauseWorkloads": true})).unwrap());
     }
-    let phase = step::phase(&r.spec, Step::Expand).unwrap();
+    let phase = step::phase_spec(&r.spec, Step::Expand).unwrap();
     let digest = step::digest(phase);
     let job_name = step::job_name("users", Step::Expand, &digest);
     r.status = Some(

@@ -72,7 +72,7 @@ pub const CONTROLLER: &[Access] = &[
         group: "",
         resource: "configmaps",
         verbs: &["create", "get", "patch"],
-        why: "a Job's referenced ConfigMaps exist (observe), the cluster ledger without a database (controller::ledger)",
+        why: "a Job's referenced ConfigMaps exist (observe), the cluster ledger without a database (controller::cluster_ledger)",
     },
     Access {
         group: "events.k8s.io",

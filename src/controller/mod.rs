@@ -5,11 +5,11 @@
 pub mod access;
 pub mod cache;
 pub mod changes;
+pub mod cluster_ledger;
 pub mod finalizer;
 pub mod gate;
 pub mod index;
 pub mod job;
-pub mod ledger;
 pub mod observe;
 mod reconcile;
 pub mod slim;

@@ -6,7 +6,7 @@
 
 use super::Error;
 use super::cache::Caches;
-use super::ledger as cluster_ledger;
+use super::cluster_ledger;
 use crate::api::keys;
 use crate::api::{SchemaRollout, Step, StepState};
 use crate::db::{DbError, LedgerState, Pools, Target};
@@ -188,7 +188,7 @@ pub async fn observe(
     let mut references = BTreeSet::new();
     for s in [Step::Expand, Step::Transition, Step::Contract] {
         if let (Some(phase), Some(job)) = (
-            step::phase(&rollout.spec, s),
+            step::phase_spec(&rollout.spec, s),
             step::job_spec(&rollout.spec, s),
         ) {
             references.extend(step::references(job));

@@ -1,7 +1,7 @@
 //! One reconcile: observe, plan, apply the plan's side effects, write
 //! status, publish events.
 
-use super::ledger as cluster_ledger;
+use super::cluster_ledger;
 use super::observe::{self, Source};
 use super::{Context, Error, finalizer, gate, job, reference};
 use crate::api::keys::FIELD_MANAGER;
@@ -278,7 +278,7 @@ async fn apply(
         PlanAction::RunSql(step) => {
             let target = usable(database.ok_or(Error::NoDatabase)?)?;
             let key = planner::ledger::key(rollout, *step).expect("the phase exists");
-            let statements = step::phase(&rollout.spec, *step)
+            let statements = step::phase_spec(&rollout.spec, *step)
                 .and_then(|p| p.sql.clone())
                 .unwrap_or_default();
             tracing::info!(rollout = %name, namespace = %ns, step = step.as_str(), statements = statements.len(), "running inline SQL");

@@ -1,7 +1,7 @@
 //! What a ledger (the database's, or the cluster's without one) records
 //! about a phase, as the planner reads it: the key a phase run is filed
 //! under and the state it reached. Pure types; the I/O lives in `db` and
-//! `controller::ledger`.
+//! `controller::cluster_ledger`.
 
 use crate::api::{SchemaRollout, Step};
 use crate::planner::step;
@@ -42,7 +42,7 @@ pub enum LedgerState {
 /// The ledger key of `step` for `rollout`'s current spec, if it has that
 /// phase: namespace, rollout name, phase and spec digest.
 pub fn key(rollout: &SchemaRollout, step: Step) -> Option<LedgerKey> {
-    let phase = step::phase(&rollout.spec, step)?;
+    let phase = step::phase_spec(&rollout.spec, step)?;
     Some(LedgerKey {
         namespace: rollout.namespace().unwrap_or_default(),
         rollout: rollout.name_any(),

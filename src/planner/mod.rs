@@ -8,10 +8,10 @@
 //! plain unit tests (see `tests.rs`).
 
 mod conditions;
+mod decide;
 pub mod ledger;
 mod plan;
 mod report;
-mod rules;
 pub mod step;
 pub mod validate;
 pub mod workload;
@@ -32,7 +32,7 @@ use std::time::Duration;
 
 /// Decides the next step of `rollout` from what was observed.
 pub fn plan(rollout: &SchemaRollout, observed: &Observed) -> Plan {
-    rules::Planner::new(rollout, observed).run()
+    decide::Planner::new(rollout, observed).run()
 }
 
 /// Time from `since` to `now`; zero when `since` lies in the future (a

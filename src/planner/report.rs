@@ -3,8 +3,8 @@
 //! change, never once per requeue.
 
 use super::conditions;
+use super::decide::{Decision, Planner, phase_message};
 use super::plan::{EventIntent, EventKind, Plan, event_note};
-use super::rules::{Decision, Planner, phase_message};
 use super::{MAX_REQUEUE, approval_key};
 use crate::api::{
     Approval, Reason, RolloutPhase, SchemaRolloutStatus, Step, StepState, WorkloadStatus, condition,

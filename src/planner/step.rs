@@ -13,7 +13,7 @@ const MAX_NAME: usize = 63;
 const DIGEST_LEN: usize = 10;
 
 /// The spec of `step`, if the rollout has that phase.
-pub fn phase(spec: &SchemaRolloutSpec, step: Step) -> Option<&PhaseSpec> {
+pub fn phase_spec(spec: &SchemaRolloutSpec, step: Step) -> Option<&PhaseSpec> {
     match step {
         Step::Expand => Some(&spec.expand),
         Step::Transition => spec.transition.as_ref(),
@@ -23,7 +23,7 @@ pub fn phase(spec: &SchemaRolloutSpec, step: Step) -> Option<&PhaseSpec> {
 
 /// The JobSpec of `step`, if the rollout has that phase and it is a Job.
 pub fn job_spec(spec: &SchemaRolloutSpec, step: Step) -> Option<&JobSpec> {
-    phase(spec, step)?.job.as_ref()
+    phase_spec(spec, step)?.job.as_ref()
 }
 
 /// Short, stable digest of a phase's spec (its Job or its statements): a

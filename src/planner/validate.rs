@@ -3,7 +3,7 @@
 //! enforces them itself before it runs anything.
 
 use crate::api::{Engine, SchemaRolloutSpec, SslMode, Step, parse_duration};
-use crate::planner::step::phase;
+use crate::planner::step::phase_spec;
 use crate::sql::{self, rules};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -87,7 +87,7 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
         .as_ref()
         .map_or(Engine::Postgres, |d| d.engine);
     for step in [Step::Expand, Step::Transition, Step::Contract] {
-        let Some(p) = phase(spec, step) else {
+        let Some(p) = phase_spec(spec, step) else {
             continue;
         };
         let at = format!("spec.{}", step.as_str());
@@ -313,7 +313,7 @@ pub fn unreadable(spec: &SchemaRolloutSpec) -> Vec<String> {
         .map_or(Engine::Postgres, |d| d.engine);
     let mut found = vec![];
     for step in [Step::Expand, Step::Transition, Step::Contract] {
-        if let Some(statements) = phase(spec, step).and_then(|p| p.sql.as_ref()) {
+        if let Some(statements) = phase_spec(spec, step).and_then(|p| p.sql.as_ref()) {
             found.extend(sql::report(engine, step, statements, &[]).unreadable);
         }
     }

@@ -55,7 +55,7 @@ pub fn run(files: &[PathBuf]) -> ExitCode {
                 .as_ref()
                 .map_or(Engine::Postgres, |d| d.engine);
             for s in [Step::Expand, Step::Transition, Step::Contract] {
-                let Some(phase) = step::phase(&rollout.spec, s) else {
+                let Some(phase) = step::phase_spec(&rollout.spec, s) else {
                     continue;
                 };
                 let Some(statements) = &phase.sql else {

@@ -154,10 +154,11 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    /// Outcome of `step` for the current spec, recording it in `steps` (and,
-    /// for a finished Job, in the ledger).
-    fn outcome(&mut self, step: Step) -> Outcome {
-        let Some(phase) = step::phase(&self.rollout.spec, step) else {
+    /// Outcome of `step` for the current spec, recorded: in `steps`, in an
+    /// event when it finished, and (an action) in the ledger for a
+    /// finished Job.
+    fn record_outcome(&mut self, step: Step) -> Outcome {
+        let Some(phase) = step::phase_spec(&self.rollout.spec, step) else {
             return Outcome::Succeeded;
         };
         let digest = step::digest(phase);
@@ -303,7 +304,7 @@ impl<'a> Planner<'a> {
                 format!("paused before {}", step.as_str()),
             );
         }
-        let phase = step::phase(&self.rollout.spec, step).expect("started steps exist");
+        let phase = step::phase_spec(&self.rollout.spec, step).expect("started steps exist");
         if let Some((_, message)) = self.observed.rejected.as_ref().filter(|r| r.0 == step) {
             let mut d = Decision::stalled(
                 waiting,
@@ -372,7 +373,7 @@ impl<'a> Planner<'a> {
         });
         self.steps.retain(|s| s.step != step);
         self.steps.push(record);
-        let mut d = Decision::at(step_phase(step));
+        let mut d = Decision::at(running_phase(step));
         if phase.sql.is_some() {
             // The statements run in this reconcile; look at the ledger next.
             d.requeue_after = Some(Duration::ZERO);
@@ -382,7 +383,7 @@ impl<'a> Planner<'a> {
 
     /// The decision for a phase whose Job exists or existed.
     fn started(&self, step: Step, outcome: Outcome) -> Option<Decision> {
-        let phase = step_phase(step);
+        let phase = running_phase(step);
         match outcome {
             Outcome::Running => Some(Decision::at(phase)),
             Outcome::Failed(m) => Some(Decision::stalled(
@@ -413,7 +414,7 @@ impl<'a> Planner<'a> {
         let spec = &self.rollout.spec;
         // Once contract has started, it is what the rollout is about (I3:
         // nothing re-runs it, whatever happens to the workloads later).
-        let contract = self.outcome(Step::Contract);
+        let contract = self.record_outcome(Step::Contract);
         if contract == Outcome::Succeeded {
             return Decision::at(RolloutPhase::Succeeded);
         }
@@ -461,7 +462,7 @@ impl<'a> Planner<'a> {
 
         // Expand, with the optional gate (I5).
         let gate = spec.gate.as_ref().is_some_and(|g| g.pause_workloads);
-        let expand = self.outcome(Step::Expand);
+        let expand = self.record_outcome(Step::Expand);
         if gate && expand != Outcome::Succeeded {
             for a in self.observed.workloads.iter().filter(|a| !a.paused) {
                 self.actions.push(Action::PauseWorkload(a.name.clone()));
@@ -480,7 +481,7 @@ impl<'a> Planner<'a> {
         // Roll out (I2, I4), with the optional transition in between.
         let hold = self.rollout_hold(durations);
         if spec.transition.is_some() {
-            match self.outcome(Step::Transition) {
+            match self.record_outcome(Step::Transition) {
                 Outcome::Succeeded => {}
                 Outcome::NotStarted if hold.is_none() => {
                     return self.start(Step::Transition, RolloutPhase::AwaitingRollout);
@@ -654,8 +655,8 @@ pub(super) fn runner_text(record: &StepStatus) -> String {
     }
 }
 
-/// The phase in which `step`'s Job runs.
-pub(super) fn step_phase(step: Step) -> RolloutPhase {
+/// The rollout phase in which `step` runs (its Job or its SQL).
+pub(super) fn running_phase(step: Step) -> RolloutPhase {
     match step {
         Step::Expand => RolloutPhase::Expanding,
         Step::Transition => RolloutPhase::Transitioning,
