@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn follows_applies_edits_deletes_and_relists() {
-        let index = Index::new(super::super::named_workloads);
+        let index = Index::new(super::super::watch::named_workloads);
         index.follow(&Ok(watcher::Event::Apply(rollout("a", &["api", "worker"]))));
         index.follow(&Ok(watcher::Event::Apply(rollout("b", &["api"]))));
         assert_eq!(names(&index, "shop/api"), ["a", "b"]);

@@ -4,12 +4,12 @@
 //! the database. Workloads and Jobs come from the watch caches or, to
 //! confirm a decision to start a phase, from the API server.
 
-use super::Error;
 use super::cache::Caches;
 use super::cluster_ledger;
+use super::{Context, Error};
 use crate::api::keys;
 use crate::api::{SchemaRollout, Step, StepState};
-use crate::db::{DbError, LedgerState, Pools, Target};
+use crate::db::{DbError, LedgerState, Target};
 use crate::planner::step::{self, JobObservation, Reference, observe_job};
 use crate::planner::workload::assess;
 use crate::planner::{self, CheckProblem, CheckResult, Observed};
@@ -20,8 +20,7 @@ use kube::api::{Api, ListParams};
 use kube::core::Selector;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where observe reads Deployments, ReplicaSets, pods and Jobs from.
 /// Referenced Secrets and ConfigMaps and the database are always read live.
@@ -116,46 +115,17 @@ impl<'a> Source<'a> {
     }
 }
 
-/// The last contract check results of each rollout generation, reused
-/// while [`planner::checks_due`] says they are fresh.
-#[derive(Default)]
-pub struct RecentChecks(Mutex<HashMap<Generation, (Timestamp, Vec<CheckResult>)>>);
-
-/// A rollout generation: namespace, name, `metadata.generation`.
-type Generation = (String, String, i64);
-
-impl RecentChecks {
-    fn key(rollout: &SchemaRollout) -> Generation {
-        (
-            rollout.namespace().unwrap_or_default(),
-            rollout.name_any(),
-            rollout.metadata.generation.unwrap_or_default(),
-        )
-    }
-
-    fn get(&self, rollout: &SchemaRollout) -> Option<(Timestamp, Vec<CheckResult>)> {
-        let recent = self.0.lock().expect("recent checks lock");
-        recent.get(&Self::key(rollout)).cloned()
-    }
-
-    fn put(&self, rollout: &SchemaRollout, at: Timestamp, results: Vec<CheckResult>) {
-        let mut recent = self.0.lock().expect("recent checks lock");
-        recent.insert(Self::key(rollout), (at, results));
-    }
-}
-
 /// Observes everything `rollout` depends on. Contract checks are evaluated
 /// only when due (`planner::checks_due`), else the recent results are
 /// reused.
 pub async fn observe(
-    client: &Client,
+    ctx: &Context,
     source: Source<'_>,
-    pools: &Pools,
-    recent: &RecentChecks,
     rollout: &SchemaRollout,
     database: Option<&Result<Target, DbError>>,
     now: Timestamp,
 ) -> Result<Observed, Error> {
+    let client = &ctx.client;
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
     // Live, the workloads are read concurrently (one round trip for all,
     // then one for each one's ReplicaSets and pods together), along with
@@ -234,7 +204,7 @@ pub async fn observe(
         match database {
             Some(Ok(target)) => {
                 let confirming = matches!(source, Source::Live);
-                Some(observe_database(target, pools, recent, confirming, rollout, now).await)
+                Some(observe_database(ctx, target, confirming, rollout, now).await)
             }
             Some(Err(e)) => Some(Err(e.clone())),
             None => None,
@@ -313,9 +283,8 @@ struct DatabaseView {
 /// The ledger of every phase, the lock holder, and (once expand succeeded and
 /// until contract started) the contract checks.
 async fn observe_database(
+    ctx: &Context,
     target: &Target,
-    pools: &Pools,
-    recent: &RecentChecks,
     confirming: bool,
     rollout: &SchemaRollout,
     now: Timestamp,
@@ -327,14 +296,14 @@ async fn observe_database(
     };
     for s in [Step::Expand, Step::Transition, Step::Contract] {
         if let Some(key) = planner::ledger::key(rollout, s)
-            && let Some(state) = target.ledger(pools, &key).await?
+            && let Some(state) = target.ledger(&ctx.pools, &key).await?
         {
             view.ledger.insert(s, state);
         }
     }
     view.lock_holder = target
         .lock_holder(
-            pools,
+            &ctx.pools,
             &rollout.namespace().unwrap_or_default(),
             &rollout.name_any(),
         )
@@ -354,14 +323,14 @@ async fn observe_database(
             .is_some_and(|s| Some(&s.digest) == contract_digest.as_ref());
     let checks = rollout.spec.checks();
     if expanded && !contract_started && !checks.is_empty() {
-        let last = recent.get(rollout);
+        let last = ctx.recent_checks(rollout);
         if !planner::checks_due(last.as_ref().map(|l| l.0), now, confirming) {
             view.checks = last.map(|l| l.1);
             return Ok(view);
         }
         let mut results = Vec::with_capacity(checks.len());
         for c in checks {
-            let result = target.check(pools, &c.sql).await.map_err(|e| match e {
+            let result = target.check(&ctx.pools, &c.sql).await.map_err(|e| match e {
                 DbError::CheckInvalid(why) => CheckProblem::Invalid(why),
                 other => CheckProblem::Failed(other.to_string()),
             });
@@ -370,7 +339,7 @@ async fn observe_database(
                 result,
             });
         }
-        recent.put(rollout, now, results.clone());
+        ctx.keep_checks(rollout, now, results.clone());
         view.checks = Some(results);
     }
     Ok(view)

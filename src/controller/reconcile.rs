@@ -3,7 +3,7 @@
 
 use super::cluster_ledger;
 use super::observe::{self, Source};
-use super::{Context, Error, finalizer, gate, job, reference};
+use super::{Context, Error, finalizer, gate, job};
 use crate::api::keys::FIELD_MANAGER;
 use crate::api::{Approval, Reason, RolloutPhase, SchemaRollout, Step, parse_duration};
 use crate::db::{self, DbError, LedgerState, Runner, Target};
@@ -63,17 +63,7 @@ async fn reconcile_once(
         }
         None => Source::Live,
     };
-    let observe = |source| {
-        observe::observe(
-            &ctx.client,
-            source,
-            &ctx.pools,
-            &ctx.recent_checks,
-            rollout,
-            database.as_ref(),
-            now,
-        )
-    };
+    let observe = |source| observe::observe(ctx, source, rollout, database.as_ref(), now);
     let api: Api<SchemaRollout> = Api::namespaced(ctx.client.clone(), &ns);
     if rollout.metadata.deletion_timestamp.is_some() {
         if !finalizer::present(rollout) {
@@ -130,7 +120,7 @@ fn start_contract_clock(ctx: &Context, rollout: &SchemaRollout, plan: &Plan, sta
         .as_ref()
         .and_then(|s| s.rolled_out_at.as_ref());
     if !waits && before.is_none() && plan.status.rolled_out_at.is_some() {
-        ctx.rolled_out(rollout.uid().unwrap_or_default(), started);
+        ctx.rolled_out(rollout, started);
     }
 }
 
@@ -180,7 +170,7 @@ async fn clean_up(
         }
     }
     finalizer::remove(api, rollout).await.map_err(Error::Kube)?;
-    ctx.forget_written(rollout);
+    ctx.forget(rollout);
     tracing::info!(rollout = %name, namespace = %ns, resumed = ?resumed, "deleted; cleaned up");
     if !resumed.is_empty() {
         let event = EventIntent {
@@ -258,7 +248,7 @@ async fn apply(
                 Err(e) => return Err(Error::Kube(e)),
             }
             if *step == Step::Contract {
-                ctx.contract_started(&rollout.uid().unwrap_or_default());
+                ctx.contract_started(rollout);
             }
             // Recorded once the Job exists: from here on a re-created rollout
             // finds the phase in the ledger even if the Job is gone (and a
@@ -283,7 +273,7 @@ async fn apply(
                 .unwrap_or_default();
             tracing::info!(rollout = %name, namespace = %ns, step = step.as_str(), statements = statements.len(), "running inline SQL");
             if *step == Step::Contract {
-                ctx.contract_started(&rollout.uid().unwrap_or_default());
+                ctx.contract_started(rollout);
             }
             target.run_inline(&ctx.pools, &key, &statements).await?;
         }
@@ -433,4 +423,9 @@ async fn publish(
     if let Err(err) = recorder.publish(&event, target).await {
         tracing::warn!(rollout = %name, reason = %e.reason, error = %err, "could not publish event");
     }
+}
+
+/// The object reference events are published against.
+fn reference(rollout: &SchemaRollout) -> k8s_openapi::api::core::v1::ObjectReference {
+    rollout.object_ref(&())
 }
