@@ -1,26 +1,29 @@
 //! Builds the Job of a phase from the user's JobSpec. Pure: no client.
 
+use crate::api::SchemaRollout;
 use crate::api::keys::{MANAGED_BY, ROLLOUT_ANNOTATION, ROLLOUT_UID_LABEL, STEP_LABEL};
-use crate::api::{SchemaRollout, Step};
+use crate::planner::PhaseRun;
 use crate::planner::step::job_spec;
-use crate::planner::validate::step_timeout;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 
-/// The Job for `step`, named `name`, owned by `rollout`.
+/// The Job of `run` (named `run.job`, with `run.timeout` as its default
+/// deadline), owned by `rollout`.
 ///
 /// Defaults that make a migration safe: no retries unless asked
 /// (`backoffLimit: 0`), a deadline from the phase's timeout, `restartPolicy:
 /// Never`, no ServiceAccount token mounted unless the spec sets
 /// `automountServiceAccountToken`, and never `ttlSecondsAfterFinished` (the
 /// finished Job is the record of what ran).
-pub fn build(rollout: &SchemaRollout, step: Step, name: &str) -> Option<Job> {
+pub fn build(rollout: &SchemaRollout, run: &PhaseRun) -> Option<Job> {
+    let step = run.key.step;
+    let name = run.job.as_deref()?;
     let mut spec = job_spec(&rollout.spec, step)?.clone();
     spec.backoff_limit.get_or_insert(0);
     spec.active_deadline_seconds
-        .get_or_insert(step_timeout(&rollout.spec, step).as_secs().max(1) as i64);
+        .get_or_insert(run.timeout.as_secs().max(1) as i64);
     spec.ttl_seconds_after_finished = None;
     if let Some(pod) = spec.template.spec.as_mut() {
         pod.restart_policy.get_or_insert_with(|| "Never".into());
@@ -56,7 +59,13 @@ pub fn build(rollout: &SchemaRollout, step: Step, name: &str) -> Option<Job> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Step;
     use serde_json::json;
+
+    /// The Job of `step`'s run for `r`, if it has that phase.
+    fn built(r: &SchemaRollout, step: Step) -> Option<Job> {
+        crate::planner::phase_run(r, step).and_then(|run| build(r, &run))
+    }
 
     fn rollout(timeouts: serde_json::Value, expand_job: serde_json::Value) -> SchemaRollout {
         let job =
@@ -78,7 +87,7 @@ mod tests {
             json!({"contract": "5m"}),
             json!({"template": {"spec": {"containers": [{"name": "m"}]}}}),
         );
-        let job = build(&r, Step::Contract, "users-contract-abc").unwrap();
+        let job = built(&r, Step::Contract).unwrap();
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(0));
         assert_eq!(spec.active_deadline_seconds, Some(300));
@@ -120,13 +129,13 @@ mod tests {
             json!({"backoffLimit": 0, "activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 10,
                    "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "m"}]}}}),
         );
-        let job = build(&r, Step::Expand, "n").unwrap();
+        let job = built(&r, Step::Expand).unwrap();
         let spec = job.spec.unwrap();
         let asks = rollout(
             json!({}),
             json!({"template": {"spec": {"automountServiceAccountToken": true, "containers": [{"name": "m"}]}}}),
         );
-        let pod = build(&asks, Step::Expand, "n")
+        let pod = built(&asks, Step::Expand)
             .unwrap()
             .spec
             .unwrap()
@@ -147,9 +156,6 @@ mod tests {
             spec.template.spec.unwrap().restart_policy.as_deref(),
             Some("Never")
         );
-        assert!(
-            build(&r, Step::Transition, "n").is_none(),
-            "no transition phase"
-        );
+        assert!(built(&r, Step::Transition).is_none(), "no transition phase");
     }
 }

@@ -13,6 +13,7 @@ pub mod index;
 pub mod job;
 pub mod observe;
 mod reconcile;
+mod records;
 pub mod slim;
 mod watch;
 

@@ -8,9 +8,9 @@ use super::cache::Caches;
 use super::cluster_ledger;
 use super::{Context, Error};
 use crate::api::keys;
-use crate::api::{SchemaRollout, Step, StepState};
+use crate::api::{SchemaRollout, Step};
 use crate::db::{DbError, LedgerState, Target};
-use crate::planner::step::{self, JobObservation, Reference, observe_job};
+use crate::planner::step::{JobObservation, Reference, observe_job};
 use crate::planner::workload::assess;
 use crate::planner::{self, CheckProblem, CheckResult, Observed};
 use jiff::Timestamp;
@@ -20,7 +20,7 @@ use kube::api::{Api, ListParams};
 use kube::core::Selector;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Where observe reads Deployments, ReplicaSets, pods and Jobs from.
 /// Referenced Secrets and ConfigMaps and the database are always read live.
@@ -149,30 +149,12 @@ pub async fn observe(
         ))
     }));
 
-    // The phases with a Job, and what their Jobs reference. A phase that
-    // status records as succeeded for this spec stays succeeded whatever
-    // its Job or ledger entry say (`step::outcome`), so neither is read: a
-    // status read from a lagging cache is older, never newer, and then
-    // they are.
-    let mut job_names = BTreeMap::new();
-    let mut references = BTreeSet::new();
-    for s in [Step::Expand, Step::Transition, Step::Contract] {
-        if let (Some(phase), Some(job)) = (
-            step::phase_spec(&rollout.spec, s),
-            step::job_spec(&rollout.spec, s),
-        ) {
-            references.extend(step::references(job));
-            let digest = step::digest(phase);
-            let succeeded = rollout
-                .status
-                .as_ref()
-                .and_then(|st| st.step(s))
-                .is_some_and(|st| st.digest == digest && st.state == StepState::Succeeded);
-            if !succeeded {
-                job_names.insert(s, step::job_name(&rollout.name_any(), s, &digest));
-            }
-        }
-    }
+    // What to read is the planner's to say.
+    let planner::reads::Reads {
+        jobs: job_names,
+        references,
+        cluster_ledger: read_cluster_ledger,
+    } = planner::reads::reads(rollout, matches!(source, Source::Live));
     let jobs = futures::future::try_join_all(
         job_names
             .iter()
@@ -184,10 +166,10 @@ pub async fn observe(
             .map(|r| async { Ok::<_, Error>((!exists(client, &ns, &r).await?).then_some(r)) }),
     );
     // Without a database, the cluster ledger says which Job phases already
-    // ran for this spec; it is read when a phase may start (live).
+    // ran for this spec.
     let cluster = async {
         let mut ledger = BTreeMap::new();
-        if rollout.spec.database.is_none() && matches!(source, Source::Live) {
+        if read_cluster_ledger {
             let jobs: Vec<&str> = job_names.values().map(String::as_str).collect();
             let entries = cluster_ledger::read(&Api::namespaced(client.clone(), &ns), &jobs)
                 .await
@@ -308,26 +290,13 @@ async fn observe_database(
             &rollout.name_any(),
         )
         .await?;
-    let status = rollout.status.clone().unwrap_or_default();
-    let expanded = view.ledger.get(&Step::Expand) == Some(&LedgerState::Succeeded)
-        || status
-            .step(Step::Expand)
-            .is_some_and(|s| s.state == StepState::Succeeded);
-    let contract_digest = planner::ledger::key(rollout, Step::Contract).map(|k| k.digest);
-    let contract_started = view
-        .ledger
-        .get(&Step::Contract)
-        .is_some_and(|l| *l != LedgerState::Claimed)
-        || status
-            .step(Step::Contract)
-            .is_some_and(|s| Some(&s.digest) == contract_digest.as_ref());
-    let checks = rollout.spec.checks();
-    if expanded && !contract_started && !checks.is_empty() {
+    if planner::reads::checks_wanted(rollout, &view.ledger) {
         let last = ctx.recent_checks(rollout);
-        if !planner::checks_due(last.as_ref().map(|l| l.0), now, confirming) {
+        if !planner::reads::checks_due(last.as_ref().map(|l| l.0), now, confirming) {
             view.checks = last.map(|l| l.1);
             return Ok(view);
         }
+        let checks = rollout.spec.checks();
         let mut results = Vec::with_capacity(checks.len());
         for c in checks {
             let result = target.check(&ctx.pools, &c.sql).await.map_err(|e| match e {

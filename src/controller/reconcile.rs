@@ -1,20 +1,18 @@
 //! One reconcile: observe, plan, apply the plan's side effects, write
 //! status, publish events.
 
-use super::cluster_ledger;
 use super::observe::{self, Source};
+use super::records::Ledger;
 use super::{Context, Error, finalizer, gate, job};
 use crate::api::keys::FIELD_MANAGER;
-use crate::api::{Approval, Reason, RolloutPhase, SchemaRollout, Step, parse_duration};
-use crate::db::{self, DbError, LedgerState, Runner, Target};
+use crate::api::{Reason, RolloutPhase, SchemaRollout, Step};
+use crate::db::{self, DbError, Target};
 use crate::planner::step;
-use crate::planner::validate::step_timeout;
 use crate::planner::writes::StatusWrite;
 use crate::planner::{self, Action as PlanAction, EventIntent, EventKind, Plan};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -83,7 +81,9 @@ async fn reconcile_once(
         observed = observe(Source::Live).await?;
         plan = planner::plan(rollout, &observed);
     }
-    start_contract_clock(ctx, rollout, &plan, started);
+    if plan.starts_contract_clock {
+        ctx.rolled_out(rollout, started);
+    }
     for action in &plan.actions {
         match apply(ctx, rollout, database.as_ref(), action).await {
             Ok(()) => {}
@@ -104,29 +104,6 @@ async fn reconcile_once(
         None => Action::await_change(),
     })
 }
-
-/// Starts the `bellows_contract_start_seconds` clock when this reconcile is
-/// the first to see every workload rolled out, for a rollout whose contract
-/// then waits for nothing a human or a timer decides (bake time, approval).
-fn start_contract_clock(ctx: &Context, rollout: &SchemaRollout, plan: &Plan, started: Instant) {
-    let after = rollout.spec.contract.after.clone().unwrap_or_default();
-    let waits = after.approval == Approval::Manual
-        || after
-            .bake_time
-            .as_deref()
-            .is_some_and(|b| parse_duration(b).is_ok_and(|d| !d.is_zero()));
-    let before = rollout
-        .status
-        .as_ref()
-        .and_then(|s| s.rolled_out_at.as_ref());
-    if !waits && before.is_none() && plan.status.rolled_out_at.is_some() {
-        ctx.rolled_out(rollout, started);
-    }
-}
-
-/// How much longer than its Job's deadline a claim holds the database
-/// (pod scheduling and image pulls come before the deadline counts).
-const CLAIM_MARGIN: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// How often a deleted rollout looks again at a migration Job it waits for
 /// (the Job's own events also wake it).
@@ -188,7 +165,7 @@ async fn clean_up(
 
 /// Whether `action` starts a phase's migration.
 fn starts_phase(action: &PlanAction) -> bool {
-    matches!(action, PlanAction::CreateJob { .. } | PlanAction::RunSql(_))
+    matches!(action, PlanAction::CreateJob(_) | PlanAction::RunSql(_))
 }
 
 /// Carries out one side effect. Creating a Job that already exists counts as
@@ -201,25 +178,22 @@ async fn apply(
 ) -> Result<(), Error> {
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
     let name = rollout.name_any();
+    let ledger = || -> Result<Ledger<'_>, Error> {
+        Ok(match database {
+            Some(database) => Ledger::Database(usable(database)?, &ctx.pools),
+            None => Ledger::Cluster(Box::new(Api::namespaced(ctx.client.clone(), &ns))),
+        })
+    };
     match action {
-        PlanAction::CreateJob {
-            step,
-            name: job_name,
-        } => {
-            let Some(manifest) = job::build(rollout, *step, job_name) else {
+        PlanAction::CreateJob(run) => {
+            let (Some(job_name), Some(manifest)) = (&run.job, job::build(rollout, run)) else {
                 return Ok(());
             };
-            // One phase at a time per database: claim it under the lock
-            // before the Job exists.
-            let target = database.map(usable).transpose()?;
-            let key = planner::ledger::key(rollout, *step).expect("the phase exists");
-            match &target {
-                Some(target) => {
-                    let lease = step_timeout(&rollout.spec, *step) + CLAIM_MARGIN;
-                    target.claim_job(&ctx.pools, &key, job_name, lease).await?
-                }
-                None => write_cluster_ledger(ctx, &key, job_name, LedgerState::Claimed).await?,
-            }
+            let step = run.key.step;
+            // One phase at a time per database: claim it before the Job
+            // exists.
+            let ledger = ledger()?;
+            ledger.claim(run).await?;
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
             let params = PostParams {
                 field_manager: Some(FIELD_MANAGER.into()),
@@ -237,68 +211,34 @@ async fn apply(
                 // human acts, and the claim must not hold the database.
                 Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => {
                     tracing::warn!(rollout = %name, namespace = %ns, job = %job_name, code = e.code, message = %e.message, "Job refused");
-                    if let Some(target) = &target {
-                        target.release_claim(&ctx.pools, &key).await?;
-                    }
+                    ledger.release(run).await?;
                     return Err(Error::JobRejected {
-                        step: *step,
+                        step,
                         message: e.message,
                     });
                 }
                 Err(e) => return Err(Error::Kube(e)),
             }
-            if *step == Step::Contract {
+            if step == Step::Contract {
                 ctx.contract_started(rollout);
             }
             // Recorded once the Job exists: from here on a re-created rollout
             // finds the phase in the ledger even if the Job is gone (and a
             // crash before this line leaves the Job, which observe finds).
-            match &target {
-                Some(target) => {
-                    target
-                        .record_start(&ctx.pools, &key, &Runner::Job(job_name.clone()))
-                        .await?
-                }
-                None => {
-                    write_cluster_ledger(ctx, &key, job_name, LedgerState::Started { done: 0 })
-                        .await?
-                }
-            }
+            ledger.started(run).await?;
         }
-        PlanAction::RunSql(step) => {
+        PlanAction::RunSql(run) => {
             let target = usable(database.ok_or(Error::NoDatabase)?)?;
-            let key = planner::ledger::key(rollout, *step).expect("the phase exists");
-            let statements = step::phase_spec(&rollout.spec, *step)
-                .and_then(|p| p.sql.clone())
-                .unwrap_or_default();
-            tracing::info!(rollout = %name, namespace = %ns, step = step.as_str(), statements = statements.len(), "running inline SQL");
-            if *step == Step::Contract {
+            let step = run.key.step;
+            tracing::info!(rollout = %name, namespace = %ns, step = step.as_str(), statements = run.statements.len(), "running inline SQL");
+            if step == Step::Contract {
                 ctx.contract_started(rollout);
             }
-            target.run_inline(&ctx.pools, &key, &statements).await?;
-        }
-        PlanAction::Record { step, failure } => {
-            let key = planner::ledger::key(rollout, *step).expect("the phase exists");
-            let job = step::job_spec(&rollout.spec, *step)
-                .map(|_| step::job_name(&name, *step, &key.digest))
-                .unwrap_or_default();
-            let Some(database) = database else {
-                let state = match failure {
-                    Some(m) => LedgerState::Failed(m.clone()),
-                    None => LedgerState::Succeeded,
-                };
-                return write_cluster_ledger(ctx, &key, &job, state).await;
-            };
-            let target = usable(database)?;
-            // The start row may be missing if bellows crashed right after
-            // creating the Job.
             target
-                .record_start(&ctx.pools, &key, &Runner::Job(job))
-                .await?;
-            target
-                .record_finish(&ctx.pools, &key, failure.as_deref())
+                .run_inline(&ctx.pools, &run.key, &run.statements)
                 .await?;
         }
+        PlanAction::Record { run, failure } => ledger()?.finished(run, failure.as_deref()).await?,
         PlanAction::PauseWorkload(deploy) | PlanAction::ResumeWorkload(deploy) => {
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
             let pause = matches!(action, PlanAction::PauseWorkload(_));
@@ -312,21 +252,6 @@ async fn apply(
         }
     }
     Ok(())
-}
-
-/// Writes `state` for `key` into the cluster ledger of its namespace, under
-/// the phase's Job name (`job`).
-async fn write_cluster_ledger(
-    ctx: &Context,
-    key: &planner::ledger::LedgerKey,
-    job: &str,
-    state: LedgerState,
-) -> Result<(), Error> {
-    let entry = cluster_ledger::Entry::new(&state, &key.rollout, key.step, &key.digest);
-    let ledger: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    cluster_ledger::write(&ledger, job, &entry)
-        .await
-        .map_err(Error::Kube)
 }
 
 /// The resolved database, or why it cannot be used.

@@ -5,7 +5,9 @@
 //! Over 400 lines on purpose: the chain reads top to bottom in the order
 //! the rules apply, and each gate's helper sits next to the rule using it.
 
-use super::plan::{Action, CheckProblem, CheckResult, EventIntent, EventKind, Observed, Plan};
+use super::plan::{
+    Action, CheckProblem, CheckResult, EventIntent, EventKind, Observed, PhaseRun, Plan,
+};
 use super::step::{self, Outcome};
 use super::workload::{Verdict, Wait};
 use super::{
@@ -96,7 +98,21 @@ impl<'a> Planner<'a> {
             })
             .flatten();
 
-        let decision = match validate::validate(&self.rollout.spec) {
+        let validated = validate::validate(&self.rollout.spec);
+        // Contract then waits for nothing a human or a timer decides.
+        let manual = self
+            .rollout
+            .spec
+            .contract
+            .after
+            .as_ref()
+            .map(|a| a.approval)
+            == Some(Approval::Manual);
+        let unattended = validated
+            .as_ref()
+            .is_ok_and(|d| d.bake_time.is_zero() && !manual);
+        let first_rolled_out = self.prev.rolled_out_at.is_none();
+        let decision = match validated {
             Err(problems) => Decision::stalled(
                 self.prev.phase.unwrap_or(RolloutPhase::Pending),
                 Reason::InvalidSpec,
@@ -115,9 +131,12 @@ impl<'a> Planner<'a> {
             // A stalled or paused rollout starts nothing new; a Job already
             // running is left to finish.
             self.actions
-                .retain(|a| !matches!(a, Action::CreateJob { .. } | Action::ResumeWorkload(_)));
+                .retain(|a| !matches!(a, Action::CreateJob(_) | Action::ResumeWorkload(_)));
         }
-        self.finish(decision, workloads, all_rolled_out, rolled_out_at)
+        let mut plan = self.finish(decision, workloads, all_rolled_out, rolled_out_at);
+        plan.starts_contract_clock =
+            unattended && first_rolled_out && plan.status.rolled_out_at.is_some();
+        plan
     }
 
     /// Workload statuses, keeping each one's `rolledOutAt` while it stays
@@ -199,7 +218,7 @@ impl<'a> Planner<'a> {
             && (self.rollout.spec.database.is_some() || !known)
         {
             self.actions.push(Action::Record {
-                step,
+                run: PhaseRun::of(self.rollout, step, phase),
                 failure: message.clone(),
             });
         }
@@ -351,12 +370,10 @@ impl<'a> Planner<'a> {
             }
         }
         let record = self.new_record(step, phase, step::digest(phase), report.allowed);
-        self.actions.push(match &record.job_name {
-            Some(name) => Action::CreateJob {
-                step,
-                name: name.clone(),
-            },
-            None => Action::RunSql(step),
+        let run = PhaseRun::of(self.rollout, step, phase);
+        self.actions.push(match run.job {
+            Some(_) => Action::CreateJob(run),
+            None => Action::RunSql(run),
         });
         // Which guarantee holds: all in one transaction unless some
         // statement must run alone.

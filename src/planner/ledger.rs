@@ -3,7 +3,7 @@
 //! under and the state it reached. Pure types; the I/O lives in `db` and
 //! `controller::cluster_ledger`.
 
-use crate::api::{SchemaRollout, Step};
+use crate::api::{PhaseSpec, SchemaRollout, Step};
 use crate::planner::step;
 use kube::ResourceExt;
 
@@ -42,11 +42,15 @@ pub enum LedgerState {
 /// The ledger key of `step` for `rollout`'s current spec, if it has that
 /// phase: namespace, rollout name, phase and spec digest.
 pub fn key(rollout: &SchemaRollout, step: Step) -> Option<LedgerKey> {
-    let phase = step::phase_spec(&rollout.spec, step)?;
-    Some(LedgerKey {
+    step::phase_spec(&rollout.spec, step).map(|phase| key_of(rollout, step, phase))
+}
+
+/// The ledger key of `step`, whose spec is `phase`, for `rollout`.
+pub fn key_of(rollout: &SchemaRollout, step: Step, phase: &PhaseSpec) -> LedgerKey {
+    LedgerKey {
         namespace: rollout.namespace().unwrap_or_default(),
         rollout: rollout.name_any(),
         step,
         digest: step::digest(phase),
-    })
+    }
 }

@@ -11,6 +11,7 @@ mod conditions;
 mod decide;
 pub mod ledger;
 mod plan;
+pub mod reads;
 mod report;
 pub mod step;
 pub mod validate;
@@ -21,8 +22,8 @@ pub mod writes;
 mod tests;
 
 pub use plan::{
-    Action, CheckProblem, CheckResult, EVENT_NOTE_LIMIT, EventIntent, EventKind, Observed, Plan,
-    event_note,
+    Action, CLAIM_MARGIN, CheckProblem, CheckResult, EVENT_NOTE_LIMIT, EventIntent, EventKind,
+    Observed, PhaseRun, Plan, event_note, phase_run,
 };
 
 use crate::api::{RolloutPhase, SchemaRollout};
@@ -77,14 +78,6 @@ const MAX_REQUEUE: Duration = Duration::from_secs(60 * 60);
 /// How long contract check results may be reused while they only hold
 /// contract (a burst of pod events must not query the database each time).
 pub const CHECKS_FRESH_FOR: Duration = Duration::from_secs(5);
-
-/// Whether the contract checks must be evaluated now: always when the
-/// reconcile confirms a decision to start a phase (I2: every check true in
-/// the very reconcile that starts contract), otherwise once the last
-/// evaluation (if any) is [`CHECKS_FRESH_FOR`] old.
-pub fn checks_due(last: Option<Timestamp>, now: Timestamp, confirming: bool) -> bool {
-    confirming || last.is_none_or(|at| elapsed(now, at) >= CHECKS_FRESH_FOR)
-}
 
 /// How soon a check that holds contract is evaluated again.
 const RETRY_CHECKS: Duration = CHECKS_FRESH_FOR;

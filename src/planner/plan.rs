@@ -1,11 +1,13 @@
 //! The planner's input and output types: what was observed, the side
 //! effects and events it asks for, the plan.
 
-use crate::api::{Reason, RolloutPhase, SchemaRolloutStatus, Step};
-use crate::planner::ledger::LedgerState;
+use crate::api::{PhaseSpec, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step};
+use crate::planner::ledger::{self, LedgerKey, LedgerState};
 use crate::planner::step::{self, JobObservation};
+use crate::planner::validate::step_timeout;
 use crate::planner::workload::Assessment;
 use jiff::Timestamp;
+use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -55,20 +57,16 @@ pub enum CheckProblem {
 /// A side effect the controller must carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Create the Job of `step` (if absent) under `name`.
-    CreateJob {
-        /// The phase.
-        step: Step,
-        /// Its deterministic Job name.
-        name: String,
-    },
-    /// Run the inline SQL of `step` under the database lock.
-    RunSql(Step),
-    /// Record in the ledger that the Job of `step` finished (`failure` says
+    /// Claim the database (or the cluster ledger) for the run, then create
+    /// its Job if absent.
+    CreateJob(PhaseRun),
+    /// Run the run's inline statements under the database lock.
+    RunSql(PhaseRun),
+    /// Record in the ledger that the run's Job finished (`failure` says
     /// why it failed).
     Record {
-        /// The phase.
-        step: Step,
+        /// The run.
+        run: PhaseRun,
         /// Why it failed, if it did.
         failure: Option<String>,
     },
@@ -76,6 +74,60 @@ pub enum Action {
     PauseWorkload(String),
     /// Resume a Deployment that bellows paused.
     ResumeWorkload(String),
+}
+
+/// One run of a phase for the rollout's current spec: everything applying
+/// an action about it needs, decided by the planner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhaseRun {
+    /// What the ledger files it under (namespace, rollout, phase, digest).
+    pub key: LedgerKey,
+    /// Its Job's deterministic name (a Job phase).
+    pub job: Option<String>,
+    /// Its inline statements (an SQL phase).
+    pub statements: Vec<String>,
+    /// The Job's deadline: the phase's timeout.
+    pub timeout: Duration,
+    /// How long a claim holds the database for its Job: the deadline plus
+    /// [`CLAIM_MARGIN`] (a Job past its deadline was stopped by Kubernetes).
+    pub lease: Duration,
+}
+
+/// How much longer than its Job's deadline a claim holds the database
+/// (pod scheduling and image pulls come before the deadline counts).
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// The run of `step` for `rollout`'s current spec, if it has that phase.
+pub fn phase_run(rollout: &SchemaRollout, step: Step) -> Option<PhaseRun> {
+    step::phase_spec(&rollout.spec, step).map(|phase| PhaseRun::of(rollout, step, phase))
+}
+
+impl PhaseRun {
+    /// The run of `step`, whose spec is `phase`, for `rollout`.
+    pub fn of(rollout: &SchemaRollout, step: Step, phase: &PhaseSpec) -> PhaseRun {
+        let key = ledger::key_of(rollout, step, phase);
+        let timeout = step_timeout(&rollout.spec, step);
+        PhaseRun {
+            job: phase
+                .job
+                .as_ref()
+                .map(|_| step::job_name(&rollout.name_any(), step, &key.digest)),
+            statements: phase.sql.clone().unwrap_or_default(),
+            key,
+            timeout,
+            lease: timeout + CLAIM_MARGIN,
+        }
+    }
+}
+
+impl Action {
+    /// The run of a phase the action is about, if it is about one.
+    pub fn run(&self) -> Option<&PhaseRun> {
+        match self {
+            Action::CreateJob(run) | Action::RunSql(run) | Action::Record { run, .. } => Some(run),
+            Action::PauseWorkload(_) | Action::ResumeWorkload(_) => None,
+        }
+    }
 }
 
 /// Severity of an event.
@@ -132,6 +184,10 @@ pub struct Plan {
     /// Why contract became held in this plan (it was not held for that
     /// reason before), for the `bellows_contract_held_total` metric.
     pub newly_held: Option<Reason>,
+    /// This plan is the first to see every workload rolled out, and
+    /// contract then waits for no bake time or approval: the
+    /// `bellows_contract_start_seconds` clock starts.
+    pub starts_contract_clock: bool,
 }
 
 impl Plan {

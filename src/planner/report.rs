@@ -182,6 +182,7 @@ impl Planner<'_> {
             requeue_after: d.requeue_after.map(|r| r.min(MAX_REQUEUE)),
             hold_reason: d.hold.map(|h| h.0),
             newly_held,
+            starts_contract_clock: false,
         }
     }
 }

@@ -193,6 +193,14 @@ pub enum Outcome {
     Vanished,
 }
 
+/// What status records of `step` for the spec of digest `digest`.
+pub fn recorded(status: &SchemaRolloutStatus, step: Step, digest: &str) -> Option<StepState> {
+    status
+        .step(step)
+        .filter(|s| s.digest == digest)
+        .map(|s| s.state)
+}
+
 /// Combines what the database ledger and status recorded for `step` (for
 /// the same digest) with the Job observed under the deterministic name. A
 /// phase recorded as finished stays finished even if its Job was deleted or
@@ -204,11 +212,7 @@ pub fn outcome(
     ledger: Option<&LedgerState>,
     observed: Option<&JobObservation>,
 ) -> Outcome {
-    let digest = digest(phase);
-    let recorded = status
-        .step(step)
-        .filter(|s| s.digest == digest)
-        .map(|s| s.state);
+    let recorded = recorded(status, step, &digest(phase));
     match ledger {
         Some(LedgerState::Succeeded) => return Outcome::Succeeded,
         Some(LedgerState::Failed(m)) if m == JOB_DELETED => return Outcome::Vanished,

@@ -95,16 +95,19 @@ fn step(r: &mut SchemaRollout, o: &Observed) -> Plan {
     p
 }
 
+/// The run of `step` for `r` the plan's actions must carry.
+fn run(r: &SchemaRollout, step: Step) -> crate::planner::PhaseRun {
+    crate::planner::phase_run(r, step).expect("the rollout has the phase")
+}
+
 fn creates(p: &Plan, step: Step) -> bool {
     p.actions
         .iter()
-        .any(|a| matches!(a, Action::CreateJob { step: s, .. } if *s == step))
+        .any(|a| matches!(a, Action::CreateJob(run) if run.key.step == step))
 }
 
 fn creates_any(p: &Plan) -> bool {
-    p.actions
-        .iter()
-        .any(|a| matches!(a, Action::CreateJob { .. }))
+    p.actions.iter().any(|a| matches!(a, Action::CreateJob(_)))
 }
 
 fn cond<'a>(
@@ -404,7 +407,7 @@ fn i2_manual_approval_waits_for_the_annotation_naming_this_object_and_contract()
     let e = [(Step::Expand, Succeeded)];
     let p = step(&mut r, &observed(both_rolled_out(), &e, 5));
     assert_eq!(p.phase(), RolloutPhase::AwaitingApproval);
-    assert!(!creates_any(&p) && !p.actions.contains(&Action::RunSql(Step::Contract)));
+    assert!(!creates_any(&p) && !p.actions.contains(&Action::RunSql(run(&r, Step::Contract))));
     assert!(reasons(&p).contains(&"ContractHeld"));
     let key = p.status.approval_key.clone().expect("status shows the key");
     assert_eq!(key, crate::planner::approval_key(&r));
@@ -461,7 +464,7 @@ fn i2_manual_approval_waits_for_the_annotation_naming_this_object_and_contract()
     r.annotations_mut().insert(APPROVE_ANNOTATION.into(), key);
     let p = step(&mut r, &observed(both_rolled_out(), &e, 9));
     assert!(
-        p.actions.contains(&Action::RunSql(Step::Contract)),
+        p.actions.contains(&Action::RunSql(run(&r, Step::Contract))),
         "{:?}",
         p.actions
     );
@@ -592,16 +595,7 @@ fn i5_gate_keeps_workloads_paused_until_expand_succeeds_and_after_it_fails() {
         [
             Action::PauseWorkload("api".into()),
             Action::PauseWorkload("worker".into()),
-            Action::CreateJob {
-                step: Step::Expand,
-                name: p
-                    .status
-                    .step(Step::Expand)
-                    .unwrap()
-                    .job_name
-                    .clone()
-                    .unwrap()
-            },
+            Action::CreateJob(run(&r, Step::Expand)),
         ]
     );
     let paused: Vec<_> = [
@@ -628,7 +622,7 @@ fn i5_gate_keeps_workloads_paused_until_expand_succeeds_and_after_it_fails() {
     assert_eq!(
         p.actions,
         [Action::Record {
-            step: Step::Expand,
+            run: run(&r, Step::Expand),
             failure: Some("DeadlineExceeded".into())
         }],
         "a failed expand never resumes the workloads"
@@ -638,7 +632,7 @@ fn i5_gate_keeps_workloads_paused_until_expand_succeeds_and_after_it_fails() {
         p.actions,
         [
             Action::Record {
-                step: Step::Expand,
+                run: run(&r, Step::Expand),
                 failure: None
             },
             Action::ResumeWorkload("api".into()),
@@ -876,7 +870,7 @@ fn inline_sql_runs_in_the_reconcile_and_reads_its_outcome_from_the_ledger() {
         ]
     };
     let p = step(&mut r, &observed(before(), &[], 0));
-    assert_eq!(p.actions, [Action::RunSql(Step::Expand)]);
+    assert_eq!(p.actions, [Action::RunSql(run(&r, Step::Expand))]);
     assert_eq!(
         p.requeue_after,
         Some(Duration::ZERO),
@@ -885,7 +879,7 @@ fn inline_sql_runs_in_the_reconcile_and_reads_its_outcome_from_the_ledger() {
     assert_eq!(p.status.step(Step::Expand).unwrap().statements, Some(1));
     // The run never committed (no ledger row): it may run again.
     let p = plan(&r, &observed(before(), &[], 1));
-    assert_eq!(p.actions, [Action::RunSql(Step::Expand)]);
+    assert_eq!(p.actions, [Action::RunSql(run(&r, Step::Expand))]);
     let mut o = observed(before(), &[], 2);
     o.ledger.insert(Step::Expand, LedgerState::Succeeded);
     let p = step(&mut r, &o);
@@ -938,7 +932,7 @@ fn finished_jobs_are_recorded_in_the_ledger_once() {
     assert_eq!(
         p.actions,
         [Action::Record {
-            step: Step::Expand,
+            run: run(&r, Step::Expand),
             failure: None
         }]
     );
@@ -1063,7 +1057,7 @@ fn i3_a_job_the_ledger_knows_is_never_created_again_when_it_is_gone() {
     // The ledger row fails (releasing the database for other rollouts).
     assert!(
         p.actions.contains(&Action::Record {
-            step: Step::Contract,
+            run: run(&r, Step::Contract),
             failure: Some(crate::planner::step::JOB_DELETED.into())
         }),
         "{:?}",
@@ -1244,10 +1238,7 @@ fn a_settled_rollout_needs_no_database_and_records_nothing() {
     assert!(
         p.actions.iter().any(|a| matches!(
             a,
-            Action::Record {
-                step: Step::Contract,
-                ..
-            }
+            Action::Record { run, .. } if run.key.step == Step::Contract
         )),
         "the failure goes into the ledger before status says Failed"
     );
@@ -1282,7 +1273,7 @@ fn a_ca_is_only_accepted_with_a_verifying_tls_mode() {
 
 #[test]
 fn checks_are_due_when_confirming_or_stale_never_on_every_event() {
-    use crate::planner::checks_due;
+    use crate::planner::reads::checks_due;
     assert!(checks_due(None, at(100), false), "never evaluated");
     assert!(!checks_due(Some(at(98)), at(100), false), "2 s old: reused");
     assert!(checks_due(Some(at(95)), at(100), false), "5 s old: due");
@@ -1311,7 +1302,7 @@ fn an_unsafe_expand_statement_holds_before_anything_runs_unless_allowed() {
     assert!(
         !p.actions
             .iter()
-            .any(|a| matches!(a, Action::RunSql(_) | Action::CreateJob { .. })),
+            .any(|a| matches!(a, Action::RunSql(_) | Action::CreateJob(_))),
         "{:?}",
         p.actions
     );
@@ -1345,7 +1336,7 @@ fn an_unsafe_expand_statement_holds_before_anything_runs_unless_allowed() {
     // Allowed on the phase: it runs, and status and an event say so.
     s.expand.allow = vec!["drop-column".into()];
     let p = plan(&rollout(s), &observed(before(), &[], 0));
-    assert!(p.actions.contains(&Action::RunSql(Step::Expand)));
+    assert!(p.actions.contains(&Action::RunSql(run(&r, Step::Expand))));
     assert_eq!(
         p.status.step(Step::Expand).unwrap().allowed,
         ["statement 1: drop-column"]
@@ -1394,7 +1385,7 @@ fn contract_may_drop_but_a_write_blocking_statement_is_flagged() {
     o.ledger.insert(Step::Expand, LedgerState::Succeeded);
     let p = step(&mut r, &o);
     assert!(
-        p.actions.contains(&Action::RunSql(Step::Contract)),
+        p.actions.contains(&Action::RunSql(run(&r, Step::Contract))),
         "{:?}",
         p.actions
     );
@@ -1505,4 +1496,28 @@ fn i6_a_statement_that_changes_a_timeout_bellows_sets_is_an_invalid_spec() {
         "{}",
         stalled.message
     );
+}
+
+#[test]
+fn the_contract_clock_starts_with_the_first_plan_to_see_every_workload_rolled_out() {
+    for (after, unattended) in [
+        (json!({}), true),
+        (json!({"bakeTime": "10m"}), false),
+        (json!({"approval": "Manual"}), false),
+    ] {
+        let mut r = rollout(spec(json!({
+            "contract": {"job": spec(json!({})).contract.run.job, "after": after},
+        })));
+        expanded(&mut r);
+        let p = step(
+            &mut r,
+            &observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 100),
+        );
+        assert_eq!(p.starts_contract_clock, unattended, "{after}");
+        let p = step(
+            &mut r,
+            &observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 101),
+        );
+        assert!(!p.starts_contract_clock, "only the first plan: {after}");
+    }
 }
