@@ -25,9 +25,6 @@
 //!
 //! The operator runs as the chart's identity and arguments, without leader
 //! election unless `BELLOWS_BENCH_LEADER_ELECT` is set (see `bench`).
-//!
-//! Over 400 lines: one benchmark program, setup, load, measurements and the
-//! printed table.
 
 // The harness serves the e2e suite too; the bench uses part of it.
 #[allow(dead_code, unused_imports)]

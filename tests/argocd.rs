@@ -2,9 +2,6 @@
 //! 5.1 (what Argo CD's gopher-lua implements) with only the libraries Argo CD
 //! opens, on SchemaRollouts the way the controller writes them, and the
 //! `argocd-cm.yaml` snippet embeds exactly those files.
-//!
-//! Over 400 lines: one test per health state and action, sharing the Lua
-//! runner and sample objects.
 
 use bellows::api::{RolloutPhase, SchemaRollout};
 use mlua::{Lua, LuaOptions, LuaSerdeExt, StdLib};

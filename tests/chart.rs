@@ -3,8 +3,6 @@
 //! is hardened, leader-elected and holds exactly the RBAC the controller
 //! needs. Rendering goes through `scripts/chart.sh` (Helm's Go SDK from PyPI
 //! helm-python-sdk, no helm binary).
-//!
-//! Over 400 lines: one test per chart promise, sharing the render helpers.
 
 use bellows::controller::access::{Access, CONTROLLER, LEADER_ELECTION};
 use serde_json::{Value, json};

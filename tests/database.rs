@@ -1,7 +1,5 @@
 //! `src/db` against real servers: PostgreSQL 15 and MariaDB started from the
 //! system binaries in temp dirs, one server per test (no shared state).
-//!
-//! Over 400 lines: each behaviour runs on both engines through shared bodies.
 
 use bellows_testkit::{mariadb, postgres, process, wait};
 

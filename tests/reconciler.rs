@@ -1,9 +1,6 @@
 //! Reconciler tests against a mocked API server (the kube-rs `tower-test`
 //! pattern): each test scripts the requests the reconciler must make, in
 //! order, and the answers it gets.
-//!
-//! Over 400 lines: each test scripts every request of one reconcile, which is
-//! the point.
 
 use bellows::api::{SchemaRollout, Step};
 use bellows::controller::cache::{self, Caches, Synced};

@@ -17,10 +17,6 @@
 //!   before it is removed (default 0).
 //!
 //! The delays simulate a slow node; tests never wait on them blindly.
-//!
-//! Over 400 lines: one watcher of pods doing a kubelet's jobs (bind, run
-//! Job and app pods, stop them, report status) and the environment
-//! resolution their containers need.
 
 use futures::StreamExt;
 use jiff::Timestamp;

@@ -8,8 +8,6 @@
 //! The 1.20 API server drops CEL rules (`x-kubernetes-validations`), so the
 //! rules only CEL states (one of two fields, unique names) reach the
 //! controller, which must stall them itself.
-//!
-//! Over 400 lines: the table of cases is the scenario.
 
 use super::STEP;
 use crate::harness::{Env, Ns, cond, psql_job, workload};
@@ -723,6 +721,14 @@ pub async fn run(env: Arc<Env>) {
 
     // Create every case first, so the operator works on all of them at once.
     let cases = cases();
+    // The count e2e/README.md gives is this table's.
+    let readme = std::fs::read_to_string(crate::harness::repo_path("e2e/README.md")).unwrap();
+    let said = format!("| 8 | bad-input table, {} malformed rollouts,", cases.len());
+    assert!(
+        readme.contains(&said),
+        "e2e/README.md must say {said:?} (scenario 8's table has {} cases)",
+        cases.len()
+    );
     let mut created = Vec::with_capacity(cases.len());
     for case in &cases {
         created.push(ns.create_raw(case.name, case.spec.clone()).await);

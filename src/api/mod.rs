@@ -3,9 +3,6 @@
 //! These types are the single source of the CRD: `bellows crd` prints the
 //! YAML under `crds/` from them, and every doc comment here becomes the text
 //! of `kubectl explain`.
-//!
-//! Over 400 lines: every field carries the doc comment `kubectl explain` and
-//! docs/api.md show, next to its schema bounds.
 
 mod duration;
 pub mod keys;

@@ -11,10 +11,9 @@
 //! so a re-created rollout skips a phase that already finished for the
 //! same spec. Each phase run has its own small object with one writer, so
 //! a write is one server-side apply that never conflicts with another
-//! rollout's (one ConfigMap shared by a namespace serialized every phase
-//! start of the namespace on it, and would outgrow the 1 MiB object limit
-//! after a few thousand runs). To run a phase again on purpose, change its
-//! spec (a new digest) or delete its ConfigMap.
+//! rollout's and no object grows with the number of runs. To run a phase
+//! again on purpose, change its spec (a new digest) or delete its
+//! ConfigMap.
 //!
 //! Earlier releases kept every run of a namespace as a key of one
 //! ConfigMap, [`LEGACY`]; its entries are still read, never written.

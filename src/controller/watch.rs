@@ -235,11 +235,9 @@ where
 }
 
 /// Backoff of the watches after an error: 200 ms, doubling, at most 2 s,
-/// back to 200 ms after the next event. kube-runtime's default grows to 30 s
-/// and the Controller shares one backoff among all its trigger watches, so a
-/// one-second API server restart held reconciles back for over a minute
-/// (e2e scenario 12). During an outage this costs each watch one request
-/// every 2 s.
+/// back to 200 ms after the next event (kube-runtime's default grows to
+/// 30 s, shared by all the Controller's trigger watches). During an outage
+/// this costs each watch one request every 2 s.
 #[derive(Default)]
 struct WatchBackoff {
     next: Option<Duration>,

@@ -1,8 +1,5 @@
 //! From `spec.database` and the Secrets it names to connect options, and a
 //! small pool per database, reused across reconciles.
-//!
-//! Over 400 lines with its unit tests: both engines' options, from a URL or
-//! discrete fields, and TLS.
 
 use super::{DbError, Timeouts};
 use crate::api::{DatabaseSpec, Engine, SecretKeyRef, SslMode, parse_duration};

@@ -1,12 +1,10 @@
 //! The operator's client of the Kubernetes API server: kube's stack (base
 //! URI, credentials, TLS from the kubeconfig or the ServiceAccount), with
 //! every request counted (`telemetry::requests`) and HTTP/2 when the
-//! server offers it, as kube-apiserver does. kube's own client speaks
-//! HTTP/1.1, one connection per request in flight: a mass rollout held
-//! over a hundred TLS connections open at N=100 (each a handshake for the
-//! API server and buffers in this process), where HTTP/2 carries every
-//! request and watch over one. With a proxy or a TLS server name
-//! configured, kube's own client is used.
+//! server offers it, as kube-apiserver does: every request and watch over
+//! one connection (kube's own client speaks HTTP/1.1, one connection per
+//! request in flight). With a proxy or a TLS server name configured,
+//! kube's own client is used.
 
 use crate::telemetry::requests::RequestsLayer;
 use hyper_util::client::legacy::connect::HttpConnector;

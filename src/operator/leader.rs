@@ -13,8 +13,6 @@
 //! Leader election narrows the window in which two replicas act at once; it
 //! is not what keeps a phase from running twice. Deterministic Job names,
 //! create-if-absent and the database ledger do that (invariant I3).
-//!
-//! Over 400 lines with its unit tests of the takeover rules.
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};

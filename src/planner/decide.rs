@@ -1,9 +1,6 @@
 //! The rule chain: from the observed state to a [`Decision`], phase by
 //! phase (contract first, then bad input, expand with its gate, rollout
 //! and transition, bake time, approval, checks). A phase rule changes here.
-//!
-//! Over 400 lines on purpose: the chain reads top to bottom in the order
-//! the rules apply, and each gate's helper sits next to the rule using it.
 
 use super::plan::{
     Action, CheckProblem, CheckResult, EventIntent, EventKind, Observed, PhaseRun, Plan,

@@ -1,8 +1,5 @@
 //! Pure text rendering for `kubectl bellows`: objects and the current time
 //! in, text out. Nothing here talks to the cluster or reads the clock.
-//!
-//! Over 400 lines: one renderer per verb's view (status, list, watch),
-//! sharing the column layout.
 
 use crate::api::{
     RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step, StepState, StepStatus, WorkloadVersion,
