@@ -277,7 +277,7 @@ async fn observe_database(
         checks: None,
     };
     for s in [Step::Expand, Step::Transition, Step::Contract] {
-        if let Some(key) = planner::ledger::key(rollout, s)
+        if let Some(key) = planner::phase_run(rollout, s).map(|run| run.key)
             && let Some(state) = target.ledger(&ctx.pools, &key).await?
         {
             view.ledger.insert(s, state);

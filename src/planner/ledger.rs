@@ -1,11 +1,10 @@
 //! What a ledger (the database's, or the cluster's without one) records
 //! about a phase, as the planner reads it: the key a phase run is filed
-//! under and the state it reached. Pure types; the I/O lives in `db` and
-//! `controller::cluster_ledger`.
+//! under and the state it reached (a run's key is built with the run,
+//! `PhaseRun::of`). Pure types; the I/O lives in `db` and
+//! `controller::records`.
 
-use crate::api::{PhaseSpec, SchemaRollout, Step};
-use crate::planner::step;
-use kube::ResourceExt;
+use crate::api::Step;
 
 /// Identity of one phase in the ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,20 +36,4 @@ pub enum LedgerState {
     Succeeded,
     /// Failed, with why.
     Failed(String),
-}
-
-/// The ledger key of `step` for `rollout`'s current spec, if it has that
-/// phase: namespace, rollout name, phase and spec digest.
-pub fn key(rollout: &SchemaRollout, step: Step) -> Option<LedgerKey> {
-    step::phase_spec(&rollout.spec, step).map(|phase| key_of(rollout, step, phase))
-}
-
-/// The ledger key of `step`, whose spec is `phase`, for `rollout`.
-pub fn key_of(rollout: &SchemaRollout, step: Step, phase: &PhaseSpec) -> LedgerKey {
-    LedgerKey {
-        namespace: rollout.namespace().unwrap_or_default(),
-        rollout: rollout.name_any(),
-        step,
-        digest: step::digest(phase),
-    }
 }

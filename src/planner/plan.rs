@@ -2,7 +2,7 @@
 //! effects and events it asks for, the plan.
 
 use crate::api::{PhaseSpec, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step};
-use crate::planner::ledger::{self, LedgerKey, LedgerState};
+use crate::planner::ledger::{LedgerKey, LedgerState};
 use crate::planner::step::{self, JobObservation};
 use crate::planner::validate::step_timeout;
 use crate::planner::workload::Assessment;
@@ -105,7 +105,12 @@ pub fn phase_run(rollout: &SchemaRollout, step: Step) -> Option<PhaseRun> {
 impl PhaseRun {
     /// The run of `step`, whose spec is `phase`, for `rollout`.
     pub fn of(rollout: &SchemaRollout, step: Step, phase: &PhaseSpec) -> PhaseRun {
-        let key = ledger::key_of(rollout, step, phase);
+        let key = LedgerKey {
+            namespace: rollout.namespace().unwrap_or_default(),
+            rollout: rollout.name_any(),
+            step,
+            digest: step::digest(phase),
+        };
         let timeout = step_timeout(&rollout.spec, step);
         PhaseRun {
             job: phase
