@@ -154,6 +154,15 @@ impl SchemaRolloutSpec {
             .map(|a| a.checks.as_slice())
             .unwrap_or_default()
     }
+
+    /// How contract is approved (`Automatic` when unset).
+    pub fn approval(&self) -> Approval {
+        self.contract
+            .after
+            .as_ref()
+            .map(|a| a.approval)
+            .unwrap_or_default()
+    }
 }
 
 /// One phase of the migration: exactly one of `job` or `sql`.

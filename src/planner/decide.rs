@@ -97,14 +97,7 @@ impl<'a> Planner<'a> {
 
         let validated = validate::validate(&self.rollout.spec);
         // Contract then waits for nothing a human or a timer decides.
-        let manual = self
-            .rollout
-            .spec
-            .contract
-            .after
-            .as_ref()
-            .map(|a| a.approval)
-            == Some(Approval::Manual);
+        let manual = self.rollout.spec.approval() == Approval::Manual;
         let unattended = validated
             .as_ref()
             .is_ok_and(|d| d.bake_time.is_zero() && !manual);
@@ -532,12 +525,7 @@ impl<'a> Planner<'a> {
             }
         }
 
-        let approval = spec
-            .contract
-            .after
-            .as_ref()
-            .map(|a| a.approval)
-            .unwrap_or_default();
+        let approval = spec.approval();
         if approval == Approval::Manual
             && let Some(why) = self.unapproved()
         {

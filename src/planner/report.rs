@@ -22,14 +22,7 @@ impl Planner<'_> {
     ) -> Plan {
         let now = self.observed.now;
         let generation = self.rollout.metadata.generation;
-        let approval = self
-            .rollout
-            .spec
-            .contract
-            .after
-            .as_ref()
-            .map(|a| a.approval)
-            .unwrap_or_default();
+        let approval = self.rollout.spec.approval();
         let expand_done = self
             .steps
             .iter()
