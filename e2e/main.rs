@@ -103,6 +103,11 @@ fn scenarios() -> Vec<Scenario> {
             true,
             scenarios::sql_analysis::run
         ),
+        scenario!(
+            "22_roll_forward_and_rollback_then_forward",
+            false,
+            scenarios::roll_forward::run
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

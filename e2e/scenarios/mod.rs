@@ -13,6 +13,7 @@ pub mod kills;
 pub mod leader;
 pub mod never_ready;
 pub mod plugin;
+pub mod roll_forward;
 pub mod rollback;
 pub mod sql_analysis;
 pub mod terminating;
@@ -38,7 +39,8 @@ pub struct ContractGuard {
 
 impl ContractGuard {
     /// Guards the Deployments `new_images`: (deployment, image of the new
-    /// version). Any pod of such a Deployment running another image is old.
+    /// version or a later one; a Deployment may be named with several).
+    /// Any pod of such a Deployment running an image not named is old.
     pub fn start(ns: &Ns, new_images: &[(&str, &str)]) -> ContractGuard {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -80,7 +82,9 @@ impl ContractGuard {
                             .and_then(|s| s.containers.first())
                             .and_then(|c| c.image.clone())
                             .unwrap_or_default();
-                        if wanted.iter().any(|(d, i)| *d == app && *i != image) {
+                        let guarded = wanted.iter().any(|(d, _)| *d == app);
+                        let new = wanted.iter().any(|(d, i)| *d == app && *i == image);
+                        if guarded && !new {
                             violations.insert(format!(
                                 "contract Job exists while old pod {} ({image}, terminating: {}) exists",
                                 p.metadata.name.unwrap_or_default(),

@@ -44,7 +44,7 @@ reasons! {
     ContractSucceeded,
     /// Event and stall: contract failed.
     ContractFailed,
-    /// Event: every workload runs only the new version.
+    /// Event: every workload runs only the new version or a later one.
     RolloutObserved,
     /// Event: contract is held, the note says why.
     ContractHeld,
@@ -125,7 +125,7 @@ reasons! {
     OldPodsRemain,
     /// Workload reason: the Deployment or its container is missing.
     Unavailable,
-    /// RolledOut reason: every workload runs only the new version.
+    /// RolledOut reason: every workload runs only the new version or a later one.
     AllWorkloadsRolledOut,
     /// Stalled reason when not stalled.
     NotStalled,

@@ -16,7 +16,7 @@ pub mod condition {
     pub const STALLED: &str = "Stalled";
     /// True once the expand phase succeeded.
     pub const EXPANDED: &str = "Expanded";
-    /// True while every workload runs only the new version.
+    /// True while every workload runs only the new version or a later one.
     pub const ROLLED_OUT: &str = "RolledOut";
     /// True once the contract phase succeeded.
     pub const CONTRACTED: &str = "Contracted";
@@ -146,7 +146,7 @@ pub struct SchemaRolloutStatus {
 pub struct WorkloadStatus {
     /// Name of the Deployment.
     pub name: String,
-    /// True when the workload runs only the new version.
+    /// True when the workload runs only the new version or a later one.
     pub rolled_out: bool,
     /// When it was first seen rolled out (cleared when it stops being so).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -144,7 +144,7 @@ impl<'a> Planner<'a> {
                     .find(|w| w.name == a.name && w.rolled_out)
                     .and_then(|w| w.rolled_out_at.clone());
                 let (reason, message) = match &a.verdict {
-                    Verdict::RolledOut => (None, None),
+                    Verdict::RolledOut => (None, a.note.clone()),
                     Verdict::Waiting(w, m) => {
                         (Some(w.reason().as_str().to_owned()), Some(m.clone()))
                     }

@@ -58,6 +58,7 @@ fn rolled_out(name: &str) -> Assessment {
         old_pods: 0,
         paused: false,
         paused_by_us: false,
+        note: None,
     }
 }
 

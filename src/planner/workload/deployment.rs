@@ -3,8 +3,7 @@
 //! unit tests, one per way it can fail to count as rolled out.
 
 use super::{
-    Assessment, Problem, Verdict, Wait, has_container, running_version, template_matches, waiting,
-    wanted_version,
+    Assessment, Problem, Standing, Verdict, Wait, has_container, standing, waiting, wanted_version,
 };
 use crate::api::Workload;
 use crate::api::keys::{PAUSED_BY_ANNOTATION, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL};
@@ -30,6 +29,7 @@ pub fn assess(
         old_pods: 0,
         paused: false,
         paused_by_us: false,
+        note: None,
     };
     let Some(deploy) = deployment else {
         out.problem = Some(Problem::NotFound);
@@ -73,12 +73,46 @@ pub fn assess(
         })
         .collect();
     let revision = deploy.annotations().get(REVISION_ANNOTATION);
-    let new_hash = owned
+    let current = owned
         .iter()
-        .find(|rs| revision.is_some() && rs.annotations().get(REVISION_ANNOTATION) == revision)
-        .and_then(|rs| rs.labels().get(TEMPLATE_HASH_LABEL).cloned());
+        .find(|rs| revision.is_some() && rs.annotations().get(REVISION_ANNOTATION) == revision);
+    let new_hash = current.and_then(|rs| rs.labels().get(TEMPLATE_HASH_LABEL).cloned());
+    let standing_of = |rs: &ReplicaSet| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .map(|t| standing(t, &workload.version))
+    };
+    // When the wanted version first ran here: the creation of the oldest
+    // ReplicaSet running it, as the cluster recorded it.
+    let wanted_since = owned
+        .iter()
+        .filter(|rs| standing_of(rs) == Some(Standing::Wanted))
+        .filter_map(|rs| rs.metadata.creation_timestamp.as_ref())
+        .min()
+        .map(|t| t.0);
+    // A ReplicaSet created after that (a whole second later: the times
+    // have seconds only) is a release made after the wanted one.
+    let created_after_wanted = |rs: &ReplicaSet| {
+        let created = rs.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        matches!((created, wanted_since), (Some(c), Some(w)) if c.as_second() > w.as_second())
+    };
+    // A ReplicaSet runs the new version or a later one: the wanted, a
+    // version named higher, or one that cannot be ordered by name but was
+    // created after the wanted version first ran.
+    let new_or_later = |rs: &ReplicaSet| match standing_of(rs) {
+        Some(Standing::Wanted | Standing::Newer(_)) => true,
+        Some(Standing::Unordered(_)) => created_after_wanted(rs),
+        Some(Standing::Older(_)) | None => false,
+    };
+    // A pod counts as new when its ReplicaSet does; a pod of no
+    // ReplicaSet of this Deployment counts as old.
     let is_new = |pod: &Pod| {
-        new_hash.is_some() && pod.labels().get(TEMPLATE_HASH_LABEL) == new_hash.as_ref()
+        let hash = pod.labels().get(TEMPLATE_HASH_LABEL);
+        owned
+            .iter()
+            .find(|rs| hash.is_some() && rs.labels().get(TEMPLATE_HASH_LABEL) == hash)
+            .is_some_and(|rs| new_or_later(rs))
     };
     let old_terminating = pods
         .iter()
@@ -92,32 +126,64 @@ pub fn assess(
         }
     }
 
-    out.verdict = if !template_matches(&spec.template, &workload.version) {
-        let had_new_version = owned.iter().any(|rs| {
-            rs.spec
-                .as_ref()
-                .and_then(|s| s.template.as_ref())
-                .is_some_and(|t| template_matches(t, &workload.version))
-        });
-        if had_new_version {
-            waiting(
-                Wait::RolledBack,
-                format!(
-                    "Deployment {} was rolled back: its pod template no longer runs the new version",
-                    workload.name
-                ),
-            )
-        } else {
-            waiting(
-                Wait::TemplateNotUpdated,
-                format!(
-                    "Deployment {} runs {}, waiting for {}",
-                    workload.name,
-                    running_version(&spec.template, &workload.version),
-                    wanted_version(&workload.version),
-                ),
-            )
+    let generation_observed =
+        status.observed_generation.unwrap_or(0) >= deploy.metadata.generation.unwrap_or(0);
+    let wanted = wanted_version(&workload.version);
+    let later = |running: &str| {
+        format!(
+            "Deployment {} runs {running}, newer than {wanted}",
+            workload.name
+        )
+    };
+    let rolled_back = |running: &str| {
+        waiting(
+            Wait::RolledBack,
+            format!(
+                "Deployment {} was rolled back: it runs {running}, older than {wanted}, which ran here before",
+                workload.name
+            ),
+        )
+    };
+    let not_updated = |running: &str| {
+        waiting(
+            Wait::TemplateNotUpdated,
+            format!(
+                "Deployment {} runs {running}, waiting for {wanted}",
+                workload.name
+            ),
+        )
+    };
+    let ran_wanted = owned
+        .iter()
+        .any(|rs| standing_of(rs) == Some(Standing::Wanted));
+    let template = match standing(&spec.template, &workload.version) {
+        Standing::Wanted => Ok(()),
+        Standing::Newer(running) => {
+            out.note = Some(later(&running));
+            Ok(())
         }
+        Standing::Older(running) if ran_wanted => Err(rolled_back(&running)),
+        Standing::Older(running) | Standing::Unordered(running) if !ran_wanted => {
+            Err(not_updated(&running))
+        }
+        // Whether an unordered template came before or after the wanted
+        // one is read from its ReplicaSet, once the controller made it.
+        Standing::Unordered(_) if !generation_observed || current.is_none() => Err(waiting(
+            Wait::GenerationNotObserved,
+            format!(
+                "Deployment {}: waiting for its controller to record the new revision",
+                workload.name
+            ),
+        )),
+        Standing::Unordered(running) if current.is_some_and(|rs| created_after_wanted(rs)) => {
+            out.note = Some(later(&running));
+            Ok(())
+        }
+        Standing::Older(running) | Standing::Unordered(running) => Err(rolled_back(&running)),
+    };
+
+    out.verdict = if let Err(verdict) = template {
+        verdict
     } else if status.observed_generation.unwrap_or(0) < deploy.metadata.generation.unwrap_or(0) {
         waiting(
             Wait::GenerationNotObserved,
@@ -405,5 +471,115 @@ mod tests {
             .insert(PAUSED_BY_ANNOTATION.into(), "users".into());
         let a = assess(&workload(), "users", Some(&d), &sets(), &[]);
         assert!(a.paused && a.paused_by_us);
+    }
+
+    /// A ReplicaSet of `image` at `revision`, created `at` seconds after
+    /// the epoch.
+    fn created(hash: &str, revision: &str, image: &str, at: i64) -> ReplicaSet {
+        let mut rs = replica_set(hash, revision, image);
+        rs.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(at).unwrap(),
+            ));
+        rs
+    }
+
+    /// The Deployment running `image` at `revision`.
+    fn at_revision(image: &str, revision: &str) -> Deployment {
+        let mut d = deployment(image);
+        d.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(REVISION_ANNOTATION.into(), revision.into());
+        d
+    }
+
+    #[test]
+    fn a_later_release_is_a_roll_forward_not_a_rollback() {
+        // 1.0.0, then 2.0.0 (the wanted version), then 3.0.0 during bake.
+        let sets = [
+            created("v1", "1", "shop/api:1.0.0", 0),
+            created("v2", "2", "shop/api:2.0.0", 100),
+            created("v3", "3", "shop/api:3.0.0", 200),
+        ];
+        let d = at_revision("shop/api:3.0.0", "3");
+        let a = assess(&workload(), "users", Some(&d), &sets, &[pod("v3", false)]);
+        assert_eq!(a.verdict, Verdict::RolledOut);
+        assert_eq!(
+            a.note.as_deref(),
+            Some("Deployment api runs 3.0.0, newer than 2.0.0")
+        );
+        // 2.0.0 pods still draining were built on the expanded schema too;
+        // a 1.0.0 pod was not.
+        let draining = [pod("v3", false), pod("v2", true)];
+        assert_eq!(verdict(&d, &sets, &draining), Verdict::RolledOut);
+        let old = [pod("v3", false), pod("v1", true)];
+        assert_eq!(wait_of(verdict(&d, &sets, &old)), Some(Wait::OldPodsRemain));
+    }
+
+    #[test]
+    fn an_undo_is_a_rollback_and_a_release_after_it_rolls_forward() {
+        // `kubectl rollout undo` reuses 1.0.0's ReplicaSet at a new revision.
+        let mut sets = vec![
+            created("v1", "3", "shop/api:1.0.0", 0),
+            created("v2", "2", "shop/api:2.0.0", 100),
+        ];
+        let back = at_revision("shop/api:1.0.0", "3");
+        match verdict(&back, &sets, &[pod("v1", false)]) {
+            Verdict::Waiting(Wait::RolledBack, m) => assert_eq!(
+                m,
+                "Deployment api was rolled back: it runs 1.0.0, older than 2.0.0, which ran here before"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Then 3.0.0 ships: forward again.
+        sets.push(created("v3", "4", "shop/api:3.0.0", 300));
+        let forward = at_revision("shop/api:3.0.0", "4");
+        assert_eq!(
+            verdict(&forward, &sets, &[pod("v3", false)]),
+            Verdict::RolledOut
+        );
+        // A hotfix of the old line shipped after 2.0.0 is still older.
+        sets.push(created("v11", "5", "shop/api:1.1.0", 400));
+        let hotfix = at_revision("shop/api:1.1.0", "5");
+        assert_eq!(
+            wait_of(verdict(&hotfix, &sets, &[pod("v11", false)])),
+            Some(Wait::RolledBack)
+        );
+    }
+
+    #[test]
+    fn versions_without_an_order_are_ordered_by_when_their_replica_sets_were_created() {
+        let w: Workload = serde_json::from_value(
+            json!({"name": "api", "version": {"image": {"container": "api", "tag": "abc123"}}}),
+        )
+        .unwrap();
+        let wanted = created("a", "2", "shop/api:abc123", 100);
+        for (at, rolled_out) in [(101, true), (100, false), (50, false)] {
+            let sets = [wanted.clone(), created("d", "3", "shop/api:def456", at)];
+            let d = at_revision("shop/api:def456", "3");
+            let v = assess(&w, "users", Some(&d), &sets, &[pod("d", false)]).verdict;
+            assert_eq!(
+                v == Verdict::RolledOut,
+                rolled_out,
+                "def456 created at {at}, abc123 at 100: {v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn version_names_are_ordered_number_by_number() {
+        use std::cmp::Ordering::*;
+        for (a, b, order) in [
+            ("3.0.0", "2.0.0", Some(Greater)),
+            ("v2.10", "v2.9", Some(Greater)),
+            ("2", "2.0.0", Some(Equal)),
+            ("1.1.0", "2.0.0", Some(Less)),
+            ("2.0.0-rc1", "2.0.0", None),
+            ("latest", "2.0.0", None),
+        ] {
+            assert_eq!(super::super::version_order(a, b), order, "{a} vs {b}");
+        }
     }
 }

@@ -28,6 +28,9 @@ pub struct Assessment {
     pub paused: bool,
     /// Whether bellows paused it for this rollout (so may resume it).
     pub paused_by_us: bool,
+    /// What status says of a workload rolled out to a later version than
+    /// the one wanted (`runs 3.0.0, newer than 2.0.0`).
+    pub note: Option<String>,
 }
 
 /// A workload reference that cannot be satisfied.
@@ -94,6 +97,88 @@ impl Wait {
             Self::Unavailable => Reason::Unavailable,
         }
     }
+}
+
+/// How the version a pod template runs stands to the wanted one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// It runs the wanted version.
+    Wanted,
+    /// It runs a later version (shown as the template runs it): built on
+    /// the expanded schema too.
+    Newer(String),
+    /// It runs an earlier version.
+    Older(String),
+    /// Another version that cannot be ordered by its name (a digest, a
+    /// branch tag): the order the cluster created its ReplicaSets in
+    /// decides.
+    Unordered(String),
+}
+
+/// How `template`'s version stands to `version`: by their names when both
+/// read as dotted numbers (`3.0.0`, `v2.1`, `20261205`), compared number
+/// by number.
+pub fn standing(template: &PodTemplateSpec, version: &WorkloadVersion) -> Standing {
+    if template_matches(template, version) {
+        return Standing::Wanted;
+    }
+    let running = running_version(template, version);
+    let order = comparable(template, version)
+        .and_then(|(running, wanted)| version_order(&running, &wanted));
+    match order {
+        Some(std::cmp::Ordering::Greater) => Standing::Newer(running),
+        Some(std::cmp::Ordering::Less) => Standing::Older(running),
+        _ => Standing::Unordered(running),
+    }
+}
+
+/// The running and the wanted version's names, where they can be put in
+/// order: a tag, the tag of a reference to the same repository, or the
+/// value of the one label that names the version.
+fn comparable(template: &PodTemplateSpec, version: &WorkloadVersion) -> Option<(String, String)> {
+    if let Some(image) = &version.image {
+        let actual = template
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .find(|c| c.name == image.container)?
+            .image
+            .clone()?;
+        let wanted = match (&image.tag, &image.reference) {
+            (Some(tag), _) => tag.clone(),
+            (None, Some(reference)) if repository(reference) == repository(&actual) => {
+                tag_of(reference)?.to_owned()
+            }
+            _ => return None,
+        };
+        return Some((tag_of(&actual)?.to_owned(), wanted));
+    }
+    let labels = version.labels.as_ref()?;
+    let [(key, wanted)] = labels.iter().collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    let running = template.metadata.as_ref()?.labels.as_ref()?.get(key)?;
+    Some((running.clone(), wanted.clone()))
+}
+
+/// The order of two version names that read as dotted numbers, with an
+/// optional leading `v`; `None` for any other name (`2.0.0-rc1`, `latest`,
+/// a commit).
+fn version_order(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+    let parse = |v: &str| -> Option<Vec<u64>> {
+        let v = v.strip_prefix('v').unwrap_or(v);
+        v.split('.').map(|n| n.parse().ok()).collect()
+    };
+    let (a, b) = (parse(a)?, parse(b)?);
+    let len = a.len().max(b.len());
+    let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+    Some(
+        (0..len)
+            .map(|i| at(&a, i).cmp(&at(&b, i)))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal),
+    )
 }
 
 /// The version a pod template runs, in the terms of `version`: the named
@@ -184,6 +269,15 @@ fn image_matches(actual: &str, wanted: &ImageVersion) -> bool {
         return false;
     };
     tag_of(actual) == Some(tag.as_str())
+}
+
+/// An image without its tag and digest: `registry:5000/shop/api`.
+fn repository(image: &str) -> &str {
+    let name = image.split('@').next().unwrap_or(image);
+    match tag_of(name) {
+        Some(tag) => &name[..name.len() - tag.len() - 1],
+        None => name,
+    }
 }
 
 /// The tag of an image: in `repo:tag` or `repo:tag@sha256:...` it follows
