@@ -629,6 +629,18 @@ fn cases() -> Vec<Case> {
             stalled("UnsafeExpand", "drop-cascade"),
         ),
         case(
+            "unsafe-expand-set-schema",
+            "expand: ALTER TABLE users SET SCHEMA archive (the parser cannot read it)",
+            bad(&[
+                (
+                    "/expand",
+                    json!({"sql": ["CREATE TABLE t_set_schema (x int)", "ALTER TABLE users SET SCHEMA archive"]}),
+                ),
+                ("/database", database()),
+            ]),
+            stalled("UnsafeExpand", "move-table"),
+        ),
+        case(
             "unknown-allowance",
             "expand.allow: [no-such-rule]",
             bad(&[
