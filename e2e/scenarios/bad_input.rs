@@ -656,6 +656,33 @@ fn cases() -> Vec<Case> {
             ),
         ),
         case(
+            "parallel-job",
+            "expand Job completions: 3, parallelism: 3",
+            bad(&[
+                ("/expand/job/completions", json!(3)),
+                ("/expand/job/parallelism", json!(3)),
+            ]),
+            stalled("InvalidSpec", "spec.expand.job.completions must be 1"),
+        ),
+        case(
+            "suspended-job",
+            "expand Job suspend: true",
+            bad(&[("/expand/job/suspend", json!(true))]),
+            stalled("InvalidSpec", "spec.expand.job.suspend must not be true"),
+        ),
+        case(
+            "ignored-failures",
+            "contract Job podFailurePolicy with an Ignore rule",
+            bad(&[(
+                "/contract/job/podFailurePolicy",
+                json!({"rules": [{"action": "Ignore", "onExitCodes": {"operator": "In", "values": [1]}}]}),
+            )]),
+            stalled(
+                "InvalidSpec",
+                "spec.contract.job.podFailurePolicy must not Ignore",
+            ),
+        ),
+        case(
             "retries",
             "expand Job backoffLimit: 3",
             bad(&[("/expand/job/backoffLimit", json!(3))]),

@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 /// The Job of `run` (named `run.job`, with `run.timeout` as its default
 /// deadline), owned by `rollout`.
 ///
-/// Defaults that make a migration safe: no retries unless asked
-/// (`backoffLimit: 0`), a deadline from the phase's timeout, `restartPolicy:
+/// Defaults that make a migration safe: no retries (`backoffLimit: 0`;
+/// validation refuses others), a deadline of at most the phase's timeout
+/// (a longer one is cut to it, so the database claim, which lasts the
+/// timeout plus a margin, outlives the Job), `restartPolicy:
 /// Never`, no ServiceAccount token mounted unless the spec sets
 /// `automountServiceAccountToken`, and never `ttlSecondsAfterFinished` (the
 /// finished Job is the record of what ran).
@@ -22,8 +24,11 @@ pub fn build(rollout: &SchemaRollout, run: &PhaseRun) -> Option<Job> {
     let name = run.job.as_deref()?;
     let mut spec = job_spec(&rollout.spec, step)?.clone();
     spec.backoff_limit.get_or_insert(0);
-    spec.active_deadline_seconds
-        .get_or_insert(run.timeout.as_secs().max(1) as i64);
+    let timeout = run.timeout.as_secs().max(1) as i64;
+    spec.active_deadline_seconds = Some(
+        spec.active_deadline_seconds
+            .map_or(timeout, |asked| asked.min(timeout)),
+    );
     spec.ttl_seconds_after_finished = None;
     if let Some(pod) = spec.template.spec.as_mut() {
         pod.restart_policy.get_or_insert_with(|| "Never".into());
@@ -157,5 +162,17 @@ mod tests {
             Some("Never")
         );
         assert!(built(&r, Step::Transition).is_none(), "no transition phase");
+    }
+
+    #[test]
+    fn a_deadline_longer_than_the_phase_timeout_is_cut_to_it() {
+        // Ten years asked, a 5-minute expand timeout: the Job stops within
+        // the database claim (timeout plus a margin).
+        let r = rollout(
+            json!({"expand": "5m"}),
+            json!({"activeDeadlineSeconds": 315360000, "template": {"spec": {"containers": [{"name": "m"}]}}}),
+        );
+        let spec = built(&r, Step::Expand).unwrap().spec.unwrap();
+        assert_eq!(spec.active_deadline_seconds, Some(300));
     }
 }

@@ -1522,3 +1522,60 @@ fn the_contract_clock_starts_with_the_first_plan_to_see_every_workload_rolled_ou
         assert!(!p.starts_contract_clock, "only the first plan: {after}");
     }
 }
+
+#[test]
+fn i3_a_job_spec_that_could_run_the_migration_twice_is_an_invalid_spec() {
+    let job = |extra: serde_json::Value| {
+        let mut j = json!({"template": {"spec": {"containers": [{"name": "m"}]}}});
+        j.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"expand": {"job": j}})
+    };
+    for (extra, field) in [
+        (
+            json!({"completions": 3, "parallelism": 3}),
+            "spec.expand.job.completions must be 1",
+        ),
+        (
+            json!({"parallelism": 2}),
+            "spec.expand.job.parallelism must be 1",
+        ),
+        (
+            json!({"suspend": true}),
+            "spec.expand.job.suspend must not be true",
+        ),
+        (
+            json!({"backoffLimitPerIndex": 2}),
+            "spec.expand.job.backoffLimitPerIndex must be 0",
+        ),
+        (
+            json!({"podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}}),
+            "spec.expand.job.podFailurePolicy must not Ignore",
+        ),
+        (
+            json!({"managedBy": "kueue.x-k8s.io/multikueue"}),
+            "spec.expand.job.managedBy must be unset",
+        ),
+    ] {
+        let r = rollout(spec(job(extra.clone())));
+        let p = plan(&r, &observed(both_rolled_out(), &[], 0));
+        assert!(!creates_any(&p), "{extra}");
+        let stalled = cond(&p, condition::STALLED);
+        assert_eq!(stalled.reason, "InvalidSpec", "{extra}");
+        assert!(
+            stalled.message.contains(field),
+            "{extra}: {}",
+            stalled.message
+        );
+    }
+    // What runs once is accepted.
+    let r = rollout(spec(job(
+        json!({"completions": 1, "parallelism": 1, "suspend": false,
+        "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}}),
+    )));
+    assert!(creates(
+        &plan(&r, &observed(both_rolled_out(), &[], 0)),
+        Step::Expand
+    ));
+}

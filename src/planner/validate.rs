@@ -116,6 +116,7 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
                         "{at}.job.template.spec.restartPolicy must be Never: a migration runs at most once"
                     ));
                 }
+                runs_once(&mut problems, &at, job);
             }
             (None, Some(sql)) => {
                 if sql.is_empty() || sql.iter().any(|s| s.trim().is_empty()) {
@@ -201,6 +202,48 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
         Ok(durations)
     } else {
         Err(problems)
+    }
+}
+
+/// What else in a phase's JobSpec could run the migration more than once,
+/// or never: more than one completion or pod at a time, a Job created
+/// suspended (bellows creates it to run it), failures the pod failure
+/// policy ignores (each ignored failure starts another pod), retries per
+/// index, or another controller managing it.
+fn runs_once(problems: &mut Vec<String>, at: &str, job: &k8s_openapi::api::batch::v1::JobSpec) {
+    let once = "a migration runs at most once";
+    if job.completions.is_some_and(|n| n != 1) {
+        problems.push(format!("{at}.job.completions must be 1: {once}"));
+    }
+    if job.parallelism.is_some_and(|n| n != 1) {
+        problems.push(format!("{at}.job.parallelism must be 1: {once}"));
+    }
+    if job.suspend == Some(true) {
+        problems.push(format!(
+            "{at}.job.suspend must not be true: bellows creates the Job when the phase may run, to run it (pause the rollout instead: spec.paused)"
+        ));
+    }
+    if job.backoff_limit_per_index.is_some_and(|n| n != 0) {
+        problems.push(format!("{at}.job.backoffLimitPerIndex must be 0: {once}"));
+    }
+    let ignored = job
+        .pod_failure_policy
+        .iter()
+        .flat_map(|p| &p.rules)
+        .any(|r| r.action == "Ignore");
+    if ignored {
+        problems.push(format!(
+            "{at}.job.podFailurePolicy must not Ignore a failure: an ignored failure starts the migration's pod again"
+        ));
+    }
+    if job
+        .managed_by
+        .as_deref()
+        .is_some_and(|m| m != "kubernetes.io/job-controller")
+    {
+        problems.push(format!(
+            "{at}.job.managedBy must be unset: bellows knows how the Job controller runs a Job, not another controller"
+        ));
     }
 }
 
