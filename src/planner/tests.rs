@@ -852,6 +852,19 @@ fn with_database(extra: serde_json::Value) -> SchemaRolloutSpec {
     s
 }
 
+/// Plans `s` with every workload rolled out, asserts it stalls with
+/// InvalidSpec and runs nothing, and returns the stall's message.
+fn invalid_spec_message(s: SchemaRolloutSpec) -> String {
+    let p = plan(
+        &rollout(s),
+        &observed(vec![rolled_out("api"), rolled_out("worker")], &[], 0),
+    );
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let stalled = cond(&p, condition::STALLED);
+    assert_eq!(stalled.reason, "InvalidSpec");
+    stalled.message.clone()
+}
+
 fn sql_phase(statement: &str) -> crate::api::PhaseSpec {
     crate::api::PhaseSpec {
         sql: Some(vec![statement.into()]),
@@ -1360,19 +1373,10 @@ fn transaction_control_in_inline_sql_is_an_invalid_spec() {
         ]),
         ..crate::api::PhaseSpec::default()
     };
-    let p = plan(
-        &rollout(s),
-        &observed(vec![rolled_out("api"), rolled_out("worker")], &[], 0),
-    );
-    assert!(p.actions.is_empty(), "{:?}", p.actions);
-    let stalled = cond(&p, condition::STALLED);
-    assert_eq!(stalled.reason, "InvalidSpec");
+    let message = invalid_spec_message(s);
     assert!(
-        stalled
-            .message
-            .contains("spec.expand.sql[1] (COMMIT): COMMIT is transaction control"),
-        "{}",
-        stalled.message
+        message.contains("spec.expand.sql[1] (COMMIT): COMMIT is transaction control"),
+        "{message}"
     );
 }
 
@@ -1483,19 +1487,12 @@ fn i3_an_unreadable_inline_item_stalls_before_anything_runs_unless_allowed_per_s
 fn i6_a_statement_that_changes_a_timeout_bellows_sets_is_an_invalid_spec() {
     let mut s = with_database(json!({}));
     s.expand = sql_phase("SET LOCAL statement_timeout = 0");
-    let p = plan(
-        &rollout(s),
-        &observed(vec![rolled_out("api"), rolled_out("worker")], &[], 0),
-    );
-    assert!(p.actions.is_empty(), "{:?}", p.actions);
-    let stalled = cond(&p, condition::STALLED);
-    assert_eq!(stalled.reason, "InvalidSpec");
+    let message = invalid_spec_message(s);
     assert!(
-        stalled.message.contains(
+        message.contains(
             "spec.expand.sql[0] (SET LOCAL statement_timeout = 0): it changes statement_timeout"
         ),
-        "{}",
-        stalled.message
+        "{message}"
     );
 }
 
