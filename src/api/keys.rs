@@ -11,8 +11,9 @@ pub const STEP_LABEL: &str = "bellows.dev/phase";
 /// Annotation holding the owning rollout's name.
 pub const ROLLOUT_ANNOTATION: &str = "bellows.dev/rollout";
 /// Annotation that approves a `Manual` contract; its value must equal
-/// `status.approvalKey` (the object's uid and the contract's digest) so an
-/// approval never carries over to another contract or object.
+/// `status.approvalKey` (the object's uid and a digest of what decides
+/// contract) so an approval never carries over to another contract or
+/// object.
 pub const APPROVE_ANNOTATION: &str = "bellows.dev/approve";
 /// Annotation bellows puts on a Deployment it paused for the expand gate.
 pub const PAUSED_BY_ANNOTATION: &str = "bellows.dev/paused-by";

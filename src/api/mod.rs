@@ -224,8 +224,9 @@ pub struct ContractAfter {
     pub bake_time: Option<String>,
     /// `Automatic` (default) contracts as soon as everything else holds;
     /// `Manual` also waits for the annotation `bellows.dev/approve` set to
-    /// `status.approvalKey` (`<metadata.uid>/<contract spec digest>`, what
-    /// `kubectl bellows approve` writes).
+    /// `status.approvalKey` (`<metadata.uid>/<digest of the contract, its
+    /// checks, the database and the workloads>`, what `kubectl bellows
+    /// approve` writes).
     #[serde(default)]
     pub approval: Approval,
     /// SQL guards against `spec.database`, each returning one boolean row;

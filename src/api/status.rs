@@ -133,9 +133,11 @@ pub struct SchemaRolloutStatus {
     pub hold_reason: Option<String>,
     /// With `approval: Manual`: the value of the annotation
     /// `bellows.dev/approve` that approves the current contract,
-    /// `<metadata.uid>/<contract spec digest>`. It names this object and
-    /// this contract, so it approves neither a re-created rollout nor an
-    /// edited contract.
+    /// `<metadata.uid>/<digest>`, the digest covering the contract's
+    /// statements or Job, its checks, the database and the workloads. It
+    /// names this object and what was approved, so it approves neither a
+    /// re-created rollout nor an edited contract, check, database or
+    /// workload list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_key: Option<String>,
 }

@@ -29,6 +29,7 @@ pub use plan::{
 use crate::api::{RolloutPhase, SchemaRollout};
 use jiff::Timestamp;
 use kube::ResourceExt;
+use sha2::Digest;
 use std::time::Duration;
 
 /// Decides the next step of `rollout` from what was observed.
@@ -58,17 +59,27 @@ pub fn settled(rollout: &SchemaRollout) -> bool {
 }
 
 /// The value of the `bellows.dev/approve` annotation that approves
-/// `rollout`'s current contract: `<metadata.uid>/<contract spec digest>`.
-/// Bound to the object (a `kubectl replace --force` gets a new uid) and to
-/// the contract's spec (an edited contract has a new digest), so no
-/// approval outlives what it approved or can be written in advance for a
-/// contract that does not exist yet.
+/// `rollout`'s current contract: `<metadata.uid>/<digest>`, the digest
+/// covering everything that decides contract: the contract's statements or
+/// Job, its checks, the database and the workloads. Bound to the object (a
+/// `kubectl replace --force` gets a new uid) and to those (an edit to any
+/// has a new digest), so no approval outlives what it approved or can be
+/// written in advance for a contract that does not exist yet.
 pub fn approval_key(rollout: &SchemaRollout) -> String {
-    format!(
-        "{}/{}",
-        rollout.uid().unwrap_or_default(),
-        step::digest(&rollout.spec.contract.run)
-    )
+    let spec = &rollout.spec;
+    let decides = serde_json::json!({
+        "contract": step::digest(&spec.contract.run),
+        "checks": spec.checks(),
+        "database": spec.database,
+        "workloads": spec.workloads,
+    });
+    let bytes = serde_json::to_vec(&decides).expect("a spec always serializes");
+    let hex: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{}/{hex}", rollout.uid().unwrap_or_default())
 }
 
 /// The furthest wake-up a plan asks for: a timeout of years is checked

@@ -1576,3 +1576,37 @@ fn i3_a_job_spec_that_could_run_the_migration_twice_is_an_invalid_spec() {
         Step::Expand
     ));
 }
+
+#[test]
+fn i2_an_approval_covers_the_contract_its_checks_the_database_and_the_workloads() {
+    let base = with_database(
+        json!({"contract": {"sql": ["ALTER TABLE users DROP COLUMN full_name"],
+        "after": {"approval": "Manual", "checks": [{"name": "c", "sql": "SELECT true"}]}}}),
+    );
+    let key = |s: &SchemaRolloutSpec| crate::planner::approval_key(&rollout(s.clone()));
+    let approved = key(&base);
+    let mut edits: Vec<(&str, SchemaRolloutSpec)> = vec![];
+    let mut checks = base.clone();
+    checks.contract.after.as_mut().unwrap().checks[0].sql = "SELECT 1 = 1".into();
+    edits.push(("a check", checks));
+    let mut database = base.clone();
+    database.database.as_mut().unwrap().statement_timeout = Some("1m".into());
+    edits.push(("the database", database));
+    let mut workloads = base.clone();
+    workloads.workloads.pop();
+    edits.push(("the workloads", workloads));
+    let mut contract = base.clone();
+    contract.contract.run = sql_phase("ALTER TABLE users DROP COLUMN email");
+    edits.push(("the contract", contract));
+    for (what, edited) in &edits {
+        assert_ne!(
+            key(edited),
+            approved,
+            "an edit to {what} needs a new approval"
+        );
+    }
+    // Allowances and the bake time do not change what was approved.
+    let mut allowed = base.clone();
+    allowed.contract.run.allow = vec!["truncate".into()];
+    assert_eq!(key(&allowed), approved);
+}

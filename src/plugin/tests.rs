@@ -34,8 +34,8 @@ fn approving_while_awaiting_approval_says_only_what_was_done() {
     assert_eq!(
         approval_report(&r, "shop"),
         format!(
-            "schemarollout shop/gated approved: bellows.dev/approve=\"uid-7/{}\"",
-            crate::planner::step::digest(&r.spec.contract.run)
+            "schemarollout shop/gated approved: bellows.dev/approve=\"{}\"",
+            crate::planner::approval_key(&r)
         )
     );
 }
@@ -48,8 +48,8 @@ fn approving_early_notes_the_other_gates() {
     assert_eq!(
         lines[0],
         format!(
-            "schemarollout shop/gated approved: bellows.dev/approve=\"uid-7/{}\"",
-            crate::planner::step::digest(&r.spec.contract.run)
+            "schemarollout shop/gated approved: bellows.dev/approve=\"{}\"",
+            crate::planner::approval_key(&r)
         )
     );
     assert!(
