@@ -203,6 +203,7 @@ async fn expect_round(
 /// Expects expand to start without a database: the ledger claim, the Job,
 /// the ledger's `started`, then the status.
 async fn starts_expand(h: &mut ApiHandle) {
+    rereads_rollout(h, rollout()).await;
     ledger_write(h, "expand", "claimed").await;
     expect(
         h,
@@ -217,6 +218,18 @@ async fn starts_expand(h: &mut ApiHandle) {
         Method::PATCH,
         "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?",
         ok(serde_json::to_value(rollout()).unwrap()),
+    )
+    .await;
+}
+
+/// Expects the live read of the SchemaRollout before a phase starts,
+/// answering it with `live`.
+async fn rereads_rollout(h: &mut ApiHandle, live: SchemaRollout) {
+    expect(
+        h,
+        Method::GET,
+        "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users",
+        ok(serde_json::to_value(live).unwrap()),
     )
     .await;
 }
@@ -273,6 +286,7 @@ async fn creates_the_expand_job_then_writes_status_then_publishes_an_event() {
     let (result, metrics) = run(|mut h| {
         tokio::spawn(async move {
             observe_fresh_rollout(&mut h).await;
+            rereads_rollout(&mut h, rollout()).await;
             ledger_write(&mut h, "expand", "claimed").await;
             let (_, job) = expect(
                 &mut h,
@@ -343,6 +357,7 @@ async fn an_existing_job_counts_as_created() {
         tokio::spawn(async move {
             observe_fresh_rollout(&mut h).await;
             let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"});
+            rereads_rollout(&mut h, rollout()).await;
             ledger_write(&mut h, "expand", "claimed").await;
             expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (StatusCode::CONFLICT, conflict)).await;
             ledger_write(&mut h, "expand", "started").await;
@@ -361,6 +376,7 @@ async fn a_transient_job_create_failure_writes_no_status_and_reports_an_error() 
         tokio::spawn(async move {
             observe_fresh_rollout(&mut h).await;
             let unavailable = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "ServiceUnavailable", "code": 503, "message": "etcd"});
+            rereads_rollout(&mut h, rollout()).await;
             ledger_write(&mut h, "expand", "claimed").await;
             expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (StatusCode::SERVICE_UNAVAILABLE, unavailable)).await;
         })
@@ -391,7 +407,8 @@ async fn a_job_the_api_server_refuses_stalls_the_rollout_with_its_message() {
             tokio::spawn(async move {
                 observe_fresh_rollout(&mut h).await;
                 let refused = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": message});
-                ledger_write(&mut h, "expand", "claimed").await;
+                rereads_rollout(&mut h, rollout()).await;
+            ledger_write(&mut h, "expand", "claimed").await;
                 expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (status, refused)).await;
                 let (_, patch) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
                 let stalled = patch["status"]["conditions"]
@@ -772,4 +789,50 @@ async fn a_recorded_job_missing_from_the_caches_is_read_live_not_declared_vanish
     })
     .await;
     assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_rollout_changed_since_the_reconcile_began_starts_nothing() {
+    // Paused by its user (a new generation), its approval revoked (an
+    // annotation), deleted, or gone: the phase the plan would start is not.
+    let mut paused = rollout();
+    paused.spec.paused = true;
+    paused.metadata.generation = Some(2);
+    let mut annotated = rollout();
+    annotated.metadata.annotations =
+        Some([("bellows.dev/approve".to_owned(), "x".to_owned())].into());
+    let mut deleting = rollout();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+    );
+    for live in [Some(paused), Some(annotated), Some(deleting), None] {
+        let (result, _) = run(|mut h| {
+            tokio::spawn(async move {
+                observe_fresh_rollout(&mut h).await;
+                match live {
+                    Some(live) => rereads_rollout(&mut h, live).await,
+                    None => {
+                        expect(
+                            &mut h,
+                            Method::GET,
+                            "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users",
+                            not_found(),
+                        )
+                        .await;
+                    }
+                }
+                // Nothing after the read: no ledger claim, no Job, no status.
+                let next = tokio::time::timeout(Duration::from_millis(300), h.next_request()).await;
+                if let Ok(Some((request, _))) = next {
+                    panic!(
+                        "{} {} after the rollout was found changed",
+                        request.method(),
+                        request.uri()
+                    );
+                }
+            })
+        })
+        .await;
+        assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(1)));
+    }
 }

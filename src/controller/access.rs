@@ -30,7 +30,7 @@ pub const CONTROLLER: &[Access] = &[
         group: "bellows.dev",
         resource: "schemarollouts",
         verbs: &["get", "list", "patch", "watch"],
-        why: "the SchemaRollout watch (controller::run), the cleanup finalizer (controller::finalizer)",
+        why: "the SchemaRollout watch (controller::run), the cleanup finalizer (controller::finalizer), the live re-read before a phase starts (reconcile::changed_since)",
     },
     Access {
         group: "bellows.dev",

@@ -81,6 +81,13 @@ async fn reconcile_once(
         observed = observe(Source::Live).await?;
         plan = planner::plan(rollout, &observed);
     }
+    // Nor on a rollout edited, paused, re-approved or deleted since this
+    // reconcile began: the SchemaRollout itself is read again, and a
+    // change waits for the reconcile it triggers.
+    if plan.actions.iter().any(starts_phase) && changed_since(&api, rollout).await? {
+        tracing::info!(rollout = %rollout.name_any(), namespace = %ns, "changed since the reconcile began; starting nothing");
+        return Ok(Action::requeue(RECHECK));
+    }
     if plan.starts_contract_clock {
         ctx.rolled_out(rollout, started);
     }
@@ -103,6 +110,28 @@ async fn reconcile_once(
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// How soon a reconcile that found its rollout changed looks again (the
+/// change's own watch event usually comes first).
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether the SchemaRollout on the API server is no longer the one being
+/// reconciled in what decides a phase start: gone, re-created, its spec
+/// (generation), annotations (approval) or deletion.
+async fn changed_since(api: &Api<SchemaRollout>, rollout: &SchemaRollout) -> Result<bool, Error> {
+    let Some(live) = api
+        .get_opt(&rollout.name_any())
+        .await
+        .map_err(Error::Kube)?
+    else {
+        return Ok(true);
+    };
+    let (now, then) = (&live.metadata, &rollout.metadata);
+    Ok(now.uid != then.uid
+        || now.generation != then.generation
+        || now.annotations != then.annotations
+        || now.deletion_timestamp.is_some())
 }
 
 /// How often a deleted rollout looks again at a migration Job it waits for
