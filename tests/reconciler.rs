@@ -638,45 +638,58 @@ async fn a_deleted_rollout_waits_for_its_running_job_and_starts_nothing() {
 }
 
 #[tokio::test]
-async fn a_deleted_rollout_resumes_what_its_gate_paused_then_lets_go() {
-    let (mut r, job_name) = expanding(true);
-    r.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        jiff::Timestamp::UNIX_EPOCH,
-    ));
-    let mut paused = deployment_v1();
-    paused["spec"]["paused"] = json!(true);
-    paused["metadata"]["annotations"]["bellows.dev/paused-by"] = json!("users");
-    paused["metadata"]["resourceVersion"] = json!("9");
-    let (result, _) = run_with(r, Some(caches(vec![paused.clone()])), |mut h| {
-        tokio::spawn(async move {
-            let mut failed = running_job(&job_name);
-            failed["status"] = json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]});
-            observe_live(&mut h, ok(failed), Ledger::default()).await;
-            // The finished Job goes into the ledger first.
-            ledger_write(&mut h, "expand", "failed").await;
-            expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/shop/deployments/api", ok(paused.clone())).await;
-            let (_, resume) = expect(&mut h, Method::PATCH, "/apis/apps/v1/namespaces/shop/deployments/api?", ok(paused)).await;
-            assert_eq!(
-                resume,
-                json!({"metadata": {"resourceVersion": "9", "annotations": {"bellows.dev/paused-by": null}}, "spec": {"paused": false}})
-            );
-            let (_, release) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users?", ok(serde_json::to_value(rollout()).unwrap())).await;
-            assert_eq!(
-                release,
-                json!([
-                    {"op": "test", "path": "/metadata/finalizers/0", "value": "bellows.dev/cleanup"},
-                    {"op": "remove", "path": "/metadata/finalizers/0"},
-                ])
-            );
-            let (_, event) = expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events?", (StatusCode::CREATED, json!({}))).await;
-            assert_eq!(event["reason"], "WorkloadsResumed");
+async fn a_deleted_rollout_resumes_what_its_gate_paused_only_after_its_expand_succeeded() {
+    // Its expand Job ended (succeeded, or failed) while it was deleted.
+    for succeeded in [true, false] {
+        let (mut r, job_name) = expanding(true);
+        r.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::UNIX_EPOCH,
+        ));
+        let mut paused = deployment_v1();
+        paused["spec"]["paused"] = json!(true);
+        paused["metadata"]["annotations"]["bellows.dev/paused-by"] = json!("users");
+        paused["metadata"]["resourceVersion"] = json!("9");
+        let (result, _) = run_with(r, Some(caches(vec![paused.clone()])), |mut h| {
+            tokio::spawn(async move {
+                let mut ended = running_job(&job_name);
+                ended["status"] = if succeeded {
+                    json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+                } else {
+                    json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})
+                };
+                observe_live(&mut h, ok(ended), Ledger::default()).await;
+                // The finished Job goes into the ledger first.
+                let state = if succeeded { "succeeded" } else { "failed" };
+                ledger_write(&mut h, "expand", state).await;
+                expect(&mut h, Method::GET, "/apis/apps/v1/namespaces/shop/deployments/api", ok(paused.clone())).await;
+                if succeeded {
+                    let (_, resume) = expect(&mut h, Method::PATCH, "/apis/apps/v1/namespaces/shop/deployments/api?", ok(paused)).await;
+                    assert_eq!(
+                        resume,
+                        json!({"metadata": {"resourceVersion": "9", "annotations": {"bellows.dev/paused-by": null}}, "spec": {"paused": false}})
+                    );
+                }
+                // A failed expand leaves the Deployment paused (I5): the
+                // rollout is released without a write to it.
+                let (_, release) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users?", ok(serde_json::to_value(rollout()).unwrap())).await;
+                assert_eq!(
+                    release,
+                    json!([
+                        {"op": "test", "path": "/metadata/finalizers/0", "value": "bellows.dev/cleanup"},
+                        {"op": "remove", "path": "/metadata/finalizers/0"},
+                    ])
+                );
+                let (_, event) = expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events?", (StatusCode::CREATED, json!({}))).await;
+                let reason = if succeeded { "WorkloadsResumed" } else { "WorkloadsLeftPaused" };
+                assert_eq!(event["reason"], reason);
+            })
         })
-    })
-    .await;
-    assert!(
-        matches!(&result, Ok(a) if *a == Action::await_change()),
-        "{result:?}"
-    );
+        .await;
+        assert!(
+            matches!(&result, Ok(a) if *a == Action::await_change()),
+            "{result:?}"
+        );
+    }
 }
 
 #[tokio::test]

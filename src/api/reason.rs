@@ -54,6 +54,9 @@ reasons! {
     PhaseAlreadyDone,
     /// Event: a deleted rollout resumed what its gate had paused.
     WorkloadsResumed,
+    /// Event (Warning): a rollout deleted before its expand succeeded left
+    /// what its gate paused paused.
+    WorkloadsLeftPaused,
     /// Stall: the API server refused to create a Job.
     JobRejected,
     /// Stall: a Job was deleted before it finished.
@@ -167,6 +170,7 @@ mod tests {
                 "Succeeded",
                 "PhaseAlreadyDone",
                 "WorkloadsResumed",
+                "WorkloadsLeftPaused",
                 "JobRejected",
                 "JobDeleted",
                 "InvalidSpec",

@@ -60,6 +60,12 @@ pub async fn resume(
     }
 }
 
+/// Whether Deployment `name` is paused and marked by `rollout`.
+pub async fn holds(api: &Api<Deployment>, name: &str, rollout: &str) -> Result<bool, kube::Error> {
+    let live = api.get_opt(name).await?;
+    Ok(live.as_ref().and_then(paused_by) == Some(Some(rollout)))
+}
+
 /// `None` when not paused, else who marked the pause (if anyone).
 fn paused_by(deploy: &Deployment) -> Option<Option<&str>> {
     let paused = deploy.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);

@@ -4,7 +4,7 @@
 use super::observe::{self, Source};
 use super::records::Ledger;
 use super::{Context, Error, finalizer, gate, job};
-use crate::api::keys::FIELD_MANAGER;
+use crate::api::keys::{FIELD_MANAGER, PAUSED_BY_ANNOTATION};
 use crate::api::{Reason, RolloutPhase, SchemaRollout, Step};
 use crate::db::{self, DbError, Target};
 use crate::planner::step;
@@ -165,29 +165,67 @@ async fn clean_up(
         return Ok(Action::requeue(CLEANUP_POLL));
     }
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut resumed = vec![];
-    for w in &rollout.spec.workloads {
-        if gate::resume(&deployments, &w.name, &name)
+    // What the gate may hold: the listed workloads and those it recorded
+    // holding (a workload removed from the spec included).
+    let mut held: Vec<&str> = rollout
+        .spec
+        .workloads
+        .iter()
+        .map(|w| w.name.as_str())
+        .collect();
+    for g in rollout.status.iter().flat_map(|s| &s.gated) {
+        if !held.contains(&g.as_str()) {
+            held.push(g);
+        }
+    }
+    // Releasing a gate before its expand succeeded would let the new
+    // version roll out on the old schema (I5): such Deployments stay
+    // paused and marked, for a re-created rollout of this name to adopt
+    // or a human to resume.
+    let expanded = planner::phase_run(rollout, Step::Expand).is_some_and(|run| {
+        step::recorded(&plan.status, Step::Expand, &run.key.digest)
+            == Some(crate::api::StepState::Succeeded)
+    });
+    let (mut resumed, mut kept) = (vec![], vec![]);
+    for w in held {
+        if !expanded {
+            if gate::holds(&deployments, w, &name)
+                .await
+                .map_err(Error::Kube)?
+            {
+                kept.push(w);
+            }
+        } else if gate::resume(&deployments, w, &name)
             .await
             .map_err(Error::Kube)?
             == gate::Gated::Changed
         {
-            resumed.push(w.name.as_str());
+            resumed.push(w);
         }
     }
     finalizer::remove(api, rollout).await.map_err(Error::Kube)?;
     ctx.forget(rollout);
-    tracing::info!(rollout = %name, namespace = %ns, resumed = ?resumed, "deleted; cleaned up");
-    if !resumed.is_empty() {
-        let event = EventIntent {
+    tracing::info!(rollout = %name, namespace = %ns, resumed = ?resumed, kept_paused = ?kept, "deleted; cleaned up");
+    let events = [
+        (!resumed.is_empty()).then(|| EventIntent {
             kind: EventKind::Normal,
             reason: Reason::WorkloadsResumed,
             note: planner::event_note(&format!(
                 "the rollout was deleted; resumed the Deployments its gate had paused: {}",
                 resumed.join(", ")
             )),
-        };
-        publish(&ctx.recorder, &reference(rollout), &name, &event, "Delete").await;
+        }),
+        (!kept.is_empty()).then(|| EventIntent {
+            kind: EventKind::Warning,
+            reason: Reason::WorkloadsLeftPaused,
+            note: planner::event_note(&format!(
+                "the rollout was deleted before its expand succeeded; left paused (marked {PAUSED_BY_ANNOTATION}: {name}) so the new version cannot roll out without its expand: {}. Re-create the rollout to continue, or resume by hand (kubectl rollout resume deployment/NAME) once the schema is ready",
+                kept.join(", ")
+            )),
+        }),
+    ];
+    for event in events.iter().flatten() {
+        publish(&ctx.recorder, &reference(rollout), &name, event, "Delete").await;
     }
     Ok(Action::await_change())
 }

@@ -117,16 +117,74 @@ impl<'a> Planner<'a> {
                 _ => self.decide(&durations, rolled_out_at.as_ref()),
             },
         };
+        // A Deployment the gate held that left spec.workloads is released
+        // (unless the rollout is stalled or paused, below).
+        let listed: Vec<&str> = self
+            .rollout
+            .spec
+            .workloads
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect();
+        for left in self
+            .prev
+            .gated
+            .iter()
+            .filter(|g| !listed.contains(&g.as_str()))
+        {
+            self.actions.push(Action::ResumeWorkload(left.clone()));
+        }
         if decision.stall.is_some() || self.rollout.spec.paused {
             // A stalled or paused rollout starts nothing new; a Job already
             // running is left to finish.
             self.actions
                 .retain(|a| !matches!(a, Action::CreateJob(_) | Action::ResumeWorkload(_)));
         }
+        let gated = self.gated();
         let mut plan = self.finish(decision, workloads, all_rolled_out, rolled_out_at);
+        plan.status.gated = gated;
         plan.starts_contract_clock =
             unattended && first_rolled_out && plan.status.rolled_out_at.is_some();
         plan
+    }
+
+    /// What the gate holds once this plan's actions are done: the listed
+    /// workloads observed paused by this rollout or paused by this plan,
+    /// and those it held that left the spec, less what this plan resumes.
+    fn gated(&self) -> Vec<String> {
+        let listed: Vec<&str> = self
+            .rollout
+            .spec
+            .workloads
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect();
+        let mut gated: std::collections::BTreeSet<String> = self
+            .observed
+            .workloads
+            .iter()
+            .filter(|a| a.paused_by_us)
+            .map(|a| a.name.clone())
+            .chain(
+                self.prev
+                    .gated
+                    .iter()
+                    .filter(|g| !listed.contains(&g.as_str()))
+                    .cloned(),
+            )
+            .collect();
+        for action in &self.actions {
+            match action {
+                Action::PauseWorkload(name) => {
+                    gated.insert(name.clone());
+                }
+                Action::ResumeWorkload(name) => {
+                    gated.remove(name);
+                }
+                _ => {}
+            }
+        }
+        gated.into_iter().collect()
     }
 
     /// Workload statuses, keeping each one's `rolledOutAt` while it stays

@@ -169,6 +169,8 @@ impl Planner<'_> {
                 rolled_out_at,
                 hold_reason: d.hold.as_ref().map(|h| h.0.as_str().to_owned()),
                 approval_key: (approval == Approval::Manual).then(|| approval_key(self.rollout)),
+                // Filled in by the planner once the actions are final.
+                gated: vec![],
             },
             actions: self.actions,
             events: self.events,

@@ -1610,3 +1610,48 @@ fn i2_an_approval_covers_the_contract_its_checks_the_database_and_the_workloads(
     allowed.contract.run.allow = vec!["truncate".into()];
     assert_eq!(key(&allowed), approved);
 }
+
+#[test]
+fn i5_the_gate_records_what_it_holds_and_releases_a_workload_removed_from_the_spec() {
+    let mut r = rollout(spec(json!({"gate": {"pauseWorkloads": true}})));
+    let p = step(&mut r, &observed(both_rolled_out(), &[], 0));
+    assert_eq!(p.status.gated, ["api", "worker"]);
+    let held = |names: &[&str]| -> Vec<Assessment> {
+        names
+            .iter()
+            .map(|n| Assessment {
+                paused: true,
+                paused_by_us: true,
+                ..waiting(n, Wait::ReplicasNotReady)
+            })
+            .collect()
+    };
+    let running = [(Step::Expand, Active)];
+    let p = step(&mut r, &observed(held(&["api", "worker"]), &running, 1));
+    assert_eq!(p.status.gated, ["api", "worker"]);
+    // worker leaves the spec while expand runs: released at once, and
+    // no longer recorded as held.
+    r.spec.workloads.retain(|w| w.name != "worker");
+    let p = step(&mut r, &observed(held(&["api"]), &running, 2));
+    assert!(
+        p.actions.contains(&Action::ResumeWorkload("worker".into())),
+        "{:?}",
+        p.actions
+    );
+    assert!(!p.actions.contains(&Action::ResumeWorkload("api".into())));
+    assert_eq!(p.status.gated, ["api"]);
+    // Had the rollout been stalled, nothing would have been released.
+    let mut stalled = r.clone();
+    let mut status = stalled.status.clone().unwrap();
+    status.gated = vec!["api".into(), "worker".into()];
+    stalled.status = Some(status);
+    stalled.spec.timeouts = Some(serde_json::from_value(json!({"expand": "0s"})).unwrap());
+    let p = plan(&stalled, &observed(held(&["api"]), &running, 3));
+    assert_eq!(cond(&p, condition::STALLED).reason, "InvalidSpec");
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::ResumeWorkload(_)))
+    );
+    assert_eq!(p.status.gated, ["api", "worker"]);
+}
