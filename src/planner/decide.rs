@@ -119,20 +119,9 @@ impl<'a> Planner<'a> {
         };
         // A Deployment the gate held that left spec.workloads is released
         // (unless the rollout is stalled or paused, below).
-        let listed: Vec<&str> = self
-            .rollout
-            .spec
-            .workloads
-            .iter()
-            .map(|w| w.name.as_str())
-            .collect();
-        for left in self
-            .prev
-            .gated
-            .iter()
-            .filter(|g| !listed.contains(&g.as_str()))
-        {
-            self.actions.push(Action::ResumeWorkload(left.clone()));
+        let left: Vec<String> = self.left_the_spec().cloned().collect();
+        for name in left {
+            self.actions.push(Action::ResumeWorkload(name));
         }
         if decision.stall.is_some() || self.rollout.spec.paused {
             // A stalled or paused rollout starts nothing new; a Job already
@@ -152,26 +141,13 @@ impl<'a> Planner<'a> {
     /// workloads observed paused by this rollout or paused by this plan,
     /// and those it held that left the spec, less what this plan resumes.
     fn gated(&self) -> Vec<String> {
-        let listed: Vec<&str> = self
-            .rollout
-            .spec
-            .workloads
-            .iter()
-            .map(|w| w.name.as_str())
-            .collect();
         let mut gated: std::collections::BTreeSet<String> = self
             .observed
             .workloads
             .iter()
             .filter(|a| a.paused_by_us)
             .map(|a| a.name.clone())
-            .chain(
-                self.prev
-                    .gated
-                    .iter()
-                    .filter(|g| !listed.contains(&g.as_str()))
-                    .cloned(),
-            )
+            .chain(self.left_the_spec().cloned())
             .collect();
         for action in &self.actions {
             match action {
@@ -185,6 +161,16 @@ impl<'a> Planner<'a> {
             }
         }
         gated.into_iter().collect()
+    }
+
+    /// The Deployments the gate held that are no longer in
+    /// `spec.workloads`.
+    fn left_the_spec(&self) -> impl Iterator<Item = &String> {
+        let listed = &self.rollout.spec.workloads;
+        self.prev
+            .gated
+            .iter()
+            .filter(|g| !listed.iter().any(|w| &w.name == *g))
     }
 
     /// Workload statuses, keeping each one's `rolledOutAt` while it stays
