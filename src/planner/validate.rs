@@ -357,7 +357,7 @@ pub fn unreadable(spec: &SchemaRolloutSpec) -> Vec<String> {
     let mut found = vec![];
     for step in [Step::Expand, Step::Transition, Step::Contract] {
         if let Some(statements) = phase_spec(spec, step).and_then(|p| p.sql.as_ref()) {
-            found.extend(sql::report(engine, step, statements, &[]).unreadable);
+            found.extend(sql::unreadable(engine, step, statements));
         }
     }
     for (i, c) in spec.checks().iter().enumerate() {

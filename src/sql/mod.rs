@@ -157,9 +157,7 @@ pub fn report(engine: Engine, step: Step, statements: &[String], allow: &[String
         );
         if let Some(why) = &s.unreadable {
             if !s.allows.iter().any(|a| a == UNREADABLE) {
-                report.unreadable.push(format!(
-                    "{at}: {why}; bellows cannot tell how it runs or whether it ends the phase's transaction (rewrite it, or start it with the line -- {ALLOW_MARKER} {UNREADABLE})"
-                ));
+                report.unreadable.push(unreadable_note(&at, why));
             }
         } else if !s.parsed {
             report.unparsed.push(format!(
@@ -183,6 +181,33 @@ pub fn report(engine: Engine, step: Step, statements: &[String], allow: &[String
         }
     }
     report
+}
+
+/// The items of `step` the tokenizer cannot read and that are not allowed
+/// to run anyway, as messages naming `spec.<step>.sql[i]`: what
+/// [`report`] says of them, from the tokenizer alone (no parse), for the
+/// validation every reconcile makes.
+pub fn unreadable(engine: Engine, step: Step, statements: &[String]) -> Vec<String> {
+    tokenized(engine, statements)
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !t.allows.iter().any(|a| a == UNREADABLE))
+        .filter_map(|(i, t)| {
+            let at = format!(
+                "spec.{}.sql[{i}] ({})",
+                step.as_str(),
+                first_line(&statements[i])
+            );
+            t.unreadable.as_ref().map(|why| unreadable_note(&at, why))
+        })
+        .collect()
+}
+
+/// Why the item at `at` is refused, the tokenizer having said `why`.
+fn unreadable_note(at: &str, why: &str) -> String {
+    format!(
+        "{at}: {why}; bellows cannot tell how it runs or whether it ends the phase's transaction (rewrite it, or start it with the line -- {ALLOW_MARKER} {UNREADABLE})"
+    )
 }
 
 /// The statement's first non-empty line, cut at 60 characters, its
