@@ -182,8 +182,8 @@ async fn clean_up(
     // version roll out on the old schema (I5): such Deployments stay
     // paused and marked, for a re-created rollout of this name to adopt
     // or a human to resume.
-    let expanded = planner::phase_run(rollout, Step::Expand).is_some_and(|run| {
-        step::recorded(&plan.status, Step::Expand, &run.key.digest)
+    let expanded = step::phase_spec(&rollout.spec, Step::Expand).is_some_and(|phase| {
+        step::recorded(&plan.status, Step::Expand, &step::digest(phase))
             == Some(crate::api::StepState::Succeeded)
     });
     let (mut resumed, mut kept) = (vec![], vec![]);

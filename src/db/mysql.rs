@@ -334,16 +334,17 @@ pub(super) async fn holder(
     namespace: &str,
     rollout: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    match lock_holder(pool).await? {
-        None => active_job(pool, &Names::of(pool)?.table, namespace, rollout).await,
+    let names = Names::of(pool)?;
+    match lock_holder(pool, &names).await? {
+        None => active_job(pool, &names.table, namespace, rollout).await,
         held => Ok(held),
     }
 }
 
-async fn lock_holder(pool: &MySqlPool) -> Result<Option<String>, sqlx::Error> {
-    let Names { table, lock } = Names::of(pool)?;
+async fn lock_holder(pool: &MySqlPool, names: &Names) -> Result<Option<String>, sqlx::Error> {
+    let Names { table, lock } = names;
     let used: Option<i64> = sqlx::query_scalar("SELECT IS_USED_LOCK(?)")
-        .bind(&lock)
+        .bind(lock)
         .fetch_one(pool)
         .await?;
     if used.is_none() {
