@@ -111,6 +111,9 @@ pub async fn run(env: Arc<Env>) {
         "3"
     );
 
+    // Events are published after the status write, off the reconcile's
+    // path: wait for the last one before reading the sequence.
+    ns.wait_event("rename", "Normal", "Succeeded", STEP).await;
     let events: Vec<String> = ns.events("rename").await.into_iter().map(|e| e.1).collect();
     assert!(
         in_order(

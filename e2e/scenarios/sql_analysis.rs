@@ -59,16 +59,11 @@ async fn concurrent_index_under_traffic(env: &Arc<Env>) {
     ns.stop_traffic().await;
 
     let started = ns
-        .events("index")
-        .await
-        .into_iter()
-        .find(|e| e.1 == "ExpandStarted")
-        .expect("an ExpandStarted event");
+        .wait_event("index", "Normal", "ExpandStarted", STEP)
+        .await;
     assert!(
-        started
-            .2
-            .contains("(statements 1 in one transaction, 2 alone)"),
-        "{started:?}"
+        started.contains("(statements 1 in one transaction, 2 alone)"),
+        "{started}"
     );
     let valid =
         "SELECT bool_and(indisvalid) FROM pg_index WHERE indexrelid = 'users_full_name'::regclass";
@@ -129,13 +124,8 @@ async fn unsafe_expand_on_mariadb(env: &Arc<Env>) {
         "{}",
         stalled.message
     );
-    let warned = ns.events("unsafe").await;
-    assert!(
-        warned
-            .iter()
-            .any(|e| e.0 == "Warning" && e.1 == "UnsafeExpand"),
-        "{warned:?}"
-    );
+    ns.wait_event("unsafe", "Warning", "UnsafeExpand", STEP)
+        .await;
     assert_eq!(db.user_columns().await, "full_name,id", "nothing ran");
 
     // Allowed on the phase: expand runs; status and an event show it.
@@ -153,13 +143,10 @@ async fn unsafe_expand_on_mariadb(env: &Arc<Env>) {
         .and_then(|s| s.step(Step::Expand))
         .unwrap();
     assert_eq!(step.allowed, ["statement 2: drop-column"]);
-    assert!(
-        ns.events("unsafe")
-            .await
-            .iter()
-            .any(|e| e.1 == "UnsafeAllowed" && e.2.contains("drop-column")),
-        "no UnsafeAllowed event"
-    );
+    let note = ns
+        .wait_event("unsafe", "Normal", "UnsafeAllowed", STEP)
+        .await;
+    assert!(note.contains("drop-column"), "{note}");
     assert_eq!(db.user_columns().await, "display_name,id");
     drop_server(server, &ns).await;
 }
