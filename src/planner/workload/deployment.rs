@@ -2,9 +2,8 @@
 //! the pods its selector matches (Terminating ones included), with its
 //! unit tests, one per way it can fail to count as rolled out.
 
-use super::{
-    Assessment, Problem, Standing, Verdict, Wait, has_container, standing, waiting, wanted_version,
-};
+use super::history::{History, Revision};
+use super::{Assessment, Problem, Verdict, Wait, has_container, waiting};
 use crate::api::Workload;
 use crate::api::keys::{PAUSED_BY_ANNOTATION, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -75,45 +74,16 @@ pub fn assess(
     let revision = deploy.annotations().get(REVISION_ANNOTATION);
     let current = owned
         .iter()
-        .find(|rs| revision.is_some() && rs.annotations().get(REVISION_ANNOTATION) == revision);
-    let new_hash = current.and_then(|rs| rs.labels().get(TEMPLATE_HASH_LABEL).cloned());
-    let standing_of = |rs: &ReplicaSet| {
-        rs.spec
-            .as_ref()
-            .and_then(|s| s.template.as_ref())
-            .map(|t| standing(t, &workload.version))
-    };
-    // When the wanted version first ran here: the creation of the oldest
-    // ReplicaSet running it, as the cluster recorded it.
-    let wanted_since = owned
-        .iter()
-        .filter(|rs| standing_of(rs) == Some(Standing::Wanted))
-        .filter_map(|rs| rs.metadata.creation_timestamp.as_ref())
-        .min()
-        .map(|t| t.0);
-    // A ReplicaSet created after that (a whole second later: the times
-    // have seconds only) is a release made after the wanted one.
-    let created_after_wanted = |rs: &ReplicaSet| {
-        let created = rs.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        matches!((created, wanted_since), (Some(c), Some(w)) if c.as_second() > w.as_second())
-    };
-    // A ReplicaSet runs the new version or a later one: the wanted, a
-    // version named higher, or one that cannot be ordered by name but was
-    // created after the wanted version first ran.
-    let new_or_later = |rs: &ReplicaSet| match standing_of(rs) {
-        Some(Standing::Wanted | Standing::Newer(_)) => true,
-        Some(Standing::Unordered(_)) => created_after_wanted(rs),
-        Some(Standing::Older(_)) | None => false,
-    };
+        .find(|rs| revision.is_some() && rs.annotations().get(REVISION_ANNOTATION) == revision)
+        .map(|rs| recorded(rs));
+    let history = History::new(
+        owned.iter().map(|rs| recorded(rs)).collect(),
+        &workload.version,
+    );
     // A pod counts as new when its ReplicaSet does; a pod of no
     // ReplicaSet of this Deployment counts as old.
-    let is_new = |pod: &Pod| {
-        let hash = pod.labels().get(TEMPLATE_HASH_LABEL);
-        owned
-            .iter()
-            .find(|rs| hash.is_some() && rs.labels().get(TEMPLATE_HASH_LABEL) == hash)
-            .is_some_and(|rs| new_or_later(rs))
-    };
+    let is_new =
+        |pod: &Pod| history.runs_new(pod.labels().get(TEMPLATE_HASH_LABEL).map(String::as_str));
     let old_terminating = pods
         .iter()
         .filter(|p| !is_new(p) && p.metadata.deletion_timestamp.is_some())
@@ -128,59 +98,14 @@ pub fn assess(
 
     let generation_observed =
         status.observed_generation.unwrap_or(0) >= deploy.metadata.generation.unwrap_or(0);
-    let wanted = wanted_version(&workload.version);
-    let later = |running: &str| {
-        format!(
-            "Deployment {} runs {running}, newer than {wanted}",
-            workload.name
+    let template = history
+        .judge(
+            &format!("Deployment {}", workload.name),
+            &spec.template,
+            current.as_ref(),
+            generation_observed,
         )
-    };
-    let rolled_back = |running: &str| {
-        waiting(
-            Wait::RolledBack,
-            format!(
-                "Deployment {} was rolled back: it runs {running}, older than {wanted}, which ran here before",
-                workload.name
-            ),
-        )
-    };
-    let not_updated = |running: &str| {
-        waiting(
-            Wait::TemplateNotUpdated,
-            format!(
-                "Deployment {} runs {running}, waiting for {wanted}",
-                workload.name
-            ),
-        )
-    };
-    let ran_wanted = owned
-        .iter()
-        .any(|rs| standing_of(rs) == Some(Standing::Wanted));
-    let template = match standing(&spec.template, &workload.version) {
-        Standing::Wanted => Ok(()),
-        Standing::Newer(running) => {
-            out.note = Some(later(&running));
-            Ok(())
-        }
-        Standing::Older(running) if ran_wanted => Err(rolled_back(&running)),
-        Standing::Older(running) | Standing::Unordered(running) if !ran_wanted => {
-            Err(not_updated(&running))
-        }
-        // Whether an unordered template came before or after the wanted
-        // one is read from its ReplicaSet, once the controller made it.
-        Standing::Unordered(_) if !generation_observed || current.is_none() => Err(waiting(
-            Wait::GenerationNotObserved,
-            format!(
-                "Deployment {}: waiting for its controller to record the new revision",
-                workload.name
-            ),
-        )),
-        Standing::Unordered(running) if current.is_some_and(|rs| created_after_wanted(rs)) => {
-            out.note = Some(later(&running));
-            Ok(())
-        }
-        Standing::Older(running) | Standing::Unordered(running) => Err(rolled_back(&running)),
-    };
+        .map(|note| out.note = note);
 
     out.verdict = if let Err(verdict) = template {
         verdict
@@ -216,7 +141,7 @@ pub fn assess(
                 status.replicas.unwrap_or(0)
             ),
         )
-    } else if new_hash.is_none() {
+    } else if current.as_ref().and_then(|r| r.hash.as_ref()).is_none() {
         waiting(
             Wait::NewReplicaSetNotFound,
             format!(
@@ -242,6 +167,15 @@ pub fn assess(
         message.push_str(" (paused by someone else: bellows waits and never resumes it)");
     }
     out
+}
+
+/// A ReplicaSet as a recorded revision of its Deployment.
+fn recorded(rs: &ReplicaSet) -> Revision {
+    Revision {
+        hash: rs.labels().get(TEMPLATE_HASH_LABEL).cloned(),
+        template: rs.spec.as_ref().and_then(|s| s.template.clone()),
+        created: rs.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    }
 }
 
 fn progress_deadline_exceeded(deploy: &Deployment) -> bool {

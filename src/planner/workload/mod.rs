@@ -3,6 +3,7 @@
 //! kind decides it from the objects of that kind (`deployment`).
 
 mod deployment;
+mod history;
 
 pub use deployment::assess;
 
