@@ -108,6 +108,11 @@ fn scenarios() -> Vec<Scenario> {
             false,
             scenarios::roll_forward::run
         ),
+        scenario!(
+            "23_statefulset_daemonset_cronjob_and_pods",
+            false,
+            scenarios::workload_kinds::run
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

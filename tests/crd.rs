@@ -203,9 +203,21 @@ fn cel_rules_reject_what_the_schema_alone_cannot() {
         ),
         (
             json!([{"name": "api", "version": {"labels": {"v": "2"}}}, {"name": "api", "version": {"labels": {"v": "2"}}}]),
-            "workload names must be unique",
+            "workloads must be unique by kind and name",
+        ),
+        (
+            json!([{"kind": "Pods", "name": "bare", "version": {"labels": {"v": "2"}}}]),
+            "selector is required for kind Pods",
+        ),
+        (
+            json!([{"kind": "StatefulSet", "name": "db", "selector": {"matchLabels": {"a": "b"}}, "version": {"labels": {"v": "2"}}}]),
+            "selector is required for kind Pods and allowed for no other kind",
         ),
     ];
+    // One name for two kinds is two workloads.
+    let two = spec(json!([{"name": "x", "version": {"labels": {"v": "2"}}},
+                          {"kind": "StatefulSet", "name": "x", "version": {"labels": {"v": "2"}}}]));
+    assert_eq!(cel(&two), Ok(()));
     let both = {
         let mut s = spec(json!([{"name": "api", "version": {"labels": {"v": "2"}}}]));
         s["contract"]["sql"] = json!(["drop table old"]);

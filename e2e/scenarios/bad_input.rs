@@ -152,9 +152,9 @@ fn cases() -> Vec<Case> {
             rejected("spec.workloads.name"),
         ),
         case(
-            "statefulset",
-            "kind: StatefulSet",
-            bad(&[("/workloads/0/kind", json!("StatefulSet"))]),
+            "replicaset",
+            "kind: ReplicaSet",
+            bad(&[("/workloads/0/kind", json!("ReplicaSet"))]),
             rejected("spec.workloads.kind"),
         ),
         case(
@@ -291,6 +291,33 @@ fn cases() -> Vec<Case> {
             stalled("WorkloadNotFound", "Deployment nope not found"),
         ),
         case(
+            "unknown-statefulset",
+            "kind: StatefulSet, no such StatefulSet",
+            bad(&[("/workloads/0/kind", json!("StatefulSet"))]),
+            stalled("WorkloadNotFound", "StatefulSet api not found"),
+        ),
+        case(
+            "gate-on-daemonset",
+            "gate.pauseWorkloads on a DaemonSet",
+            bad(&[
+                ("/workloads/0/kind", json!("DaemonSet")),
+                ("/gate", json!({"pauseWorkloads": true})),
+            ]),
+            stalled(
+                "InvalidSpec",
+                "spec.gate.pauseWorkloads cannot hold spec.workloads[0], a DaemonSet",
+            ),
+        ),
+        case(
+            "pods-without-selector",
+            "kind: Pods without a selector",
+            bad(&[("/workloads/0/kind", json!("Pods"))]),
+            stalled(
+                "InvalidSpec",
+                "spec.workloads[0].selector is required for kind Pods",
+            ),
+        ),
+        case(
             "long-unknown-deployment",
             "workload name of 253 characters, no such Deployment",
             bad(&[("/workloads/0/name", json!(long(253)))]),
@@ -366,7 +393,7 @@ fn cases() -> Vec<Case> {
             )]),
             stalled(
                 "InvalidSpec",
-                "spec.workloads[1].name \"api\" is listed twice",
+                "spec.workloads[1]: Deployment \"api\" is listed twice",
             ),
         ),
         case(

@@ -19,6 +19,7 @@ pub mod sql_analysis;
 pub mod terminating;
 pub mod traffic;
 pub mod two_workloads;
+pub mod workload_kinds;
 
 use crate::harness::Ns;
 use k8s_openapi::api::core::v1::Pod;
@@ -30,7 +31,7 @@ use std::time::Duration;
 pub const STEP: Duration = Duration::from_secs(90);
 
 /// Watches for the one thing bellows must never do: a contract Job existing
-/// while a pod of an old version exists. Jobs are listed before pods, so a
+/// while a pod of an old version exists (and has not stopped for good). Jobs are listed before pods, so a
 /// hit means both existed at the moment the pods were listed.
 pub struct ContractGuard {
     stop: Arc<AtomicBool>,
@@ -82,6 +83,12 @@ impl ContractGuard {
                             .and_then(|s| s.containers.first())
                             .and_then(|c| c.image.clone())
                             .unwrap_or_default();
+                        // A pod whose containers stopped (a finished
+                        // Job's) runs no code.
+                        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                        if matches!(phase, Some("Succeeded" | "Failed")) {
+                            continue;
+                        }
                         let guarded = wanted.iter().any(|(d, _)| *d == app);
                         let new = wanted.iter().any(|(d, i)| *d == app && *i == image);
                         if guarded && !new {

@@ -163,7 +163,7 @@ pub async fn run(env: Arc<Env>) {
         ["expand", "Succeeded", "job", job.as_str()],
         "{status}"
     );
-    let api = lines_starting(&status, "api");
+    let api = lines_starting(&status, "Deployment/api");
     assert_eq!(api.len(), 1, "{status}");
     assert!(api[0].contains("image app:2.0.0"), "{status}");
     assert!(api[0].contains("not rolled out"), "{status}");

@@ -28,3 +28,9 @@ pub const FIELD_MANAGER: &str = "bellows";
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 /// Label the Deployment controller puts on every ReplicaSet and pod.
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+/// Label the StatefulSet and DaemonSet controllers put on every pod: the
+/// revision it was created from (a StatefulSet's ControllerRevision name, a
+/// DaemonSet's revision hash).
+pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
+/// Label the Job controller puts on every pod of a Job: the Job's name.
+pub const JOB_NAME_LABEL: &str = "job-name";

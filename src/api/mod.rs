@@ -14,6 +14,7 @@ pub use reason::Reason;
 pub use status::*;
 
 use k8s_openapi::api::batch::v1::JobSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use schemars::json_schema;
@@ -49,7 +50,7 @@ pub struct SchemaRolloutSpec {
     /// Contract runs only once every one of them runs the new version and no
     /// pod of an older version (Terminating pods included) is left.
     #[schemars(length(min = 1, max = 32))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(w, self.exists_one(x, x.name == w.name))").message("workload names must be unique"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(w, self.exists_one(x, x.kind == w.kind && x.name == w.name))").message("workloads must be unique by kind and name"))]
     pub workloads: Vec<Workload>,
 
     /// Backwards-compatible schema changes (add a nullable column, a table,
@@ -87,26 +88,66 @@ pub struct SchemaRolloutSpec {
     pub timeouts: Option<Timeouts>,
 }
 
-/// A workload whose rollout gates the contract phase.
+/// A workload whose rollout gates the contract phase: everything that
+/// still runs an older version holds contract, Terminating pods included.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new("(self.kind == 'Pods') == has(self.selector)").message("selector is required for kind Pods and allowed for no other kind"))]
 #[serde(rename_all = "camelCase")]
 pub struct Workload {
-    /// Kind of the workload. Only `Deployment` is supported.
+    /// Kind of the workload (default `Deployment`).
     #[serde(default)]
     pub kind: WorkloadKind,
-    /// Name of the workload, in the SchemaRollout's namespace.
+    /// Name of the workload, in the SchemaRollout's namespace. For kind
+    /// `Pods`, a name for status and events only.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// Kind `Pods` only: the pods to judge. Every pod it selects must run
+    /// the new version or a later one; a selector that selects no pod
+    /// holds contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
     /// What "the new version" of this workload means.
     pub version: WorkloadVersion,
 }
 
 /// Kind of a gated workload.
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord,
+)]
 pub enum WorkloadKind {
-    /// An apps/v1 Deployment.
+    /// An apps/v1 Deployment: its ReplicaSets and their pods.
     #[default]
     Deployment,
+    /// An apps/v1 StatefulSet: its revisions and pods. A `partition` or the
+    /// `OnDelete` strategy keeping pods of an older revision holds contract.
+    StatefulSet,
+    /// An apps/v1 DaemonSet: its revisions and pods on every node.
+    DaemonSet,
+    /// A CronJob: its job template, and the Jobs and pods created from an
+    /// older template while they are active.
+    CronJob,
+    /// The pods `selector` selects, whatever created them (bare pods,
+    /// controllers bellows does not know).
+    Pods,
+}
+
+impl WorkloadKind {
+    /// Its name as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+            Self::CronJob => "CronJob",
+            Self::Pods => "Pods",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How to recognise the new version of a workload: exactly one of `image`
@@ -355,7 +396,8 @@ pub enum Approval {
 pub struct Gate {
     /// Hold every listed Deployment paused (`spec.paused`) until expand
     /// succeeds, so the new version cannot start before the schema is ready.
-    /// A failed expand keeps them paused.
+    /// A failed expand keeps them paused. Only Deployments can be held:
+    /// with another kind listed the rollout is refused.
     #[serde(default)]
     pub pause_workloads: bool,
 }

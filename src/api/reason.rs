@@ -126,8 +126,20 @@ reasons! {
     NewReplicaSetNotFound,
     /// Workload reason: pods of an older version remain.
     OldPodsRemain,
-    /// Workload reason: the Deployment or its container is missing.
+    /// Workload reason: the workload or its container is missing.
     Unavailable,
+    /// Workload reason: a StatefulSet's `partition` keeps pods on an older
+    /// revision.
+    PartitionHolds,
+    /// Workload reason: a StatefulSet with the `OnDelete` strategy keeps
+    /// pods of an older revision until someone deletes them.
+    OnDeleteHolds,
+    /// Workload reason: a CronJob is suspended on an older job template.
+    CronJobSuspended,
+    /// Workload reason: a Job created from an older template is active.
+    OldJobsActive,
+    /// Workload reason: a `Pods` selector selects no pod.
+    NoPodsSelected,
     /// RolledOut reason: every workload runs only the new version or a later one.
     AllWorkloadsRolledOut,
     /// Stalled reason when not stalled.
@@ -204,6 +216,11 @@ mod tests {
                 "NewReplicaSetNotFound",
                 "OldPodsRemain",
                 "Unavailable",
+                "PartitionHolds",
+                "OnDeleteHolds",
+                "CronJobSuspended",
+                "OldJobsActive",
+                "NoPodsSelected",
                 "AllWorkloadsRolledOut",
                 "NotStalled",
                 "NotStarted",

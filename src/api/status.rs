@@ -152,7 +152,10 @@ pub struct SchemaRolloutStatus {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadStatus {
-    /// Name of the Deployment.
+    /// Kind of the workload.
+    #[serde(default)]
+    pub kind: super::WorkloadKind,
+    /// Name of the workload.
     pub name: String,
     /// True when the workload runs only the new version or a later one.
     pub rolled_out: bool,

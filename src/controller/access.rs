@@ -42,7 +42,7 @@ pub const CONTROLLER: &[Access] = &[
         group: "batch",
         resource: "jobs",
         verbs: &["create", "get", "list", "watch"],
-        why: "the Job cache, a recorded Job read live (observe), phase Jobs (reconcile::apply)",
+        why: "the Job cache, a recorded Job read live (observe), phase Jobs (reconcile::apply), a CronJob workload's Jobs (controller::kinds)",
     },
     Access {
         group: "apps",
@@ -57,10 +57,34 @@ pub const CONTROLLER: &[Access] = &[
         why: "the ReplicaSet cache and live lists (observe)",
     },
     Access {
+        group: "apps",
+        resource: "statefulsets",
+        verbs: &["get"],
+        why: "StatefulSet workloads, read live (controller::kinds)",
+    },
+    Access {
+        group: "apps",
+        resource: "daemonsets",
+        verbs: &["get"],
+        why: "DaemonSet workloads, read live (controller::kinds)",
+    },
+    Access {
+        group: "apps",
+        resource: "controllerrevisions",
+        verbs: &["list"],
+        why: "the revisions of StatefulSet and DaemonSet workloads (controller::kinds)",
+    },
+    Access {
+        group: "batch",
+        resource: "cronjobs",
+        verbs: &["get"],
+        why: "CronJob workloads, read live (controller::kinds)",
+    },
+    Access {
         group: "",
         resource: "pods",
         verbs: &["get", "list", "watch"],
-        why: "the pod metadata cache and live lists (observe)",
+        why: "the pod metadata cache and live lists (observe, controller::kinds)",
     },
     Access {
         group: "",

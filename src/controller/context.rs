@@ -28,6 +28,8 @@ pub struct Context {
     pub pools: crate::db::Pools,
     /// The watch caches; without them every reconcile reads live.
     pub caches: Option<Caches>,
+    /// The CronJob API the server serves, found on first use.
+    pub cron_jobs: tokio::sync::OnceCell<kube::api::ApiResource>,
     /// What this process remembers of each rollout.
     memories: Mutex<HashMap<ObjectRef<SchemaRollout>, Memory>>,
 }
@@ -65,6 +67,7 @@ impl Context {
             metrics,
             pools: Default::default(),
             caches: None,
+            cron_jobs: Default::default(),
             memories: Mutex::default(),
         }
     }

@@ -11,6 +11,7 @@ pub mod finalizer;
 pub mod gate;
 pub mod index;
 pub mod job;
+mod kinds;
 pub mod observe;
 mod reconcile;
 mod records;
@@ -30,6 +31,9 @@ pub enum Error {
     /// The SchemaRollout has no namespace (it is namespaced).
     #[error("SchemaRollout has no namespace")]
     MissingNamespace,
+    /// An object the API server returned could not be read.
+    #[error("could not read {0}")]
+    Unreadable(String),
     /// A patch could not be serialized.
     #[error("could not serialize a patch: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -56,6 +60,7 @@ impl Error {
         match self {
             Self::Kube(_) => "kube",
             Self::MissingNamespace => "missing_namespace",
+            Self::Unreadable(_) => "unreadable",
             Self::Serialize(_) => "serialize",
             Self::Database(_) => "database",
             Self::NoDatabase => "no_database",

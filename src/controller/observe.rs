@@ -5,13 +5,13 @@
 //! confirm a decision to start a phase, from the API server.
 
 use super::cache::Caches;
-use super::cluster_ledger;
 use super::{Context, Error};
+use super::{cluster_ledger, kinds};
 use crate::api::keys;
-use crate::api::{SchemaRollout, Step};
+use crate::api::{SchemaRollout, Step, WorkloadKind};
 use crate::db::{DbError, LedgerState, Target};
 use crate::planner::step::{JobObservation, Reference, observe_job};
-use crate::planner::workload::assess;
+use crate::planner::workload::deployment;
 use crate::planner::{self, CheckProblem, CheckResult, Observed};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -132,6 +132,13 @@ pub async fn observe(
     // everything else below: what a confirmation costs before a phase
     // starts.
     let workloads = futures::future::try_join_all(rollout.spec.workloads.iter().map(|w| async {
+        match w.kind {
+            WorkloadKind::Deployment => {}
+            WorkloadKind::StatefulSet => return kinds::stateful_set(client, &ns, w).await,
+            WorkloadKind::DaemonSet => return kinds::daemon_set(client, &ns, w).await,
+            WorkloadKind::CronJob => return kinds::cron_job(ctx, &ns, w).await,
+            WorkloadKind::Pods => return kinds::selected_pods(client, &ns, w).await,
+        }
         let deploy = source.get(client, |c| &c.deployments, &ns, &w.name).await?;
         let (sets, selected) = match deploy.as_ref().zip(deploy.as_ref().and_then(selector_of)) {
             Some((d, selector)) => futures::try_join!(
@@ -140,7 +147,7 @@ pub async fn observe(
             )?,
             None => (vec![], vec![]),
         };
-        Ok::<_, Error>(assess(
+        Ok::<_, Error>(deployment::assess(
             w,
             &rollout.name_any(),
             deploy.as_ref(),
@@ -333,6 +340,5 @@ async fn exists(client: &Client, ns: &str, r: &Reference) -> Result<bool, Error>
 /// The Deployment's selector, or `None` when it selects nothing (or cannot
 /// be parsed).
 fn selector_of(deploy: &Deployment) -> Option<Selector> {
-    let selector = Selector::try_from(deploy.spec.as_ref()?.selector.clone()).ok()?;
-    (!selector.selects_all()).then_some(selector)
+    kinds::selecting(&deploy.spec.as_ref()?.selector)
 }

@@ -87,7 +87,7 @@ mod tests {
     use super::*;
     use crate::api::Workload;
     use crate::planner::step::observe_job;
-    use crate::planner::workload::assess;
+    use crate::planner::workload::deployment::assess;
     use serde_json::{Value, json};
 
     /// A pod template with everything a real one carries.

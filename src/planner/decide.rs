@@ -8,12 +8,13 @@ use super::plan::{
 use super::step::{self, Outcome};
 use super::workload::{Verdict, Wait};
 use super::{
-    RETRY_CHECKS, RETRY_DATABASE, RETRY_REJECTED, approval_key, elapsed, settled, validate,
+    POLL_UNWATCHED, RETRY_CHECKS, RETRY_DATABASE, RETRY_REJECTED, approval_key, elapsed, settled,
+    validate,
 };
 use crate::api::keys::APPROVE_ANNOTATION;
 use crate::api::{
     Approval, Engine, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step, StepState,
-    StepStatus, WorkloadStatus,
+    StepStatus, WorkloadKind, WorkloadStatus,
 };
 use crate::planner::ledger::LedgerState;
 use crate::sql;
@@ -167,10 +168,11 @@ impl<'a> Planner<'a> {
     /// `spec.workloads`.
     fn left_the_spec(&self) -> impl Iterator<Item = &String> {
         let listed = &self.rollout.spec.workloads;
-        self.prev
-            .gated
-            .iter()
-            .filter(|g| !listed.iter().any(|w| &w.name == *g))
+        self.prev.gated.iter().filter(|g| {
+            !listed
+                .iter()
+                .any(|w| w.kind == WorkloadKind::Deployment && &w.name == *g)
+        })
     }
 
     /// Workload statuses, keeping each one's `rolledOutAt` while it stays
@@ -185,7 +187,7 @@ impl<'a> Planner<'a> {
                     .prev
                     .workloads
                     .iter()
-                    .find(|w| w.name == a.name && w.rolled_out)
+                    .find(|w| w.kind == a.kind && w.name == a.name && w.rolled_out)
                     .and_then(|w| w.rolled_out_at.clone());
                 let (reason, message) = match &a.verdict {
                     Verdict::RolledOut => (None, a.note.clone()),
@@ -194,6 +196,7 @@ impl<'a> Planner<'a> {
                     }
                 };
                 WorkloadStatus {
+                    kind: a.kind,
                     name: a.name.clone(),
                     rolled_out,
                     rolled_out_at: rolled_out.then(|| since.unwrap_or_else(|| self.now())),
@@ -629,7 +632,18 @@ impl<'a> Planner<'a> {
                     ),
                 ));
             } else {
-                decision.requeue_after = Some(durations.rollout - waited);
+                // No watch wakes the rollout for kinds other than
+                // Deployments: read them again soon.
+                let unwatched =
+                    self.observed.workloads.iter().any(|a| {
+                        a.kind != WorkloadKind::Deployment && a.verdict != Verdict::RolledOut
+                    });
+                let left = durations.rollout - waited;
+                decision.requeue_after = Some(if unwatched {
+                    left.min(POLL_UNWATCHED)
+                } else {
+                    left
+                });
             }
         }
         Some(decision)

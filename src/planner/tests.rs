@@ -6,7 +6,9 @@ use super::step::JobObservation;
 use super::workload::{Assessment, Problem, Verdict, Wait};
 use super::*;
 use crate::api::keys::APPROVE_ANNOTATION;
-use crate::api::{Reason, RolloutPhase, SchemaRolloutSpec, Step, StepState, condition};
+use crate::api::{
+    Reason, RolloutPhase, SchemaRolloutSpec, Step, StepState, WorkloadKind, condition,
+};
 use crate::planner::ledger::LedgerState;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
@@ -50,6 +52,7 @@ fn rollout(spec: SchemaRolloutSpec) -> SchemaRollout {
 
 fn rolled_out(name: &str) -> Assessment {
     Assessment {
+        kind: WorkloadKind::Deployment,
         name: name.into(),
         problem: None,
         verdict: Verdict::RolledOut,
@@ -1654,4 +1657,105 @@ fn i5_the_gate_records_what_it_holds_and_releases_a_workload_removed_from_the_sp
             .any(|a| matches!(a, Action::ResumeWorkload(_)))
     );
     assert_eq!(p.status.gated, ["api", "worker"]);
+}
+
+#[test]
+fn i2_every_kind_s_own_holds_keep_contract_and_unwatched_kinds_are_polled() {
+    for (kind, wait) in [
+        (WorkloadKind::StatefulSet, Wait::PartitionHolds),
+        (WorkloadKind::StatefulSet, Wait::OnDeleteHolds),
+        (WorkloadKind::CronJob, Wait::CronJobSuspended),
+        (WorkloadKind::CronJob, Wait::OldJobsActive),
+        (WorkloadKind::Pods, Wait::NoPodsSelected),
+        (WorkloadKind::DaemonSet, Wait::OldPodsRemain),
+    ] {
+        let mut r = rollout(spec(json!({})));
+        expanded(&mut r);
+        let worker = Assessment {
+            kind,
+            ..waiting("worker", wait)
+        };
+        let p = plan(
+            &r,
+            &observed(
+                vec![rolled_out("api"), worker],
+                &[(Step::Expand, Succeeded)],
+                5,
+            ),
+        );
+        assert!(!creates_any(&p), "{kind} {wait:?} must hold contract");
+        assert_eq!(
+            cond(&p, condition::ROLLED_OUT).reason,
+            wait.reason().as_str()
+        );
+        assert_eq!(
+            p.requeue_after,
+            Some(crate::planner::POLL_UNWATCHED),
+            "{kind}"
+        );
+    }
+    // A Deployment is watched: no polling.
+    let mut r = rollout(spec(json!({})));
+    expanded(&mut r);
+    let p = plan(
+        &r,
+        &observed(
+            vec![rolled_out("api"), waiting("worker", Wait::OldPodsRemain)],
+            &[(Step::Expand, Succeeded)],
+            5,
+        ),
+    );
+    assert!(p.requeue_after > Some(crate::planner::POLL_UNWATCHED));
+}
+
+#[test]
+fn workloads_of_every_kind_are_refused_where_their_spec_cannot_work() {
+    let with = |workloads: serde_json::Value, extra: serde_json::Value| {
+        let mut s = spec(extra);
+        s.workloads = serde_json::from_value(workloads).unwrap();
+        s
+    };
+    let version = json!({"image": {"container": "app", "tag": "2"}});
+    for (case, workloads, extra, mentions) in [
+        (
+            "gate on a DaemonSet",
+            json!([{"kind": "DaemonSet", "name": "agent", "version": version}]),
+            json!({"gate": {"pauseWorkloads": true}}),
+            "spec.gate.pauseWorkloads cannot hold spec.workloads[0], a DaemonSet",
+        ),
+        (
+            "Pods without a selector",
+            json!([{"kind": "Pods", "name": "bare", "version": version}]),
+            json!({}),
+            "spec.workloads[0].selector is required for kind Pods",
+        ),
+        (
+            "Pods selecting everything",
+            json!([{"kind": "Pods", "name": "bare", "selector": {}, "version": version}]),
+            json!({}),
+            "spec.workloads[0].selector selects every pod",
+        ),
+        (
+            "a selector on a StatefulSet",
+            json!([{"kind": "StatefulSet", "name": "db", "selector": {"matchLabels": {"a": "b"}}, "version": version}]),
+            json!({}),
+            "spec.workloads[0].selector is for kind Pods only",
+        ),
+        (
+            "the same kind and name twice",
+            json!([{"kind": "CronJob", "name": "x", "version": version}, {"kind": "CronJob", "name": "x", "version": version}]),
+            json!({}),
+            "spec.workloads[1]: CronJob \"x\" is listed twice",
+        ),
+    ] {
+        let message = invalid_spec_message(with(workloads, extra));
+        assert!(message.contains(mentions), "{case}: {message}");
+    }
+    // One name for two kinds is two workloads.
+    let s = with(
+        json!([{"kind": "Deployment", "name": "x", "version": version},
+               {"kind": "StatefulSet", "name": "x", "version": version}]),
+        json!({}),
+    );
+    assert!(validate::validate(&s).is_ok());
 }

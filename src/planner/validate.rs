@@ -2,7 +2,7 @@
 //! rules are dropped by API servers older than 1.25), so the controller
 //! enforces them itself before it runs anything.
 
-use crate::api::{Engine, SchemaRolloutSpec, SslMode, Step, parse_duration};
+use crate::api::{Engine, SchemaRolloutSpec, SslMode, Step, WorkloadKind, parse_duration};
 use crate::planner::step::phase_spec;
 use crate::sql::{self, rules};
 use std::collections::BTreeSet;
@@ -48,8 +48,20 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
         if w.name.is_empty() {
             problems.push(format!("{at}.name must not be empty"));
         }
-        if !seen.insert(w.name.as_str()) {
-            problems.push(format!("{at}.name {:?} is listed twice", w.name));
+        if !seen.insert((w.kind, w.name.as_str())) {
+            problems.push(format!("{at}: {} {:?} is listed twice", w.kind, w.name));
+        }
+        match (w.kind, &w.selector) {
+            (WorkloadKind::Pods, None) => {
+                problems.push(format!("{at}.selector is required for kind Pods"))
+            }
+            (WorkloadKind::Pods, Some(selector)) if !selects_some(selector) => problems.push(
+                format!("{at}.selector selects every pod in the namespace: name labels to match"),
+            ),
+            (WorkloadKind::Pods, Some(_)) | (_, None) => {}
+            (kind, Some(_)) => problems.push(format!(
+                "{at}.selector is for kind Pods only; a {kind} is found by its name"
+            )),
         }
         match (&w.version.image, &w.version.labels) {
             (Some(image), None) => {
@@ -66,6 +78,16 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
             (None, Some(labels)) if !labels.is_empty() => {}
             (None, Some(_)) => problems.push(format!("{at}.version.labels must not be empty")),
             _ => problems.push(format!("{at}.version needs exactly one of image or labels")),
+        }
+    }
+    if spec.gate.as_ref().is_some_and(|g| g.pause_workloads) {
+        for (i, w) in spec.workloads.iter().enumerate() {
+            if w.kind != WorkloadKind::Deployment {
+                problems.push(format!(
+                    "spec.gate.pauseWorkloads cannot hold spec.workloads[{i}], a {}: only Deployments can be paused",
+                    w.kind
+                ));
+            }
         }
     }
     if let Some(db) = &spec.database
@@ -292,6 +314,19 @@ fn read_duration(
 
 /// A bound as the messages show it: whole seconds, or milliseconds below a
 /// second.
+/// Whether a label selector names anything to match (an empty one
+/// selects every pod).
+fn selects_some(selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> bool {
+    selector
+        .match_labels
+        .as_ref()
+        .is_some_and(|l| !l.is_empty())
+        || selector
+            .match_expressions
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
+}
+
 fn shown(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())

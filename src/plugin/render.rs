@@ -315,8 +315,12 @@ fn workload_rows(rollout: &SchemaRollout, status: &SchemaRolloutStatus) -> Vec<V
         .workloads
         .iter()
         .map(|w| {
-            let mut row = vec![w.name.clone(), version(&w.version)];
-            match status.workloads.iter().find(|s| s.name == w.name) {
+            let mut row = vec![format!("{}/{}", w.kind, w.name), version(&w.version)];
+            match status
+                .workloads
+                .iter()
+                .find(|s| s.kind == w.kind && s.name == w.name)
+            {
                 None => row.extend(cells(&["", "", "no status yet"])),
                 Some(s) => {
                     row.push(format!("new {}/{}", s.new_pods, s.replicas));

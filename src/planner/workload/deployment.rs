@@ -3,7 +3,7 @@
 //! unit tests, one per way it can fail to count as rolled out.
 
 use super::history::{History, Revision};
-use super::{Assessment, Problem, Verdict, Wait, has_container, waiting};
+use super::{Assessment, Verdict, Wait, controlled_by, old_pods_remain, waiting};
 use crate::api::Workload;
 use crate::api::keys::{PAUSED_BY_ANNOTATION, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -19,25 +19,10 @@ pub fn assess(
     replica_sets: &[ReplicaSet],
     pods: &[Pod],
 ) -> Assessment {
-    let mut out = Assessment {
-        name: workload.name.clone(),
-        problem: None,
-        verdict: Verdict::Waiting(Wait::Unavailable, String::new()),
-        replicas: 0,
-        new_pods: 0,
-        old_pods: 0,
-        paused: false,
-        paused_by_us: false,
-        note: None,
-    };
     let Some(deploy) = deployment else {
-        out.problem = Some(Problem::NotFound);
-        out.verdict = waiting(
-            Wait::Unavailable,
-            format!("Deployment {} not found", workload.name),
-        );
-        return out;
+        return Assessment::not_found(workload);
     };
+    let mut out = Assessment::new(workload);
     let spec = deploy.spec.clone().unwrap_or_default();
     let status = deploy.status.clone().unwrap_or_default();
     out.replicas = spec.replicas.unwrap_or(1);
@@ -48,28 +33,18 @@ pub fn assess(
             .get(PAUSED_BY_ANNOTATION)
             .map(String::as_str)
             == Some(rollout_name);
-
-    if let Some(image) = &workload.version.image
-        && !has_container(&spec.template, &image.container)
-    {
-        out.problem = Some(Problem::ContainerNotFound(image.container.clone()));
-        out.verdict = waiting(
-            Wait::Unavailable,
-            format!(
-                "Deployment {} has no container named {}",
-                workload.name, image.container
-            ),
-        );
-        return out;
+    if let Some(missing) = Assessment::missing_container(workload, &spec.template) {
+        // What the gate holds stays known.
+        return Assessment {
+            paused: out.paused,
+            paused_by_us: out.paused_by_us,
+            ..missing
+        };
     }
 
     let owned: Vec<&ReplicaSet> = replica_sets
         .iter()
-        .filter(|rs| {
-            rs.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && Some(&o.uid) == deploy.metadata.uid.as_ref())
-        })
+        .filter(|rs| controlled_by(&rs.metadata, deploy.metadata.uid.as_ref()))
         .collect();
     let revision = deploy.annotations().get(REVISION_ANNOTATION);
     let current = owned
@@ -82,19 +57,9 @@ pub fn assess(
     );
     // A pod counts as new when its ReplicaSet does; a pod of no
     // ReplicaSet of this Deployment counts as old.
-    let is_new =
-        |pod: &Pod| history.runs_new(pod.labels().get(TEMPLATE_HASH_LABEL).map(String::as_str));
-    let old_terminating = pods
-        .iter()
-        .filter(|p| !is_new(p) && p.metadata.deletion_timestamp.is_some())
-        .count();
-    for pod in pods {
-        if !is_new(pod) {
-            out.old_pods += 1;
-        } else if pod.metadata.deletion_timestamp.is_none() {
-            out.new_pods += 1;
-        }
-    }
+    let old_terminating = out.count(pods, |pod| {
+        history.runs_new(pod.labels().get(TEMPLATE_HASH_LABEL).map(String::as_str))
+    });
 
     let generation_observed =
         status.observed_generation.unwrap_or(0) >= deploy.metadata.generation.unwrap_or(0);
@@ -150,23 +115,15 @@ pub fn assess(
             ),
         )
     } else if out.old_pods > 0 {
-        waiting(
-            Wait::OldPodsRemain,
-            format!(
-                "Deployment {}: {} pod(s) of an older version remain ({} terminating)",
-                workload.name, out.old_pods, old_terminating
-            ),
+        old_pods_remain(
+            &format!("Deployment {}", workload.name),
+            out.old_pods,
+            old_terminating,
         )
     } else {
         Verdict::RolledOut
     };
-    if out.paused
-        && !out.paused_by_us
-        && let Verdict::Waiting(_, message) = &mut out.verdict
-    {
-        message.push_str(" (paused by someone else: bellows waits and never resumes it)");
-    }
-    out
+    out.paused_by_other()
 }
 
 /// A ReplicaSet as a recorded revision of its Deployment.
@@ -194,6 +151,7 @@ fn progress_deadline_exceeded(deploy: &Deployment) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Problem;
     use super::*;
     use serde_json::json;
 
@@ -254,13 +212,6 @@ mod tests {
         assess(&workload(), "users", Some(d), rs, pods).verdict
     }
 
-    fn wait_of(v: Verdict) -> Option<Wait> {
-        match v {
-            Verdict::RolledOut => None,
-            Verdict::Waiting(w, _) => Some(w),
-        }
-    }
-
     #[test]
     fn rolled_out_when_only_new_pods_exist() {
         let d = deployment("shop/api:2.0.0");
@@ -280,7 +231,7 @@ mod tests {
         let d = deployment("shop/api:2.0.0");
         let pods = [pod("new", false), pod("new", false), pod("old", true)];
         let a = assess(&workload(), "users", Some(&d), &sets(), &pods);
-        assert_eq!(wait_of(a.verdict.clone()), Some(Wait::OldPodsRemain));
+        assert_eq!(a.verdict.clone().wait(), Some(Wait::OldPodsRemain));
         assert_eq!(a.old_pods, 1);
         assert!(matches!(a.verdict, Verdict::Waiting(_, m) if m.contains("1 terminating")));
     }
@@ -339,7 +290,7 @@ mod tests {
         let mut d = deployment("shop/api:2.0.0");
         d.status.as_mut().unwrap().observed_generation = Some(1);
         assert_eq!(
-            wait_of(verdict(&d, &sets(), &[pod("new", false)])),
+            verdict(&d, &sets(), &[pod("new", false)]).wait(),
             Some(Wait::GenerationNotObserved)
         );
     }
@@ -351,7 +302,7 @@ mod tests {
             v["status"][field] = json!(1);
             let d: Deployment = serde_json::from_value(v).unwrap();
             assert_eq!(
-                wait_of(verdict(&d, &sets(), &[])),
+                verdict(&d, &sets(), &[]).wait(),
                 Some(Wait::ReplicasNotReady),
                 "{field}"
             );
@@ -363,10 +314,10 @@ mod tests {
         let d = deployment("shop/api:1.0.0");
         let only_old = [replica_set("old", "1", "shop/api:1.0.0")];
         assert_eq!(
-            wait_of(verdict(&d, &only_old, &[])),
+            verdict(&d, &only_old, &[]).wait(),
             Some(Wait::TemplateNotUpdated)
         );
-        assert_eq!(wait_of(verdict(&d, &sets(), &[])), Some(Wait::RolledBack));
+        assert_eq!(verdict(&d, &sets(), &[]).wait(), Some(Wait::RolledBack));
     }
 
     #[test]
@@ -376,7 +327,7 @@ mod tests {
         v["status"]["conditions"] = json!([{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]);
         let d: Deployment = serde_json::from_value(v).unwrap();
         assert_eq!(
-            wait_of(verdict(&d, &sets(), &[])),
+            verdict(&d, &sets(), &[]).wait(),
             Some(Wait::ProgressDeadlineExceeded)
         );
     }
@@ -449,7 +400,7 @@ mod tests {
         let draining = [pod("v3", false), pod("v2", true)];
         assert_eq!(verdict(&d, &sets, &draining), Verdict::RolledOut);
         let old = [pod("v3", false), pod("v1", true)];
-        assert_eq!(wait_of(verdict(&d, &sets, &old)), Some(Wait::OldPodsRemain));
+        assert_eq!(verdict(&d, &sets, &old).wait(), Some(Wait::OldPodsRemain));
     }
 
     #[test]
@@ -478,7 +429,7 @@ mod tests {
         sets.push(created("v11", "5", "shop/api:1.1.0", 400));
         let hotfix = at_revision("shop/api:1.1.0", "5");
         assert_eq!(
-            wait_of(verdict(&hotfix, &sets, &[pod("v11", false)])),
+            verdict(&hotfix, &sets, &[pod("v11", false)]).wait(),
             Some(Wait::RolledBack)
         );
     }

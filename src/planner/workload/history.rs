@@ -1,5 +1,6 @@
 //! A workload's revisions as the cluster records them (a Deployment's
-//! ReplicaSets) and what they say under the version model: which revisions
+//! ReplicaSets, a StatefulSet's or DaemonSet's ControllerRevisions, a
+//! CronJob's Jobs) and what they say under the version model: which revisions
 //! run the new version or a later one, and whether the current template
 //! rolled forward or back. Only what the cluster recorded is read, so an
 //! operator restart never changes a judgement.
@@ -7,17 +8,36 @@
 use super::{Standing, Verdict, Wait, standing, waiting, wanted_version};
 use crate::api::WorkloadVersion;
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 /// One recorded revision of a workload's pod template.
 #[derive(Clone, Debug)]
 pub struct Revision {
-    /// The label value its pods carry (`pod-template-hash`).
+    /// What its pods carry to name it (`pod-template-hash`,
+    /// `controller-revision-hash`, `job-name`).
     pub hash: Option<String>,
     /// The pod template it runs.
     pub template: Option<PodTemplateSpec>,
     /// When the cluster created it.
     pub created: Option<Timestamp>,
+}
+
+impl Revision {
+    /// A ControllerRevision of a StatefulSet or DaemonSet, named by `hash`:
+    /// its template is the `spec.template` its data records.
+    pub fn controller(revision: &ControllerRevision, hash: Option<String>) -> Self {
+        let template = revision
+            .data
+            .as_ref()
+            .and_then(|d| d.0.pointer("/spec/template"))
+            .and_then(|t| serde_json::from_value(t.clone()).ok());
+        Self {
+            hash,
+            template,
+            created: revision.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        }
+    }
 }
 
 /// The revisions of one workload, judged against the wanted version.

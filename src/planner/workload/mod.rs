@@ -1,19 +1,24 @@
 //! Whether a workload runs only the new version: the verdict and what
 //! was counted, and how a pod template's version is read. One module per
-//! kind decides it from the objects of that kind (`deployment`).
+//! kind decides it from the objects of that kind.
 
-mod deployment;
+pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
 mod history;
+pub mod pods;
+pub mod statefulset;
 
-pub use deployment::assess;
-
-use crate::api::{ImageVersion, Reason, WorkloadVersion};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use crate::api::{ImageVersion, Reason, Workload, WorkloadKind, WorkloadVersion};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// What was found about one workload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Assessment {
-    /// Name of the Deployment.
+    /// Kind of the workload.
+    pub kind: WorkloadKind,
+    /// Name of the workload.
     pub name: String,
     /// A problem with the spec itself that no rollout can fix.
     pub problem: Option<Problem>,
@@ -25,13 +30,141 @@ pub struct Assessment {
     pub new_pods: i32,
     /// Pods of any other version, Terminating ones included.
     pub old_pods: i32,
-    /// `spec.paused` of the Deployment.
+    /// `spec.paused` of a Deployment (always false for other kinds).
     pub paused: bool,
     /// Whether bellows paused it for this rollout (so may resume it).
     pub paused_by_us: bool,
     /// What status says of a workload rolled out to a later version than
     /// the one wanted (`runs 3.0.0, newer than 2.0.0`).
     pub note: Option<String>,
+}
+
+impl Assessment {
+    /// Nothing counted yet about `workload`.
+    fn new(workload: &Workload) -> Self {
+        Self {
+            kind: workload.kind,
+            name: workload.name.clone(),
+            problem: None,
+            verdict: Verdict::Waiting(Wait::Unavailable, String::new()),
+            replicas: 0,
+            new_pods: 0,
+            old_pods: 0,
+            paused: false,
+            paused_by_us: false,
+            note: None,
+        }
+    }
+
+    /// `workload` does not exist.
+    fn not_found(workload: &Workload) -> Self {
+        let message = format!("{} {} not found", workload.kind, workload.name);
+        Self::with_problem(workload, Problem::NotFound).with_message(message)
+    }
+
+    /// `workload` cannot be assessed because of `problem`.
+    pub fn with_problem(workload: &Workload, problem: Problem) -> Self {
+        let message = match &problem {
+            Problem::SelectorInvalid(m) => m.clone(),
+            _ => String::new(),
+        };
+        Self {
+            problem: Some(problem),
+            ..Self::new(workload)
+        }
+        .with_message(message)
+    }
+
+    fn with_message(mut self, message: String) -> Self {
+        self.verdict = waiting(Wait::Unavailable, message);
+        self
+    }
+
+    /// `template` of `workload` lacks the container its version names.
+    fn missing_container(workload: &Workload, template: &PodTemplateSpec) -> Option<Self> {
+        let image = workload.version.image.as_ref()?;
+        (!has_container(template, &image.container)).then(|| {
+            let message = format!(
+                "{} {} has no container named {}",
+                workload.kind, workload.name, image.container
+            );
+            Self::with_problem(
+                workload,
+                Problem::ContainerNotFound(image.container.clone()),
+            )
+            .with_message(message)
+        })
+    }
+
+    /// Counts `pods`, `is_new` telling which run the new version or a
+    /// later one; returns how many older ones are Terminating.
+    fn count(&mut self, pods: &[Pod], is_new: impl Fn(&Pod) -> bool) -> usize {
+        let mut old_terminating = 0;
+        for pod in pods {
+            let terminating = pod.metadata.deletion_timestamp.is_some();
+            if !is_new(pod) {
+                self.old_pods += 1;
+                old_terminating += usize::from(terminating);
+            } else if !terminating {
+                self.new_pods += 1;
+            }
+        }
+        old_terminating
+    }
+
+    /// Adds to a waiting verdict that the workload is paused by someone
+    /// else, whom bellows never overrides.
+    fn paused_by_other(mut self) -> Self {
+        if self.paused
+            && !self.paused_by_us
+            && let Verdict::Waiting(_, message) = &mut self.verdict
+        {
+            message.push_str(" (paused by someone else: bellows waits and never resumes it)");
+        }
+        self
+    }
+}
+
+/// The verdict for pods of an older version that remain.
+fn old_pods_remain(what: &str, old: i32, terminating: usize) -> Verdict {
+    waiting(
+        Wait::OldPodsRemain,
+        format!("{what}: {old} pod(s) of an older version remain ({terminating} terminating)"),
+    )
+}
+
+/// Whether `meta`'s controlling owner has `uid`.
+fn controlled_by(meta: &ObjectMeta, uid: Option<&String>) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid)
+}
+
+/// Whether a pod's containers have stopped for good (phase `Succeeded` or
+/// `Failed`): such a pod runs no code, whatever its version.
+fn stopped(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// A pod's own metadata and spec as a template, to read its version.
+fn pod_template(pod: &Pod) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(pod.metadata.clone()),
+        spec: pod.spec.clone(),
+    }
+}
+
+/// Whether a pod, read by its own spec, runs the new version or one named
+/// later (a version that cannot be ordered by its name counts as older).
+fn pod_runs_new(pod: &Pod, version: &WorkloadVersion) -> bool {
+    matches!(
+        standing(&pod_template(pod), version),
+        Standing::Wanted | Standing::Newer(_)
+    )
 }
 
 /// A workload reference that cannot be satisfied.
@@ -41,6 +174,8 @@ pub enum Problem {
     NotFound,
     /// The version names a container the pod template does not have.
     ContainerNotFound(String),
+    /// A `Pods` selector the API cannot read.
+    SelectorInvalid(String),
 }
 
 impl Problem {
@@ -49,6 +184,7 @@ impl Problem {
         match self {
             Self::NotFound => Reason::WorkloadNotFound,
             Self::ContainerNotFound(_) => Reason::ContainerNotFound,
+            Self::SelectorInvalid(_) => Reason::InvalidSpec,
         }
     }
 }
@@ -60,6 +196,16 @@ pub enum Verdict {
     RolledOut,
     /// Not (yet) rolled out.
     Waiting(Wait, String),
+}
+
+impl Verdict {
+    /// Why it waits, if it does.
+    pub fn wait(&self) -> Option<Wait> {
+        match self {
+            Self::RolledOut => None,
+            Self::Waiting(w, _) => Some(*w),
+        }
+    }
 }
 
 /// Why a workload is not rolled out.
@@ -80,8 +226,18 @@ pub enum Wait {
     NewReplicaSetNotFound,
     /// Pods of an older version (maybe Terminating) still exist.
     OldPodsRemain,
-    /// The Deployment does not exist or names no such container.
+    /// The workload does not exist or names no such container.
     Unavailable,
+    /// A StatefulSet's `partition` keeps pods on an older revision.
+    PartitionHolds,
+    /// A StatefulSet's `OnDelete` strategy keeps pods of an older revision.
+    OnDeleteHolds,
+    /// A CronJob is suspended on an older job template.
+    CronJobSuspended,
+    /// A Job from an older template is active.
+    OldJobsActive,
+    /// A `Pods` selector selects no pod.
+    NoPodsSelected,
 }
 
 impl Wait {
@@ -96,6 +252,11 @@ impl Wait {
             Self::NewReplicaSetNotFound => Reason::NewReplicaSetNotFound,
             Self::OldPodsRemain => Reason::OldPodsRemain,
             Self::Unavailable => Reason::Unavailable,
+            Self::PartitionHolds => Reason::PartitionHolds,
+            Self::OnDeleteHolds => Reason::OnDeleteHolds,
+            Self::CronJobSuspended => Reason::CronJobSuspended,
+            Self::OldJobsActive => Reason::OldJobsActive,
+            Self::NoPodsSelected => Reason::NoPodsSelected,
         }
     }
 }

@@ -190,8 +190,8 @@ fn rollout_in_progress_counts_workloads_and_time_since_expand() {
         &[
             "├─ rollout      Running     0/2 workloads rolled out   running for 65s",
             "├─ transition   Pending",
-            "├─ api      image app:2.0.0    new 1/3   old 2   not rolled out (RolloutInProgress: 1 of 3 pods updated)",
-            "└─ worker   labels app=w,v=2                     no status yet",
+            "├─ Deployment/api      image app:2.0.0    new 1/3   old 2   not rolled out (RolloutInProgress: 1 of 3 pods updated)",
+            "└─ Deployment/worker   labels app=w,v=2                     no status yet",
         ],
     );
 }
@@ -201,7 +201,7 @@ fn workloads_show_version_counts_and_rolled_out() {
     let text = status(&awaiting_approval(), &[], now());
     assert_lines(
         &text,
-        &["└─ api   image app:2.0.0   new 2/2   old 0   rolled out"],
+        &["└─ Deployment/api   image app:2.0.0   new 2/2   old 0   rolled out"],
     );
 }
 
@@ -261,7 +261,7 @@ fn a_fresh_object_renders_without_status() {
             "Phase:           -",
             "Paused:          yes (kubectl bellows resume to continue)",
             "├─ expand       Pending",
-            "└─ api   image app:2.0.0         no status yet",
+            "└─ Deployment/api   image app:2.0.0         no status yet",
         ],
     );
     assert!(text.contains("Conditions:\n  <none>\n"), "{text}");

@@ -1,0 +1,159 @@
+//! Reads of the workload kinds the watch caches do not hold: StatefulSets,
+//! DaemonSets and CronJobs with what they created, and the pods a `Pods`
+//! selector selects. They are always read from the API server, so a plan
+//! made from them is as fresh as the confirmation before a phase starts;
+//! their changes wake no reconcile, so the planner polls while one of them
+//! holds contract (`planner::POLL_UNWATCHED`).
+
+use super::{Context, Error};
+use crate::api::Workload;
+use crate::api::keys::JOB_NAME_LABEL;
+use crate::planner::workload::{Assessment, Problem, cronjob, daemonset, pods, statefulset};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::core::{GroupVersionKind, Selector};
+use kube::{Client, Resource};
+
+/// A StatefulSet, its ControllerRevisions and the pods it selects.
+pub async fn stateful_set(client: &Client, ns: &str, w: &Workload) -> Result<Assessment, Error> {
+    let set = get::<StatefulSet>(client, ns, &w.name).await?;
+    let selector = set
+        .as_ref()
+        .and_then(|s| selecting(&s.spec.as_ref()?.selector));
+    let (revisions, pods) = revisions_and_pods(client, ns, selector.as_ref()).await?;
+    Ok(statefulset::assess(w, set.as_ref(), &revisions, &pods))
+}
+
+/// A DaemonSet, its ControllerRevisions and the pods it selects.
+pub async fn daemon_set(client: &Client, ns: &str, w: &Workload) -> Result<Assessment, Error> {
+    let set = get::<DaemonSet>(client, ns, &w.name).await?;
+    let selector = set
+        .as_ref()
+        .and_then(|s| selecting(&s.spec.as_ref()?.selector));
+    let (revisions, pods) = revisions_and_pods(client, ns, selector.as_ref()).await?;
+    Ok(daemonset::assess(w, set.as_ref(), &revisions, &pods))
+}
+
+/// A CronJob, the namespace's Jobs and the pods of Jobs.
+pub async fn cron_job(ctx: &Context, ns: &str, w: &Workload) -> Result<Assessment, Error> {
+    let client = &ctx.client;
+    let resource = ctx
+        .cron_jobs
+        .get_or_try_init(|| cron_job_resource(client))
+        .await?;
+    let cron = Api::<DynamicObject>::namespaced_with(client.clone(), ns, resource)
+        .get_opt(&w.name)
+        .await
+        .map_err(Error::Kube)?
+        .map(|o| {
+            // Read under whichever version was served; the fields bellows
+            // reads are the same in both.
+            let spec = o.data.get("spec").cloned().unwrap_or_default();
+            serde_json::from_value(spec).map(|spec| CronJob {
+                metadata: o.metadata,
+                spec: Some(spec),
+                status: None,
+            })
+        })
+        .transpose()
+        .map_err(|e| Error::Unreadable(format!("CronJob {}: {e}", w.name)))?;
+    let Some(cron) = cron else {
+        return Ok(cronjob::assess(w, None, &[], &[]));
+    };
+    let (jobs, pods) = (
+        Api::<Job>::namespaced(client.clone(), ns),
+        Api::<Pod>::namespaced(client.clone(), ns),
+    );
+    let (all, of_jobs) = (
+        ListParams::default(),
+        ListParams::default().labels(JOB_NAME_LABEL),
+    );
+    let (jobs, pods) =
+        futures::try_join!(jobs.list(&all), pods.list(&of_jobs)).map_err(Error::Kube)?;
+    Ok(cronjob::assess(w, Some(&cron), &jobs.items, &pods.items))
+}
+
+/// The pods `w.selector` selects, their specs included.
+pub async fn selected_pods(client: &Client, ns: &str, w: &Workload) -> Result<Assessment, Error> {
+    let selector = match Selector::try_from(w.selector.clone().unwrap_or_default()) {
+        Ok(s) => s,
+        Err(e) => {
+            return Ok(Assessment::with_problem(
+                w,
+                Problem::SelectorInvalid(format!("Pods {}: selector: {e}", w.name)),
+            ));
+        }
+    };
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels_from(&selector))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(pods::assess(w, &selector.to_string(), &pods.items))
+}
+
+/// The CronJob API the server serves: batch/v1 since Kubernetes 1.21,
+/// batch/v1beta1 before (the fields bellows reads are the same).
+async fn cron_job_resource(client: &Client) -> Result<ApiResource, Error> {
+    let v1 = client
+        .list_api_group_resources("batch/v1")
+        .await
+        .map_err(Error::Kube)?;
+    let version = if v1.resources.iter().any(|r| r.name == "cronjobs") {
+        "v1"
+    } else {
+        "v1beta1"
+    };
+    Ok(ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "batch", version, "CronJob",
+    )))
+}
+
+async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(Error::Kube)
+}
+
+/// The ControllerRevisions and the pods (metadata only) `selector` selects;
+/// nothing when the workload selects nothing.
+async fn revisions_and_pods(
+    client: &Client,
+    ns: &str,
+    selector: Option<&Selector>,
+) -> Result<(Vec<ControllerRevision>, Vec<Pod>), Error> {
+    let Some(selector) = selector else {
+        return Ok((vec![], vec![]));
+    };
+    let params = ListParams::default().labels_from(selector);
+    let revisions = Api::<ControllerRevision>::namespaced(client.clone(), ns);
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let (revisions, pods) =
+        futures::try_join!(revisions.list(&params), pods.list_metadata(&params))
+            .map_err(Error::Kube)?;
+    let pods = pods
+        .items
+        .into_iter()
+        .map(|m| Pod {
+            metadata: m.metadata,
+            ..Pod::default()
+        })
+        .collect();
+    Ok((revisions.items, pods))
+}
+
+/// A workload's selector, or `None` when it selects nothing (or cannot be
+/// parsed).
+pub fn selecting(selector: &LabelSelector) -> Option<Selector> {
+    let selector = Selector::try_from(selector.clone()).ok()?;
+    (!selector.selects_all()).then_some(selector)
+}
