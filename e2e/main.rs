@@ -113,6 +113,16 @@ fn scenarios() -> Vec<Scenario> {
             false,
             scenarios::workload_kinds::run
         ),
+        scenario!(
+            "24_argo_rollout_canary_and_no_crd",
+            false,
+            scenarios::argo_rollout::run
+        ),
+        scenario!(
+            "25_gate_holds_every_kind",
+            false,
+            scenarios::gate_kinds::run
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

@@ -155,6 +155,15 @@ pub fn condition_of(r: &SchemaRollout, type_: &str) -> (String, String) {
         .unwrap_or_default()
 }
 
+/// The message of condition `type_` (empty when it is not set).
+pub fn condition_message(r: &SchemaRollout, type_: &str) -> String {
+    r.status
+        .as_ref()
+        .and_then(|s| s.condition(type_))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 /// A JobSpec that runs `sql` with psql against the namespace's database.
 pub fn psql_job(sql: &str) -> Value {
     json!({"template": {"spec": {"restartPolicy": "Never", "containers": [{

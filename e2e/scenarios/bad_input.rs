@@ -297,6 +297,15 @@ fn cases() -> Vec<Case> {
             stalled("WorkloadNotFound", "StatefulSet api not found"),
         ),
         case(
+            "rollout-without-crd",
+            "kind: Rollout, Argo Rollouts not installed",
+            bad(&[("/workloads/0/kind", json!("Rollout"))]),
+            stalled(
+                "WorkloadKindNotServed",
+                "this cluster does not serve argoproj.io/v1alpha1 Rollouts",
+            ),
+        ),
+        case(
             "gate-on-daemonset",
             "gate.pauseWorkloads on a DaemonSet",
             bad(&[

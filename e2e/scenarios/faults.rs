@@ -14,7 +14,9 @@
 //!   and the ledger keeps the truth.
 
 use super::{ContractGuard, STEP};
-use crate::harness::{Env, Ns, cond, condition_of, psql_job, recording_sql, workload};
+use crate::harness::{
+    Env, Ns, cond, condition_message, condition_of, psql_job, recording_sql, workload,
+};
 use bellows::api::RolloutPhase::{self, *};
 use bellows::api::SchemaRollout;
 use k8s_openapi::api::core::v1::Pod;
@@ -224,12 +226,7 @@ async fn hidden_rollback(env: &Env) -> Fault {
     let r = ns
         .wait_condition("r", cond::STALLED, "True", Some("SqlUnreadable"), STEP)
         .await;
-    let message = r
-        .status
-        .as_ref()
-        .and_then(|s| s.condition(cond::STALLED))
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = condition_message(&r, cond::STALLED);
     f.check(
         message.contains("spec.expand.sql[0]") && message.contains("line 1, column"),
         format!("the stall does not name the item and position: {message}"),

@@ -1,11 +1,13 @@
 //! One module per scenario of the e2e suite.
 
 pub mod approval;
+pub mod argo_rollout;
 pub mod bad_input;
 pub mod chart;
 pub mod examples;
 pub mod expand_fails;
 pub mod faults;
+pub mod gate_kinds;
 pub mod gitops;
 pub mod happy_path;
 pub mod inline_sql;

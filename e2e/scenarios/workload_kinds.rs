@@ -146,7 +146,7 @@ fn template(app: &str) -> Value {
 }
 
 /// The API of CronJobs as this control plane (1.20) serves them.
-fn cron_jobs(ns: &Ns) -> Api<DynamicObject> {
+pub(super) fn cron_jobs(ns: &Ns) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("batch", "v1beta1", "CronJob"));
     Api::namespaced_with(ns.client.clone(), &ns.name, &resource)
 }
@@ -156,36 +156,18 @@ fn cron_jobs(ns: &Ns) -> Api<DynamicObject> {
 /// 1 that runs until `flag` exists.
 async fn create(ns: &Ns, flag: &std::path::Path) {
     let pp = PostParams::default();
-    let selector = |app: &str| json!({"matchLabels": {"app": app}});
-    let set: StatefulSet = serde_json::from_value(json!({
-        "metadata": {"name": "db"},
-        "spec": {"replicas": 2, "serviceName": "db", "selector": selector("db"), "template": template("db")}
-    }))
-    .unwrap();
-    Api::<StatefulSet>::namespaced(ns.client.clone(), &ns.name)
-        .create(&pp, &set)
-        .await
-        .unwrap();
+    stateful_set(ns, 2).await;
     let daemons: DaemonSet = serde_json::from_value(json!({
         "metadata": {"name": "agent"},
-        "spec": {"selector": selector("agent"), "template": template("agent")}
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": template("agent")}
     }))
     .unwrap();
     Api::<DaemonSet>::namespaced(ns.client.clone(), &ns.name)
         .create(&pp, &daemons)
         .await
         .unwrap();
-    let mut job_template = template("report");
-    job_template["spec"]["restartPolicy"] = json!("Never");
-    let cron: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "batch/v1beta1", "kind": "CronJob",
-        "metadata": {"name": "report"},
-        "spec": {"schedule": "0 3 * * *", "suspend": true,
-                 "jobTemplate": {"spec": {"template": job_template.clone()}}}
-    }))
-    .unwrap();
-    let cron = cron_jobs(ns).create(&pp, &cron).await.unwrap();
-    let mut old = job_template;
+    let cron = cron_job(ns, true).await;
+    let mut old = job_template();
     old["spec"]["containers"][0]["command"] = json!([
         "sh",
         "-c",
@@ -202,6 +184,43 @@ async fn create(ns: &Ns, flag: &std::path::Path) {
         .create(&pp, &job)
         .await
         .unwrap();
+}
+
+/// StatefulSet `db` with `replicas` pods on version 1.
+pub(super) async fn stateful_set(ns: &Ns, replicas: i32) {
+    let set: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {"replicas": replicas, "serviceName": "db",
+                 "selector": {"matchLabels": {"app": "db"}}, "template": template("db")}
+    }))
+    .unwrap();
+    Api::<StatefulSet>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &set)
+        .await
+        .unwrap();
+}
+
+/// The job template of CronJob `report` on version 1.
+fn job_template() -> Value {
+    let mut t = template("report");
+    t["spec"]["restartPolicy"] = json!("Never");
+    t
+}
+
+/// CronJob `report` on version 1, scheduled daily at 03:00, `suspend`ed
+/// or not.
+pub(super) async fn cron_job(ns: &Ns, suspend: bool) -> DynamicObject {
+    let cron: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "batch/v1beta1", "kind": "CronJob",
+        "metadata": {"name": "report"},
+        "spec": {"schedule": "0 3 * * *", "suspend": suspend,
+                 "jobTemplate": {"spec": {"template": job_template()}}}
+    }))
+    .unwrap();
+    cron_jobs(ns)
+        .create(&PostParams::default(), &cron)
+        .await
+        .unwrap()
 }
 
 /// Applies a strategic merge patch to `name` of `resource` with kubectl.

@@ -34,3 +34,5 @@ pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
 /// Label the Job controller puts on every pod of a Job: the Job's name.
 pub const JOB_NAME_LABEL: &str = "job-name";
+/// Label Argo Rollouts puts on every ReplicaSet and pod of a Rollout.
+pub const ARGO_HASH_LABEL: &str = "rollouts-pod-template-hash";

@@ -129,6 +129,11 @@ pub enum WorkloadKind {
     /// The pods `selector` selects, whatever created them (bare pods,
     /// controllers bellows does not know).
     Pods,
+    /// An Argo Rollouts Rollout (argoproj.io/v1alpha1): promoted, not
+    /// aborted or paused, no pod of an older version left (the old stack
+    /// kept by `scaleDownDelaySeconds` included). Needs Argo Rollouts'
+    /// CRD; without it the rollout stalls (`WorkloadKindNotServed`).
+    Rollout,
 }
 
 impl WorkloadKind {
@@ -140,7 +145,49 @@ impl WorkloadKind {
             Self::DaemonSet => "DaemonSet",
             Self::CronJob => "CronJob",
             Self::Pods => "Pods",
+            Self::Rollout => "Rollout",
         }
+    }
+}
+
+/// A workload the expand gate holds, as `status.gated` names it: `name`
+/// for a Deployment, `Kind/name` for another kind.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GateHold {
+    /// Its kind.
+    pub kind: WorkloadKind,
+    /// Its name.
+    pub name: String,
+}
+
+impl GateHold {
+    /// The hold named by `key` (as [`GateHold::key`] writes it).
+    pub fn parse(key: &str) -> Option<Self> {
+        let (kind, name) = match key.split_once('/') {
+            None => (WorkloadKind::Deployment, key),
+            Some((kind, name)) => (serde_json::from_value(serde_json::json!(kind)).ok()?, name),
+        };
+        Some(Self {
+            kind,
+            name: name.to_owned(),
+        })
+    }
+
+    /// How `status.gated` names it.
+    pub fn key(&self) -> String {
+        match self.kind {
+            WorkloadKind::Deployment => self.name.clone(),
+            kind => format!("{kind}/{}", self.name),
+        }
+    }
+}
+
+impl WorkloadKind {
+    /// Whether the expand gate can hold a workload of this kind: a
+    /// Deployment or Argo Rollout by `spec.paused`, a CronJob by
+    /// `spec.suspend`, a StatefulSet by its rolling update's `partition`.
+    pub fn holdable(self) -> bool {
+        !matches!(self, Self::DaemonSet | Self::Pods)
     }
 }
 
@@ -394,10 +441,12 @@ pub enum Approval {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Gate {
-    /// Hold every listed Deployment paused (`spec.paused`) until expand
-    /// succeeds, so the new version cannot start before the schema is ready.
-    /// A failed expand keeps them paused. Only Deployments can be held:
-    /// with another kind listed the rollout is refused.
+    /// Hold every listed workload until expand succeeds, so the new
+    /// version cannot start before the schema is ready: a Deployment or
+    /// Argo Rollout paused (`spec.paused`), a CronJob suspended
+    /// (`spec.suspend`), a StatefulSet's rolling update held at its
+    /// current revision (`partition`). A failed expand keeps them held. A
+    /// DaemonSet or `Pods` cannot be held: listing one is refused.
     #[serde(default)]
     pub pause_workloads: bool,
 }

@@ -77,8 +77,11 @@ reasons! {
     /// Event (Warning): a transition or contract statement blocks writes
     /// for long (a non-concurrent index, a table rewrite).
     BlocksWrites,
-    /// Stall: a listed Deployment does not exist.
+    /// Stall: a listed workload does not exist.
     WorkloadNotFound,
+    /// Stall: the cluster does not serve a listed workload's kind (Argo
+    /// Rollouts is not installed).
+    WorkloadKindNotServed,
     /// Stall: the version names a container the Deployment lacks.
     ContainerNotFound,
     /// Stall: a Secret a Job needs does not exist.
@@ -140,6 +143,10 @@ reasons! {
     OldJobsActive,
     /// Workload reason: a `Pods` selector selects no pod.
     NoPodsSelected,
+    /// Workload reason: an Argo Rollout's update was aborted.
+    RolloutAborted,
+    /// Workload reason: an Argo Rollout is paused before it was promoted.
+    RolloutPaused,
     /// RolledOut reason: every workload runs only the new version or a later one.
     AllWorkloadsRolledOut,
     /// Stalled reason when not stalled.
@@ -192,6 +199,7 @@ mod tests {
                 "UnsafeAllowed",
                 "BlocksWrites",
                 "WorkloadNotFound",
+                "WorkloadKindNotServed",
                 "ContainerNotFound",
                 "SecretNotFound",
                 "ConfigMapNotFound",
@@ -221,6 +229,8 @@ mod tests {
                 "CronJobSuspended",
                 "OldJobsActive",
                 "NoPodsSelected",
+                "RolloutAborted",
+                "RolloutPaused",
                 "AllWorkloadsRolledOut",
                 "NotStalled",
                 "NotStarted",

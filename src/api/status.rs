@@ -140,8 +140,9 @@ pub struct SchemaRolloutStatus {
     /// workload list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_key: Option<String>,
-    /// The Deployments the expand gate holds paused for this rollout
-    /// (marked `bellows.dev/paused-by`). Kept here, not only derived from
+    /// The workloads the expand gate holds for this rollout (marked
+    /// `bellows.dev/paused-by`): `name` for a Deployment, `Kind/name` for
+    /// another kind. Kept here, not only derived from
     /// `spec.workloads`, so that a workload removed from the spec, or the
     /// rollout's deletion, releases exactly what the gate paused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

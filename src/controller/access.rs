@@ -48,19 +48,19 @@ pub const CONTROLLER: &[Access] = &[
         group: "apps",
         resource: "deployments",
         verbs: &["get", "list", "patch", "watch"],
-        why: "the Deployment cache and live reads (observe), the gate's pause and resume (reconcile::apply)",
+        why: "the Deployment cache and live reads (observe), the gate's pause and resume (controller::gate)",
     },
     Access {
         group: "apps",
         resource: "replicasets",
         verbs: &["get", "list", "watch"],
-        why: "the ReplicaSet cache and live lists (observe)",
+        why: "the ReplicaSet cache and live lists (observe, an Argo Rollout's in controller::kinds)",
     },
     Access {
         group: "apps",
         resource: "statefulsets",
-        verbs: &["get"],
-        why: "StatefulSet workloads, read live (controller::kinds)",
+        verbs: &["get", "patch"],
+        why: "StatefulSet workloads, read live (controller::kinds), the gate's partition (controller::gate)",
     },
     Access {
         group: "apps",
@@ -77,8 +77,14 @@ pub const CONTROLLER: &[Access] = &[
     Access {
         group: "batch",
         resource: "cronjobs",
-        verbs: &["get"],
-        why: "CronJob workloads, read live (controller::kinds)",
+        verbs: &["get", "patch"],
+        why: "CronJob workloads, read live (controller::kinds), the gate's suspend (controller::gate)",
+    },
+    Access {
+        group: "argoproj.io",
+        resource: "rollouts",
+        verbs: &["get", "patch"],
+        why: "Argo Rollouts workloads, read live where the CRD exists (controller::kinds), the gate's pause (controller::gate)",
     },
     Access {
         group: "",

@@ -30,6 +30,8 @@ pub struct Context {
     pub caches: Option<Caches>,
     /// The CronJob API the server serves, found on first use.
     pub cron_jobs: tokio::sync::OnceCell<kube::api::ApiResource>,
+    /// The Argo Rollouts API, once the server was seen serving it.
+    pub argo_rollouts: tokio::sync::OnceCell<kube::api::ApiResource>,
     /// What this process remembers of each rollout.
     memories: Mutex<HashMap<ObjectRef<SchemaRollout>, Memory>>,
 }
@@ -68,6 +70,7 @@ impl Context {
             pools: Default::default(),
             caches: None,
             cron_jobs: Default::default(),
+            argo_rollouts: Default::default(),
             memories: Mutex::default(),
         }
     }

@@ -1,30 +1,41 @@
 //! Reads of the workload kinds the watch caches do not hold: StatefulSets,
-//! DaemonSets and CronJobs with what they created, and the pods a `Pods`
-//! selector selects. They are always read from the API server, so a plan
+//! DaemonSets, CronJobs and Argo Rollouts with what they created, and the
+//! pods a `Pods` selector selects. They are always read from the API server, so a plan
 //! made from them is as fresh as the confirmation before a phase starts;
 //! their changes wake no reconcile, so the planner polls while one of them
 //! holds contract (`planner::POLL_UNWATCHED`).
 
 use super::{Context, Error};
-use crate::api::Workload;
 use crate::api::keys::JOB_NAME_LABEL;
-use crate::planner::workload::{Assessment, Problem, cronjob, daemonset, pods, statefulset};
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
+use crate::api::{Workload, WorkloadKind};
+use crate::planner::workload::{Assessment, Problem, argo, cronjob, daemonset, pods, statefulset};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, PartialObjectMeta};
 use kube::core::{GroupVersionKind, Selector};
 use kube::{Client, Resource};
 
 /// A StatefulSet, its ControllerRevisions and the pods it selects.
-pub async fn stateful_set(client: &Client, ns: &str, w: &Workload) -> Result<Assessment, Error> {
+pub async fn stateful_set(
+    client: &Client,
+    ns: &str,
+    rollout: &str,
+    w: &Workload,
+) -> Result<Assessment, Error> {
     let set = get::<StatefulSet>(client, ns, &w.name).await?;
     let selector = set
         .as_ref()
         .and_then(|s| selecting(&s.spec.as_ref()?.selector));
     let (revisions, pods) = revisions_and_pods(client, ns, selector.as_ref()).await?;
-    Ok(statefulset::assess(w, set.as_ref(), &revisions, &pods))
+    Ok(statefulset::assess(
+        w,
+        rollout,
+        set.as_ref(),
+        &revisions,
+        &pods,
+    ))
 }
 
 /// A DaemonSet, its ControllerRevisions and the pods it selects.
@@ -38,13 +49,15 @@ pub async fn daemon_set(client: &Client, ns: &str, w: &Workload) -> Result<Asses
 }
 
 /// A CronJob, the namespace's Jobs and the pods of Jobs.
-pub async fn cron_job(ctx: &Context, ns: &str, w: &Workload) -> Result<Assessment, Error> {
+pub async fn cron_job(
+    ctx: &Context,
+    ns: &str,
+    rollout: &str,
+    w: &Workload,
+) -> Result<Assessment, Error> {
     let client = &ctx.client;
-    let resource = ctx
-        .cron_jobs
-        .get_or_try_init(|| cron_job_resource(client))
-        .await?;
-    let cron = Api::<DynamicObject>::namespaced_with(client.clone(), ns, resource)
+    let resource = cron_job_resource(ctx).await?;
+    let cron = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
         .get_opt(&w.name)
         .await
         .map_err(Error::Kube)?
@@ -61,7 +74,7 @@ pub async fn cron_job(ctx: &Context, ns: &str, w: &Workload) -> Result<Assessmen
         .transpose()
         .map_err(|e| Error::Unreadable(format!("CronJob {}: {e}", w.name)))?;
     let Some(cron) = cron else {
-        return Ok(cronjob::assess(w, None, &[], &[]));
+        return Ok(cronjob::assess(w, rollout, None, &[], &[]));
     };
     let (jobs, pods) = (
         Api::<Job>::namespaced(client.clone(), ns),
@@ -73,7 +86,13 @@ pub async fn cron_job(ctx: &Context, ns: &str, w: &Workload) -> Result<Assessmen
     );
     let (jobs, pods) =
         futures::try_join!(jobs.list(&all), pods.list(&of_jobs)).map_err(Error::Kube)?;
-    Ok(cronjob::assess(w, Some(&cron), &jobs.items, &pods.items))
+    Ok(cronjob::assess(
+        w,
+        rollout,
+        Some(&cron),
+        &jobs.items,
+        &pods.items,
+    ))
 }
 
 /// The pods `w.selector` selects, their specs included.
@@ -83,7 +102,7 @@ pub async fn selected_pods(client: &Client, ns: &str, w: &Workload) -> Result<As
         Err(e) => {
             return Ok(Assessment::with_problem(
                 w,
-                Problem::SelectorInvalid(format!("Pods {}: selector: {e}", w.name)),
+                Problem::Unusable(format!("Pods {}: selector: {e}", w.name)),
             ));
         }
     };
@@ -94,21 +113,116 @@ pub async fn selected_pods(client: &Client, ns: &str, w: &Workload) -> Result<As
     Ok(pods::assess(w, &selector.to_string(), &pods.items))
 }
 
+/// An Argo Rollouts Rollout, the ReplicaSets and the pods (metadata only)
+/// its selector matches; a problem when the cluster does not serve the
+/// kind (checked again on every read until it does).
+pub async fn argo_rollout(
+    ctx: &Context,
+    ns: &str,
+    rollout_name: &str,
+    w: &Workload,
+) -> Result<Assessment, Error> {
+    let client = &ctx.client;
+    let Some(resource) = argo_rollout_resource(ctx).await? else {
+        return Ok(Assessment::with_problem(
+            w,
+            Problem::NotServed(format!(
+                "Rollout {}: this cluster does not serve argoproj.io/v1alpha1 Rollouts (is Argo Rollouts installed?)",
+                w.name
+            )),
+        ));
+    };
+    let found = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
+        .get_opt(&w.name)
+        .await
+        .map_err(Error::Kube)?
+        .map(|o| serde_json::to_value(o).and_then(serde_json::from_value::<argo::ArgoRollout>))
+        .transpose()
+        .map_err(|e| Error::Unreadable(format!("Rollout {}: {e}", w.name)))?;
+    let selector = found
+        .as_ref()
+        .and_then(|r| selecting(r.spec.selector.as_ref()?));
+    let (sets, pods) = match &selector {
+        Some(selector) => {
+            let params = ListParams::default().labels_from(selector);
+            let sets = Api::<ReplicaSet>::namespaced(client.clone(), ns);
+            let pods = Api::<Pod>::namespaced(client.clone(), ns);
+            let (sets, pods) = futures::try_join!(sets.list(&params), pods.list_metadata(&params))
+                .map_err(Error::Kube)?;
+            (sets.items, metadata_only(pods.items))
+        }
+        None => (vec![], vec![]),
+    };
+    Ok(argo::assess(w, rollout_name, found.as_ref(), &sets, &pods))
+}
+
+/// The API of `kind` as this cluster serves it, for reads and the gate's
+/// writes; `None` when it does not serve it (Argo Rollouts not installed).
+pub async fn resource(ctx: &Context, kind: WorkloadKind) -> Result<Option<ApiResource>, Error> {
+    let gvk =
+        |group, version, kind| ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    Ok(match kind {
+        WorkloadKind::Deployment => Some(gvk("apps", "v1", "Deployment")),
+        WorkloadKind::StatefulSet => Some(gvk("apps", "v1", "StatefulSet")),
+        WorkloadKind::DaemonSet => Some(gvk("apps", "v1", "DaemonSet")),
+        WorkloadKind::CronJob => Some(cron_job_resource(ctx).await?),
+        WorkloadKind::Rollout => argo_rollout_resource(ctx).await?,
+        WorkloadKind::Pods => Some(gvk("", "v1", "Pod")),
+    })
+}
+
+/// The Rollout API, if the cluster serves it: asked of the server until it
+/// does, then remembered.
+async fn argo_rollout_resource(ctx: &Context) -> Result<Option<ApiResource>, Error> {
+    if let Some(r) = ctx.argo_rollouts.get() {
+        return Ok(Some(r.clone()));
+    }
+    let served = match ctx
+        .client
+        .list_api_group_resources("argoproj.io/v1alpha1")
+        .await
+    {
+        Ok(list) => list.resources.iter().any(|r| r.name == "rollouts"),
+        Err(kube::Error::Api(e)) if e.code == 404 => false,
+        Err(e) => return Err(Error::Kube(e)),
+    };
+    if !served {
+        return Ok(None);
+    }
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
+        "rollouts",
+    );
+    Ok(Some(
+        ctx.argo_rollouts
+            .get_or_init(|| async { resource })
+            .await
+            .clone(),
+    ))
+}
+
 /// The CronJob API the server serves: batch/v1 since Kubernetes 1.21,
 /// batch/v1beta1 before (the fields bellows reads are the same).
-async fn cron_job_resource(client: &Client) -> Result<ApiResource, Error> {
-    let v1 = client
-        .list_api_group_resources("batch/v1")
-        .await
-        .map_err(Error::Kube)?;
-    let version = if v1.resources.iter().any(|r| r.name == "cronjobs") {
-        "v1"
-    } else {
-        "v1beta1"
-    };
-    Ok(ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "batch", version, "CronJob",
-    )))
+async fn cron_job_resource(ctx: &Context) -> Result<ApiResource, Error> {
+    let found = ctx
+        .cron_jobs
+        .get_or_try_init(|| async {
+            let v1 = ctx
+                .client
+                .list_api_group_resources("batch/v1")
+                .await
+                .map_err(Error::Kube)?;
+            let version = if v1.resources.iter().any(|r| r.name == "cronjobs") {
+                "v1"
+            } else {
+                "v1beta1"
+            };
+            Ok::<_, Error>(ApiResource::from_gvk(&GroupVersionKind::gvk(
+                "batch", version, "CronJob",
+            )))
+        })
+        .await?;
+    Ok(found.clone())
 }
 
 async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>, Error>
@@ -140,15 +254,18 @@ async fn revisions_and_pods(
     let (revisions, pods) =
         futures::try_join!(revisions.list(&params), pods.list_metadata(&params))
             .map_err(Error::Kube)?;
-    let pods = pods
-        .items
+    Ok((revisions.items, metadata_only(pods.items)))
+}
+
+/// Pods read as metadata only (all a revision's pods are judged by).
+pub fn metadata_only(metas: Vec<PartialObjectMeta<Pod>>) -> Vec<Pod> {
+    metas
         .into_iter()
         .map(|m| Pod {
             metadata: m.metadata,
             ..Pod::default()
         })
-        .collect();
-    Ok((revisions.items, pods))
+        .collect()
 }
 
 /// A workload's selector, or `None` when it selects nothing (or cannot be

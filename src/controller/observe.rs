@@ -105,13 +105,7 @@ impl<'a> Source<'a> {
                 c.pods_selected(ns, selector, pair)
             }
         };
-        Ok(metas
-            .into_iter()
-            .map(|m| Pod {
-                metadata: m.metadata,
-                ..Pod::default()
-            })
-            .collect())
+        Ok(kinds::metadata_only(metas))
     }
 }
 
@@ -134,10 +128,17 @@ pub async fn observe(
     let workloads = futures::future::try_join_all(rollout.spec.workloads.iter().map(|w| async {
         match w.kind {
             WorkloadKind::Deployment => {}
-            WorkloadKind::StatefulSet => return kinds::stateful_set(client, &ns, w).await,
+            WorkloadKind::StatefulSet => {
+                return kinds::stateful_set(client, &ns, &rollout.name_any(), w).await;
+            }
             WorkloadKind::DaemonSet => return kinds::daemon_set(client, &ns, w).await,
-            WorkloadKind::CronJob => return kinds::cron_job(ctx, &ns, w).await,
+            WorkloadKind::CronJob => {
+                return kinds::cron_job(ctx, &ns, &rollout.name_any(), w).await;
+            }
             WorkloadKind::Pods => return kinds::selected_pods(client, &ns, w).await,
+            WorkloadKind::Rollout => {
+                return kinds::argo_rollout(ctx, &ns, &rollout.name_any(), w).await;
+            }
         }
         let deploy = source.get(client, |c| &c.deployments, &ns, &w.name).await?;
         let (sets, selected) = match deploy.as_ref().zip(deploy.as_ref().and_then(selector_of)) {

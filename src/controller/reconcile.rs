@@ -3,18 +3,17 @@
 
 use super::observe::{self, Source};
 use super::records::Ledger;
-use super::{Context, Error, finalizer, gate, job};
+use super::{Context, Error, finalizer, gate, job, kinds};
 use crate::api::keys::{FIELD_MANAGER, PAUSED_BY_ANNOTATION};
-use crate::api::{Reason, RolloutPhase, SchemaRollout, Step};
+use crate::api::{GateHold, Reason, RolloutPhase, SchemaRollout, Step};
 use crate::db::{self, DbError, Target};
 use crate::planner::step;
 use crate::planner::writes::StatusWrite;
 use crate::planner::{self, Action as PlanAction, EventIntent, EventKind, Plan};
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
@@ -164,43 +163,51 @@ async fn clean_up(
         tracing::info!(rollout = %name, namespace = %ns, step = step.as_str(), "deleted; waiting for the running migration Job to finish");
         return Ok(Action::requeue(CLEANUP_POLL));
     }
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     // What the gate may hold: the listed workloads and those it recorded
     // holding (a workload removed from the spec included).
-    let mut held: Vec<&str> = rollout
+    let mut held: Vec<GateHold> = rollout
         .spec
         .workloads
         .iter()
-        .map(|w| w.name.as_str())
+        .filter(|w| w.kind.holdable())
+        .map(|w| GateHold {
+            kind: w.kind,
+            name: w.name.clone(),
+        })
         .collect();
     for g in rollout.status.iter().flat_map(|s| &s.gated) {
-        if !held.contains(&g.as_str()) {
+        if let Some(g) = GateHold::parse(g)
+            && !held.contains(&g)
+        {
             held.push(g);
         }
     }
     // Releasing a gate before its expand succeeded would let the new
-    // version roll out on the old schema (I5): such Deployments stay
-    // paused and marked, for a re-created rollout of this name to adopt
-    // or a human to resume.
+    // version roll out on the old schema (I5): such workloads stay held
+    // and marked, for a re-created rollout of this name to adopt or a
+    // human to release.
     let expanded = step::phase_spec(&rollout.spec, Step::Expand).is_some_and(|phase| {
         step::recorded(&plan.status, Step::Expand, &step::digest(phase))
             == Some(crate::api::StepState::Succeeded)
     });
     let (mut resumed, mut kept) = (vec![], vec![]);
     for w in held {
+        let Some((api, lever)) = gate_api(ctx, &ns, w.kind).await? else {
+            continue;
+        };
         if !expanded {
-            if gate::holds(&deployments, w, &name)
+            if gate::holds(&api, lever, &w.name, &name)
                 .await
                 .map_err(Error::Kube)?
             {
-                kept.push(w);
+                kept.push(w.key());
             }
-        } else if gate::resume(&deployments, w, &name)
+        } else if gate::resume(&api, lever, &w.name, &name)
             .await
             .map_err(Error::Kube)?
             == gate::Gated::Changed
         {
-            resumed.push(w);
+            resumed.push(w.key());
         }
     }
     finalizer::remove(api, rollout).await.map_err(Error::Kube)?;
@@ -211,7 +218,7 @@ async fn clean_up(
             kind: EventKind::Normal,
             reason: Reason::WorkloadsResumed,
             note: planner::event_note(&format!(
-                "the rollout was deleted; resumed the Deployments its gate had paused: {}",
+                "the rollout was deleted; released the workloads its gate had held: {}",
                 resumed.join(", ")
             )),
         }),
@@ -219,7 +226,7 @@ async fn clean_up(
             kind: EventKind::Warning,
             reason: Reason::WorkloadsLeftPaused,
             note: planner::event_note(&format!(
-                "the rollout was deleted before its expand succeeded; left paused (marked {PAUSED_BY_ANNOTATION}: {name}) so the new version cannot roll out without its expand: {}. Re-create the rollout to continue, or resume by hand (kubectl rollout resume deployment/NAME) once the schema is ready",
+                "the rollout was deleted before its expand succeeded; left held (marked {PAUSED_BY_ANNOTATION}: {name}) so the new version cannot roll out without its expand: {}. Re-create the rollout to continue, or release them by hand (kubectl rollout resume deployment/NAME, unsuspend a CronJob, lower a StatefulSet's partition) once the schema is ready",
                 kept.join(", ")
             )),
         }),
@@ -306,19 +313,35 @@ async fn apply(
                 .await?;
         }
         PlanAction::Record { run, failure } => ledger()?.finished(run, failure.as_deref()).await?,
-        PlanAction::PauseWorkload(deploy) | PlanAction::ResumeWorkload(deploy) => {
-            let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+        PlanAction::PauseWorkload(hold) | PlanAction::ResumeWorkload(hold) => {
+            let Some((api, lever)) = gate_api(ctx, &ns, hold.kind).await? else {
+                return Ok(());
+            };
             let pause = matches!(action, PlanAction::PauseWorkload(_));
             let gated = if pause {
-                gate::pause(&deployments, deploy, &name).await
+                gate::pause(&api, lever, &hold.name, &name).await
             } else {
-                gate::resume(&deployments, deploy, &name).await
+                gate::resume(&api, lever, &hold.name, &name).await
             }
             .map_err(Error::Kube)?;
-            tracing::info!(rollout = %name, namespace = %ns, deployment = %deploy, paused = pause, outcome = ?gated, "gate");
+            tracing::info!(rollout = %name, namespace = %ns, workload = %hold.key(), paused = pause, outcome = ?gated, "gate");
         }
     }
     Ok(())
+}
+
+/// The API and lever the gate holds a workload of `kind` with; `None` for
+/// a kind it cannot hold or the cluster does not serve.
+async fn gate_api(
+    ctx: &Context,
+    ns: &str,
+    kind: crate::api::WorkloadKind,
+) -> Result<Option<(Api<DynamicObject>, gate::Lever)>, Error> {
+    let Some(lever) = gate::Lever::of(kind) else {
+        return Ok(None);
+    };
+    let resource = kinds::resource(ctx, kind).await?;
+    Ok(resource.map(|r| (Api::namespaced_with(ctx.client.clone(), ns, &r), lever)))
 }
 
 /// The resolved database, or why it cannot be used.

@@ -6,15 +6,15 @@ use super::plan::{
     Action, CheckProblem, CheckResult, EventIntent, EventKind, Observed, PhaseRun, Plan,
 };
 use super::step::{self, Outcome};
-use super::workload::{Verdict, Wait};
+use super::workload::{Assessment, Verdict, Wait};
 use super::{
     POLL_UNWATCHED, RETRY_CHECKS, RETRY_DATABASE, RETRY_REJECTED, approval_key, elapsed, settled,
     validate,
 };
 use crate::api::keys::APPROVE_ANNOTATION;
 use crate::api::{
-    Approval, Engine, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step, StepState,
-    StepStatus, WorkloadKind, WorkloadStatus,
+    Approval, Engine, GateHold, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step,
+    StepState, StepStatus, WorkloadKind, WorkloadStatus,
 };
 use crate::planner::ledger::LedgerState;
 use crate::sql;
@@ -118,11 +118,11 @@ impl<'a> Planner<'a> {
                 _ => self.decide(&durations, rolled_out_at.as_ref()),
             },
         };
-        // A Deployment the gate held that left spec.workloads is released
+        // A workload the gate held that left spec.workloads is released
         // (unless the rollout is stalled or paused, below).
-        let left: Vec<String> = self.left_the_spec().cloned().collect();
-        for name in left {
-            self.actions.push(Action::ResumeWorkload(name));
+        let left: Vec<GateHold> = self.left_the_spec().collect();
+        for hold in left {
+            self.actions.push(Action::ResumeWorkload(hold));
         }
         if decision.stall.is_some() || self.rollout.spec.paused {
             // A stalled or paused rollout starts nothing new; a Job already
@@ -139,40 +139,40 @@ impl<'a> Planner<'a> {
     }
 
     /// What the gate holds once this plan's actions are done: the listed
-    /// workloads observed paused by this rollout or paused by this plan,
-    /// and those it held that left the spec, less what this plan resumes.
+    /// workloads observed held by this rollout or held by this plan, and
+    /// those it held that left the spec, less what this plan resumes.
     fn gated(&self) -> Vec<String> {
-        let mut gated: std::collections::BTreeSet<String> = self
+        let mut gated: std::collections::BTreeSet<GateHold> = self
             .observed
             .workloads
             .iter()
             .filter(|a| a.paused_by_us)
-            .map(|a| a.name.clone())
-            .chain(self.left_the_spec().cloned())
+            .map(Assessment::hold)
+            .chain(self.left_the_spec())
             .collect();
         for action in &self.actions {
             match action {
-                Action::PauseWorkload(name) => {
-                    gated.insert(name.clone());
+                Action::PauseWorkload(hold) => {
+                    gated.insert(hold.clone());
                 }
-                Action::ResumeWorkload(name) => {
-                    gated.remove(name);
+                Action::ResumeWorkload(hold) => {
+                    gated.remove(hold);
                 }
                 _ => {}
             }
         }
-        gated.into_iter().collect()
+        gated.iter().map(GateHold::key).collect()
     }
 
-    /// The Deployments the gate held that are no longer in
-    /// `spec.workloads`.
-    fn left_the_spec(&self) -> impl Iterator<Item = &String> {
+    /// The workloads the gate held that are no longer in `spec.workloads`
+    /// (an entry that names no kind bellows knows is left alone).
+    fn left_the_spec(&self) -> impl Iterator<Item = GateHold> + '_ {
         let listed = &self.rollout.spec.workloads;
-        self.prev.gated.iter().filter(|g| {
-            !listed
-                .iter()
-                .any(|w| w.kind == WorkloadKind::Deployment && &w.name == *g)
-        })
+        self.prev
+            .gated
+            .iter()
+            .filter_map(|g| GateHold::parse(g))
+            .filter(|g| !listed.iter().any(|w| w.kind == g.kind && w.name == g.name))
     }
 
     /// Workload statuses, keeping each one's `rolledOutAt` while it stays
@@ -507,26 +507,34 @@ impl<'a> Planner<'a> {
                 Verdict::Waiting(_, m) => m.clone(),
                 Verdict::RolledOut => String::new(),
             };
-            return Decision::stalled(
+            let mut d = Decision::stalled(
                 self.prev.phase.unwrap_or(RolloutPhase::Pending),
                 reason,
                 message,
             );
+            // No watch says when a workload of another kind appears (or
+            // its CRD is installed): look again soon.
+            if a.kind != WorkloadKind::Deployment {
+                d.requeue_after = Some(POLL_UNWATCHED);
+            }
+            return d;
         }
 
         // Expand, with the optional gate (I5).
         let gate = spec.gate.as_ref().is_some_and(|g| g.pause_workloads);
         let expand = self.record_outcome(Step::Expand);
         if gate && expand != Outcome::Succeeded {
-            for a in self.observed.workloads.iter().filter(|a| !a.paused) {
-                self.actions.push(Action::PauseWorkload(a.name.clone()));
+            for a in self.observed.workloads.iter() {
+                if !a.paused && a.kind.holdable() {
+                    self.actions.push(Action::PauseWorkload(a.hold()));
+                }
             }
         }
         match expand {
             Outcome::NotStarted => return self.start(Step::Expand, RolloutPhase::Pending),
             Outcome::Succeeded => {
                 for a in self.observed.workloads.iter().filter(|a| a.paused_by_us) {
-                    self.actions.push(Action::ResumeWorkload(a.name.clone()));
+                    self.actions.push(Action::ResumeWorkload(a.hold()));
                 }
             }
             other => return self.started(Step::Expand, other).expect("expand started"),

@@ -1,7 +1,9 @@
 //! The planner's input and output types: what was observed, the side
 //! effects and events it asks for, the plan.
 
-use crate::api::{PhaseSpec, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step};
+use crate::api::{
+    GateHold, PhaseSpec, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step,
+};
 use crate::planner::ledger::{LedgerKey, LedgerState};
 use crate::planner::step::{self, JobObservation};
 use crate::planner::validate::step_timeout;
@@ -70,10 +72,11 @@ pub enum Action {
         /// Why it failed, if it did.
         failure: Option<String>,
     },
-    /// Set `spec.paused` on a Deployment and mark it as paused by bellows.
-    PauseWorkload(String),
-    /// Resume a Deployment that bellows paused.
-    ResumeWorkload(String),
+    /// Hold a workload (pause, suspend or partition it) and mark it as
+    /// held by bellows.
+    PauseWorkload(GateHold),
+    /// Release a workload that bellows held.
+    ResumeWorkload(GateHold),
 }
 
 /// One run of a phase for the rollout's current spec: everything applying

@@ -50,6 +50,14 @@ fn rollout(spec: SchemaRolloutSpec) -> SchemaRollout {
     r
 }
 
+/// How the gate names Deployment `name`.
+fn deployment(name: &str) -> crate::api::GateHold {
+    crate::api::GateHold {
+        kind: WorkloadKind::Deployment,
+        name: name.into(),
+    }
+}
+
 fn rolled_out(name: &str) -> Assessment {
     Assessment {
         kind: WorkloadKind::Deployment,
@@ -597,8 +605,8 @@ fn i5_gate_keeps_workloads_paused_until_expand_succeeds_and_after_it_fails() {
     assert_eq!(
         p.actions,
         [
-            Action::PauseWorkload("api".into()),
-            Action::PauseWorkload("worker".into()),
+            Action::PauseWorkload(deployment("api")),
+            Action::PauseWorkload(deployment("worker")),
             Action::CreateJob(run(&r, Step::Expand)),
         ]
     );
@@ -639,8 +647,8 @@ fn i5_gate_keeps_workloads_paused_until_expand_succeeds_and_after_it_fails() {
                 run: run(&r, Step::Expand),
                 failure: None
             },
-            Action::ResumeWorkload("api".into()),
-            Action::ResumeWorkload("worker".into())
+            Action::ResumeWorkload(deployment("api")),
+            Action::ResumeWorkload(deployment("worker"))
         ]
     );
 }
@@ -1637,11 +1645,15 @@ fn i5_the_gate_records_what_it_holds_and_releases_a_workload_removed_from_the_sp
     r.spec.workloads.retain(|w| w.name != "worker");
     let p = step(&mut r, &observed(held(&["api"]), &running, 2));
     assert!(
-        p.actions.contains(&Action::ResumeWorkload("worker".into())),
+        p.actions
+            .contains(&Action::ResumeWorkload(deployment("worker"))),
         "{:?}",
         p.actions
     );
-    assert!(!p.actions.contains(&Action::ResumeWorkload("api".into())));
+    assert!(
+        !p.actions
+            .contains(&Action::ResumeWorkload(deployment("api")))
+    );
     assert_eq!(p.status.gated, ["api"]);
     // Had the rollout been stalled, nothing would have been released.
     let mut stalled = r.clone();
@@ -1668,6 +1680,8 @@ fn i2_every_kind_s_own_holds_keep_contract_and_unwatched_kinds_are_polled() {
         (WorkloadKind::CronJob, Wait::OldJobsActive),
         (WorkloadKind::Pods, Wait::NoPodsSelected),
         (WorkloadKind::DaemonSet, Wait::OldPodsRemain),
+        (WorkloadKind::Rollout, Wait::RolloutAborted),
+        (WorkloadKind::Rollout, Wait::RolloutPaused),
     ] {
         let mut r = rollout(spec(json!({})));
         expanded(&mut r);
@@ -1694,6 +1708,17 @@ fn i2_every_kind_s_own_holds_keep_contract_and_unwatched_kinds_are_polled() {
             "{kind}"
         );
     }
+    // Not served or not found: stalled, and looked for again soon.
+    let r = rollout(spec(json!({})));
+    let missing = Assessment {
+        kind: WorkloadKind::Rollout,
+        problem: Some(Problem::NotServed("no Argo Rollouts".into())),
+        ..waiting("worker", Wait::Unavailable)
+    };
+    let p = plan(&r, &observed(vec![rolled_out("api"), missing], &[], 0));
+    assert!(!creates_any(&p));
+    assert_eq!(cond(&p, condition::STALLED).reason, "WorkloadKindNotServed");
+    assert_eq!(p.requeue_after, Some(crate::planner::POLL_UNWATCHED));
     // A Deployment is watched: no polling.
     let mut r = rollout(spec(json!({})));
     expanded(&mut r);
@@ -1758,4 +1783,68 @@ fn workloads_of_every_kind_are_refused_where_their_spec_cannot_work() {
         json!({}),
     );
     assert!(validate::validate(&s).is_ok());
+}
+
+#[test]
+fn i5_the_gate_holds_every_holdable_kind_under_its_own_key() {
+    let mut s = spec(json!({"gate": {"pauseWorkloads": true}}));
+    s.workloads = serde_json::from_value(json!([
+        {"kind": "StatefulSet", "name": "db", "version": {"labels": {"v": "2"}}},
+        {"kind": "CronJob", "name": "report", "version": {"labels": {"v": "2"}}},
+        {"kind": "Rollout", "name": "web", "version": {"labels": {"v": "2"}}},
+    ]))
+    .unwrap();
+    let mut r = rollout(s);
+    let of = |kind, name: &str| Assessment {
+        kind,
+        ..waiting(name, Wait::TemplateNotUpdated)
+    };
+    let found = || {
+        vec![
+            of(WorkloadKind::StatefulSet, "db"),
+            of(WorkloadKind::CronJob, "report"),
+            of(WorkloadKind::Rollout, "web"),
+        ]
+    };
+    let p = step(&mut r, &observed(found(), &[], 0));
+    let held: Vec<String> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::PauseWorkload(h) => Some(h.key()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held, ["StatefulSet/db", "CronJob/report", "Rollout/web"]);
+    assert_eq!(
+        p.status.gated,
+        ["StatefulSet/db", "CronJob/report", "Rollout/web"]
+    );
+    // The StatefulSet leaves the spec while expand runs: released at once.
+    r.spec.workloads.remove(0);
+    let marked = |a: Assessment| Assessment {
+        paused: true,
+        paused_by_us: true,
+        ..a
+    };
+    let p = step(
+        &mut r,
+        &observed(
+            found().into_iter().skip(1).map(marked).collect(),
+            &[(Step::Expand, Active)],
+            1,
+        ),
+    );
+    assert!(
+        p.actions
+            .contains(&Action::ResumeWorkload(crate::api::GateHold {
+                kind: WorkloadKind::StatefulSet,
+                name: "db".into(),
+            }))
+    );
+    assert_eq!(p.status.gated, ["CronJob/report", "Rollout/web"]);
+    for key in ["api", "StatefulSet/db", "Rollout/web"] {
+        assert_eq!(crate::api::GateHold::parse(key).unwrap().key(), key);
+    }
+    assert_eq!(crate::api::GateHold::parse("Nonsense/x"), None);
 }

@@ -82,9 +82,9 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
     }
     if spec.gate.as_ref().is_some_and(|g| g.pause_workloads) {
         for (i, w) in spec.workloads.iter().enumerate() {
-            if w.kind != WorkloadKind::Deployment {
+            if !w.kind.holdable() {
                 problems.push(format!(
-                    "spec.gate.pauseWorkloads cannot hold spec.workloads[{i}], a {}: only Deployments can be paused",
+                    "spec.gate.pauseWorkloads cannot hold spec.workloads[{i}], a {}: only Deployments, StatefulSets, CronJobs and Rollouts can be held",
                     w.kind
                 ));
             }

@@ -21,6 +21,7 @@ use kube::ResourceExt;
 /// pods of Jobs (those with a `job-name` label).
 pub fn assess(
     workload: &Workload,
+    rollout_name: &str,
     cron: Option<&CronJob>,
     jobs: &[Job],
     pods: &[Pod],
@@ -34,6 +35,7 @@ pub fn assess(
         return missing;
     }
     let mut out = Assessment::new(workload);
+    out.held(spec.suspend == Some(true), &cron.metadata, rollout_name);
     let what = format!("CronJob {}", workload.name);
 
     let owned: Vec<&Job> = jobs
@@ -269,11 +271,12 @@ mod tests {
             ),
         ];
         for (case, c, jobs, pods, want) in cases {
-            let a = assess(&workload(), Some(&c), &jobs, &pods);
+            let a = assess(&workload(), "users", Some(&c), &jobs, &pods);
             assert_eq!(a.verdict.wait(), want, "{case}: {:?}", a.verdict);
         }
         let a = assess(
             &workload(),
+            "users",
             Some(&cron("2.0.0", false)),
             &[running_old],
             &[],

@@ -5,7 +5,7 @@
 use super::history::{History, Revision};
 use super::{Assessment, Verdict, Wait, controlled_by, old_pods_remain, waiting};
 use crate::api::Workload;
-use crate::api::keys::{PAUSED_BY_ANNOTATION, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL};
+use crate::api::keys::{REVISION_ANNOTATION, TEMPLATE_HASH_LABEL};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -26,13 +26,7 @@ pub fn assess(
     let spec = deploy.spec.clone().unwrap_or_default();
     let status = deploy.status.clone().unwrap_or_default();
     out.replicas = spec.replicas.unwrap_or(1);
-    out.paused = spec.paused.unwrap_or(false);
-    out.paused_by_us = out.paused
-        && deploy
-            .annotations()
-            .get(PAUSED_BY_ANNOTATION)
-            .map(String::as_str)
-            == Some(rollout_name);
+    out.held(spec.paused.unwrap_or(false), &deploy.metadata, rollout_name);
     if let Some(missing) = Assessment::missing_container(workload, &spec.template) {
         // What the gate holds stays known.
         return Assessment {
@@ -153,6 +147,7 @@ fn progress_deadline_exceeded(deploy: &Deployment) -> bool {
 mod tests {
     use super::super::Problem;
     use super::*;
+    use crate::api::keys::PAUSED_BY_ANNOTATION;
     use serde_json::json;
 
     fn workload() -> Workload {

@@ -2,6 +2,7 @@
 //! was counted, and how a pod template's version is read. One module per
 //! kind decides it from the objects of that kind.
 
+pub mod argo;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -9,7 +10,8 @@ mod history;
 pub mod pods;
 pub mod statefulset;
 
-use crate::api::{ImageVersion, Reason, Workload, WorkloadKind, WorkloadVersion};
+use crate::api::keys::PAUSED_BY_ANNOTATION;
+use crate::api::{GateHold, ImageVersion, Reason, Workload, WorkloadKind, WorkloadVersion};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -30,9 +32,11 @@ pub struct Assessment {
     pub new_pods: i32,
     /// Pods of any other version, Terminating ones included.
     pub old_pods: i32,
-    /// `spec.paused` of a Deployment (always false for other kinds).
+    /// Whether it is held: a Deployment or Argo Rollout paused, a CronJob
+    /// suspended, a StatefulSet with a partition or the OnDelete strategy
+    /// (never for other kinds).
     pub paused: bool,
-    /// Whether bellows paused it for this rollout (so may resume it).
+    /// Whether bellows' gate holds it for this rollout (so may release it).
     pub paused_by_us: bool,
     /// What status says of a workload rolled out to a later version than
     /// the one wanted (`runs 3.0.0, newer than 2.0.0`).
@@ -40,6 +44,27 @@ pub struct Assessment {
 }
 
 impl Assessment {
+    /// How the gate names this workload.
+    pub fn hold(&self) -> GateHold {
+        GateHold {
+            kind: self.kind,
+            name: self.name.clone(),
+        }
+    }
+
+    /// Records whether the workload is `held`, and whether by this
+    /// rollout's gate (its `bellows.dev/paused-by` mark names `rollout`).
+    fn held(&mut self, held: bool, meta: &ObjectMeta, rollout: &str) {
+        self.paused = held;
+        self.paused_by_us = held
+            && meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(PAUSED_BY_ANNOTATION))
+                .map(String::as_str)
+                == Some(rollout);
+    }
+
     /// Nothing counted yet about `workload`.
     fn new(workload: &Workload) -> Self {
         Self {
@@ -65,7 +90,7 @@ impl Assessment {
     /// `workload` cannot be assessed because of `problem`.
     pub fn with_problem(workload: &Workload, problem: Problem) -> Self {
         let message = match &problem {
-            Problem::SelectorInvalid(m) => m.clone(),
+            Problem::Unusable(m) | Problem::NotServed(m) => m.clone(),
             _ => String::new(),
         };
         Self {
@@ -174,8 +199,11 @@ pub enum Problem {
     NotFound,
     /// The version names a container the pod template does not have.
     ContainerNotFound(String),
-    /// A `Pods` selector the API cannot read.
-    SelectorInvalid(String),
+    /// A spec bellows cannot judge (a selector the API cannot read, a
+    /// Rollout without its own template).
+    Unusable(String),
+    /// The cluster does not serve the kind (its CRD is not installed).
+    NotServed(String),
 }
 
 impl Problem {
@@ -184,7 +212,8 @@ impl Problem {
         match self {
             Self::NotFound => Reason::WorkloadNotFound,
             Self::ContainerNotFound(_) => Reason::ContainerNotFound,
-            Self::SelectorInvalid(_) => Reason::InvalidSpec,
+            Self::Unusable(_) => Reason::InvalidSpec,
+            Self::NotServed(_) => Reason::WorkloadKindNotServed,
         }
     }
 }
@@ -238,6 +267,10 @@ pub enum Wait {
     OldJobsActive,
     /// A `Pods` selector selects no pod.
     NoPodsSelected,
+    /// An Argo Rollout's update was aborted.
+    RolloutAborted,
+    /// An Argo Rollout is paused before it was promoted.
+    RolloutPaused,
 }
 
 impl Wait {
@@ -257,6 +290,8 @@ impl Wait {
             Self::CronJobSuspended => Reason::CronJobSuspended,
             Self::OldJobsActive => Reason::OldJobsActive,
             Self::NoPodsSelected => Reason::NoPodsSelected,
+            Self::RolloutAborted => Reason::RolloutAborted,
+            Self::RolloutPaused => Reason::RolloutPaused,
         }
     }
 }

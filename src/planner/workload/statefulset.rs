@@ -16,6 +16,7 @@ use kube::ResourceExt;
 /// its selector matches.
 pub fn assess(
     workload: &Workload,
+    rollout_name: &str,
     set: Option<&StatefulSet>,
     revisions: &[ControllerRevision],
     pods: &[Pod],
@@ -57,6 +58,8 @@ pub fn assess(
         .rolling_update
         .and_then(|r| r.partition)
         .unwrap_or(0);
+    let on_delete = strategy.type_.as_deref() == Some("OnDelete");
+    out.held(partition > 0 || on_delete, &set.metadata, rollout_name);
     out.verdict = if let Err(verdict) = template {
         verdict
     } else if !generation_observed || current.is_none() {
@@ -64,7 +67,7 @@ pub fn assess(
             Wait::GenerationNotObserved,
             format!("{what}: waiting for its controller to record the new revision"),
         )
-    } else if out.old_pods > 0 && strategy.type_.as_deref() == Some("OnDelete") {
+    } else if out.old_pods > 0 && on_delete {
         waiting(
             Wait::OnDeleteHolds,
             format!(
@@ -236,12 +239,13 @@ mod tests {
             ),
         ];
         for (case, s, pods, want) in cases {
-            let a = assess(&workload(), Some(&s), &revisions(), &pods);
+            let a = assess(&workload(), "users", Some(&s), &revisions(), &pods);
             assert_eq!(a.verdict.wait(), want, "{case}: {:?}", a.verdict);
         }
         // Before 2.0.0 ever ran, 1.0.0 is not updated (not rolled back).
         let a = assess(
             &workload(),
+            "users",
             Some(&set("1.0.0", rolling())),
             &[revision("1.0.0", 10)],
             &new(3, "1.0.0"),
@@ -261,7 +265,7 @@ mod tests {
             pod(1, "2.0.0", false),
             pod(2, "2.0.0", false),
         ];
-        let a = assess(&workload(), Some(&s), &revisions(), &pods);
+        let a = assess(&workload(), "users", Some(&s), &revisions(), &pods);
         assert_eq!((a.new_pods, a.old_pods), (2, 1));
         assert_eq!(
             a.verdict,
@@ -272,6 +276,7 @@ mod tests {
         );
         let a = assess(
             &workload(),
+            "users",
             Some(&set("3.0.0", rolling())),
             &revisions(),
             &[pod(0, "3.0.0", false)],
@@ -281,7 +286,7 @@ mod tests {
             Some("StatefulSet db runs 3.0.0, newer than 2.0.0")
         );
         assert_eq!(
-            assess(&workload(), None, &[], &[]).problem,
+            assess(&workload(), "users", None, &[], &[]).problem,
             Some(super::super::Problem::NotFound)
         );
     }
