@@ -123,6 +123,11 @@ fn scenarios() -> Vec<Scenario> {
             false,
             scenarios::gate_kinds::run
         ),
+        scenario!(
+            "26_rename_under_traffic_statefulset",
+            true,
+            scenarios::traffic::stateful_set
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

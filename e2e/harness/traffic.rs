@@ -1,13 +1,13 @@
-//! The traffic app (`examples/traffic`) as the pods of Deployment
-//! `shop-api`, the database it talks to, and the tallies its processes
+//! The traffic app (`examples/traffic`) as the pods of Deployment (or
+//! StatefulSet) `shop-api`, the database it talks to, and the tallies its processes
 //! write: what the rename-under-traffic scenarios and the demo measure.
 
 use super::kubelet::{READY_AFTER_MS, TERMINATE_AFTER_MS};
 use super::wait::until;
 use super::{Env, Ns};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::AssertSqlSafe;
@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The Deployment the rename examples gate.
+/// The workload the rename examples gate.
 pub const APP: &str = "shop-api";
 /// Rows `users` is seeded with (ids 1..=ROWS, all named).
 const ROWS: u32 = 500;
@@ -231,66 +231,120 @@ pub fn tallies(dir: &Path) -> BTreeMap<String, Tally> {
     sum
 }
 
-/// The container's arguments for `version` writing into `dir`.
+/// The container's arguments for `version` writing into `dir`, one file
+/// per pod and version (a StatefulSet's new pod has its predecessor's
+/// name).
 fn args(version: &str, dir: &Path) -> serde_json::Value {
     json!([
         "--version",
         version,
         "--tally",
-        format!("{}/$(POD_NAME).json", dir.display())
+        format!("{}/$(POD_NAME)-v{version}.json", dir.display())
     ])
 }
 
+/// The traffic app's pod template at `version` (1 or 2): image
+/// shop/api:<version>.0.0, container `api`, against Secret `shop-db`,
+/// old pods draining for [`DRAIN_MS`].
+fn traffic_template(version: &str, tallies: &Path) -> serde_json::Value {
+    json!({
+        "metadata": {"labels": {"app": APP},
+                     "annotations": {TERMINATE_AFTER_MS: DRAIN_MS, READY_AFTER_MS: "500"}},
+        "spec": {"terminationGracePeriodSeconds": 30, "containers": [{
+            "name": "api", "image": format!("shop/api:{version}.0.0"),
+            "command": [binary()],
+            "args": args(version, tallies),
+            "env": [
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "url"}}}
+            ]
+        }]}
+    })
+}
+
+/// What runs the traffic app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppKind {
+    /// Deployment `shop-api`, rolling one surge pod at a time.
+    Deployment,
+    /// StatefulSet `shop-api`, replacing one pod at a time (highest
+    /// ordinal first), each old pod gone before its successor starts.
+    StatefulSet,
+}
+
 impl Ns {
-    /// Deployment `shop-api`: 3 replicas of traffic version 1 (image
-    /// shop/api:1.0.0, container `api`) against Secret `shop-db`, rolling
-    /// one surge pod at a time, old pods draining for [`DRAIN_MS`]; waits
-    /// until it is available.
-    pub async fn deploy_traffic(&self, tallies: &Path) {
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": APP},
-            "spec": {
-                "replicas": 3,
-                "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                "selector": {"matchLabels": {"app": APP}},
-                "template": {
-                    "metadata": {"labels": {"app": APP},
-                                 "annotations": {TERMINATE_AFTER_MS: DRAIN_MS, READY_AFTER_MS: "500"}},
-                    "spec": {"terminationGracePeriodSeconds": 30, "containers": [{
-                        "name": "api", "image": "shop/api:1.0.0",
-                        "command": [binary()],
-                        "args": args("1", tallies),
-                        "env": [
-                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                            {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "url"}}}
-                        ]
-                    }]}
-                }
+    /// `kind` `shop-api`: 3 replicas of traffic version 1; waits until
+    /// version 1 serves from every replica.
+    pub async fn deploy_traffic(&self, kind: AppKind, tallies: &Path) {
+        let template = traffic_template("1", tallies);
+        let selector = json!({"matchLabels": {"app": APP}});
+        match kind {
+            AppKind::Deployment => {
+                let d: Deployment = serde_json::from_value(json!({
+                    "metadata": {"name": APP},
+                    "spec": {
+                        "replicas": 3,
+                        "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                        "selector": selector,
+                        "template": template,
+                    }
+                }))
+                .unwrap();
+                self.api::<Deployment>()
+                    .create(&PostParams::default(), &d)
+                    .await
+                    .unwrap();
+                self.wait_available(APP, 3).await;
             }
-        }))
-        .unwrap();
-        self.api::<Deployment>()
-            .create(&PostParams::default(), &d)
+            AppKind::StatefulSet => {
+                let set: StatefulSet = serde_json::from_value(json!({
+                    "metadata": {"name": APP},
+                    "spec": {"replicas": 3, "serviceName": APP, "selector": selector, "template": template}
+                }))
+                .unwrap();
+                let sets = self.api::<StatefulSet>();
+                sets.create(&PostParams::default(), &set).await.unwrap();
+                until("StatefulSet ready", Duration::from_secs(90), || async {
+                    let s = sets.get(APP).await.ok()?.status?;
+                    (s.ready_replicas == Some(3)).then_some(())
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Deploys traffic version 2 to Deployment `shop-api`.
+    pub async fn deploy_traffic_v2(&self, tallies: &Path) {
+        self.patch_template(APP, traffic_template("2", tallies))
+            .await;
+    }
+
+    /// Deploys traffic version 2 to StatefulSet `shop-api`, to the pods
+    /// from ordinal `partition` up (the others keep version 1).
+    pub async fn deploy_traffic_v2_set(&self, tallies: &Path, partition: i32) {
+        let patch = json!({"spec": {
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}},
+            "template": traffic_template("2", tallies),
+        }});
+        self.api::<StatefulSet>()
+            .patch(APP, &PatchParams::default(), &Patch::Strategic(patch))
             .await
             .unwrap();
-        self.wait_available(APP, 3).await;
     }
 
-    /// Deploys traffic version 2 (image shop/api:2.0.0).
-    pub async fn deploy_traffic_v2(&self, tallies: &Path) {
-        self.patch_template(
-            APP,
-            json!({"spec": {"containers": [{"name": "api", "image": "shop/api:2.0.0",
-                                            "args": args("2", tallies)}]}}),
-        )
-        .await;
-    }
-
-    /// Deletes the traffic Deployment and waits until every pod is gone
-    /// (each process stopped with SIGTERM and wrote its last tally).
+    /// Deletes the traffic app (Deployment or StatefulSet) and waits until
+    /// every pod is gone (each process stopped with SIGTERM and wrote its
+    /// last tally).
     pub async fn stop_traffic(&self) {
         let dp = DeleteParams::foreground();
-        self.api::<Deployment>().delete(APP, &dp).await.unwrap();
+        let gone = |r: Result<_, kube::Error>| match r {
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            other => {
+                other.unwrap();
+            }
+        };
+        gone(self.api::<Deployment>().delete(APP, &dp).await.map(|_| ()));
+        gone(self.api::<StatefulSet>().delete(APP, &dp).await.map(|_| ()));
         let pods = self.api::<Pod>();
         until("traffic pods gone", Duration::from_secs(90), || async {
             pods.list(&ListParams::default())

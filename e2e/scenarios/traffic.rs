@@ -1,6 +1,6 @@
-//! Scenarios 17, 18 and 19: the rename of `users.full_name` to
+//! Scenarios 17, 18, 19 and 26: the rename of `users.full_name` to
 //! `users.display_name` under live traffic, on PostgreSQL and on MariaDB,
-//! and on PostgreSQL again under chaos.
+//! on PostgreSQL again under chaos, and with the app as a StatefulSet.
 //!
 //! Three replicas of the traffic app (`examples/traffic`) keep querying
 //! while version 1 (full_name) rolls to version 2 (display_name), one surge
@@ -27,14 +27,14 @@
 
 use super::STEP;
 use crate::harness::killer::{self, Killer};
-use crate::harness::traffic::{APP, Db, Tally, tallies, tally_dir, wait_queries};
+use crate::harness::traffic::{APP, AppKind, Db, Tally, tallies, tally_dir, wait_queries};
 use crate::harness::wait::until;
 use crate::harness::{Env, Ns, phase_of};
 use bellows::api::RolloutPhase::*;
 use bellows::api::SchemaRollout;
 use bellows::api::keys::PAUSED_BY_ANNOTATION;
 use bellows_testkit::mariadb::{self, MariaDb};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
@@ -145,20 +145,84 @@ pub fn example_rollout(file: &str, ns: &Ns, bake: &str) -> Value {
 }
 
 /// The table, the Secret `shop-db` (for pods: `pod_url`) and version 1
-/// serving traffic; returns the test's connection and the tally directory.
+/// serving traffic from a Deployment; returns the test's connection and the
+/// tally directory.
 pub async fn start_traffic(
     env: &Env,
     ns: &Ns,
     pod_url: &str,
     local_url: &str,
 ) -> (Db, std::path::PathBuf) {
+    start_app(env, ns, pod_url, local_url, AppKind::Deployment).await
+}
+
+/// [`start_traffic`] with the app run by `kind`.
+async fn start_app(
+    env: &Env,
+    ns: &Ns,
+    pod_url: &str,
+    local_url: &str,
+    kind: AppKind,
+) -> (Db, std::path::PathBuf) {
     let db = Db::connect(local_url).await;
     db.seed_users().await;
     ns.create_secret("shop-db", "url", pod_url).await;
     let dir = tally_dir(env, ns);
-    ns.deploy_traffic(&dir).await;
+    ns.deploy_traffic(kind, &dir).await;
     wait_queries(&dir, "1", MIN_QUERIES).await;
     (db, dir)
+}
+
+/// Scenario 26: the rename with the traffic app as a StatefulSet, its
+/// version 2 staged behind a partition (pods 2 and 1 first, pod 0 later).
+/// With bellows, contract waits for pod 0 (`PartitionHolds`); the control
+/// contracts once `kubectl rollout status` reports the partitioned roll
+/// out complete, while pod 0 still runs version 1.
+pub async fn stateful_set(env: Arc<Env>) {
+    let ns = env.namespace("traffic-sts").await;
+    let (pod_url, local_url) = (env.pg.url(&ns.name), env.pg.local_url(&ns.name));
+    let (db, dir) = start_app(&env, &ns, &pod_url, &local_url, AppKind::StatefulSet).await;
+    let mut rollout = example_rollout(PG, &ns, "1s");
+    rollout["spec"]["workloads"][0]["kind"] = json!("StatefulSet");
+    let name = rollout["metadata"]["name"].as_str().unwrap().to_owned();
+    create(&ns, rollout).await;
+    // The gate holds the StatefulSet by its partition until expand is
+    // done; deploying with a partition of one's own waits for that.
+    ns.wait_phase(&name, AwaitingRollout, STEP).await;
+    let sets = Api::<StatefulSet>::namespaced(ns.client.clone(), &ns.name);
+    until("the gate let the StatefulSet go", STEP, || async {
+        let set = sets.get(APP).await.ok()?;
+        (!set.annotations().contains_key(PAUSED_BY_ANNOTATION)).then_some(())
+    })
+    .await;
+    ns.deploy_traffic_v2_set(&dir, 1).await;
+    ns.wait_rollout(&name, "held: PartitionHolds", STEP, |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.workloads.first())
+            .and_then(|w| w.reason.as_deref())
+            == Some("PartitionHolds")
+    })
+    .await;
+    assert!(ns.jobs_of("contract").await.is_empty());
+    ns.deploy_traffic_v2_set(&dir, 0).await;
+    ns.wait_phase(&name, AwaitingApproval, STEP).await;
+    ns.approve(&name).await;
+    ns.wait_phase(&name, Succeeded, STEP).await;
+    let with = finish(&ns, &db, &dir).await;
+
+    let ns = env.namespace("traffic-sts-hook").await;
+    let (pod_url, local_url) = (env.pg.url(&ns.name), env.pg.local_url(&ns.name));
+    let (db, dir) = start_app(&env, &ns, &pod_url, &local_url, AppKind::StatefulSet).await;
+    let spec = example_rollout(PG, &ns, "1s")["spec"].clone();
+    for statement in statements(&spec, "expand") {
+        db.exec(&statement).await;
+    }
+    ns.deploy_traffic_v2_set(&dir, 1).await;
+    contract_after_rollout_status(&ns, &db, &spec, "statefulset").await;
+    ns.deploy_traffic_v2_set(&dir, 0).await;
+    let hook = finish(&ns, &db, &dir).await;
+    judge("PostgreSQL, StatefulSet", &with, &hook);
 }
 
 /// The rename through a SchemaRollout, run from the example `file`.
@@ -206,17 +270,23 @@ async fn with_hook(env: &Env, ns: &Ns, pod_url: &str, local_url: &str, file: &st
         db.exec(&statement).await;
     }
     ns.deploy_traffic_v2(&dir).await;
+    contract_after_rollout_status(ns, &db, &spec, "deployment").await;
+    finish(ns, &db, &dir).await
+}
+
+/// What a pipeline without bellows does: `kubectl rollout status` of the
+/// app (`resource`: deployment or statefulset), then contract.
+async fn contract_after_rollout_status(ns: &Ns, db: &Db, spec: &Value, resource: &str) {
     let status = ns.kubectl(&[
         "rollout",
         "status",
-        &format!("deployment/{APP}"),
+        &format!("{resource}/{APP}"),
         "--timeout=120s",
     ]);
     assert!(status.status.success(), "kubectl rollout status failed");
-    for statement in statements(&spec, "contract") {
+    for statement in statements(spec, "contract") {
         db.exec(&statement).await;
     }
-    finish(ns, &db, &dir).await
 }
 
 fn statements(spec: &Value, phase: &str) -> Vec<String> {
