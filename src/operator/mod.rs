@@ -54,7 +54,12 @@ type Signal = Shared<BoxFuture<'static, ()>>;
 pub async fn run(options: Options) -> Result<(), OperatorError> {
     let metrics = Arc::new(Metrics::new());
     let config = Config::infer().await.map_err(kube::Error::InferConfig)?;
-    let client = api_client::build(config, RequestsLayer::new(metrics.clone()))?;
+    let requests = RequestsLayer::new(metrics.clone());
+    // Leader election renews its Lease over a connection of its own: one
+    // stalled by the watches' traffic (or silently dead) must not cost the
+    // Lease while the API server itself is healthy.
+    let election_client = api_client::build(config.clone(), requests.clone())?;
+    let client = api_client::build(config, requests)?;
     let probe = Probe::new(metrics.clone());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(http::serve(options.metrics_addr, probe.clone(), async {
@@ -69,7 +74,16 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
                 reconcile(client, namespace, metrics, &probe, signal).await;
                 Ok(())
             }
-            Some(election) => lead(client, namespace, metrics, &probe, signal, election).await,
+            Some(election) => {
+                let elector = Elector::new(
+                    Api::namespaced(election_client, &election.namespace),
+                    election.lease.clone(),
+                );
+                lead(
+                    client, elector, namespace, metrics, &probe, signal, election,
+                )
+                .await
+            }
         }
     };
     // The HTTP server ends early only when it failed (its port is taken):
@@ -156,14 +170,13 @@ async fn reconcile(
 /// controller is dropped mid-flight: another replica may already lead.
 async fn lead(
     client: Client,
+    mut elector: Elector,
     namespace: Option<&str>,
     metrics: Arc<Metrics>,
     probe: &Probe,
     signal: Signal,
     election: &Election,
 ) -> Result<(), OperatorError> {
-    let api = Api::namespaced(client.clone(), &election.namespace);
-    let mut elector = Elector::new(api, election.lease.clone());
     probe.standby();
     tracing::info!(lease = %election.lease.name, identity = %election.lease.identity, "waiting to become leader");
     tokio::select! {
