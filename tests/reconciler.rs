@@ -433,6 +433,44 @@ async fn a_job_the_api_server_refuses_stalls_the_rollout_with_its_message() {
     }
 }
 
+#[tokio::test]
+async fn a_ledger_record_the_api_server_refuses_stalls_before_the_job_exists() {
+    let message = "exceeded quota: bellows, requested: count/configmaps=1, used: count/configmaps=50, limited: count/configmaps=50";
+    let (result, _) = run(|mut h| {
+        tokio::spawn(async move {
+            observe_fresh_rollout(&mut h).await;
+            rereads_rollout(&mut h, rollout()).await;
+            let refused = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403, "message": message});
+            expect(
+                &mut h,
+                Method::PATCH,
+                "/api/v1/namespaces/shop/configmaps/bellows-ledger-users-expand-",
+                (StatusCode::FORBIDDEN, refused),
+            )
+            .await;
+            // No Job: the status comes next.
+            let (_, patch) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
+            let stalled = patch["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Stalled")
+                .unwrap()
+                .clone();
+            assert_eq!((stalled["status"].as_str(), stalled["reason"].as_str()), (Some("True"), Some("LedgerRejected")));
+            let text = stalled["message"].as_str().unwrap();
+            assert!(text.contains("ConfigMap bellows-ledger-users-expand-") && text.ends_with(message), "{stalled}");
+            let (_, event) = expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events?", (StatusCode::CREATED, json!({}))).await;
+            assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("LedgerRejected")));
+        })
+    })
+    .await;
+    assert!(
+        matches!(&result, Ok(a) if *a == Action::requeue(Duration::from_secs(30))),
+        "{result:?}"
+    );
+}
+
 /// Synced caches holding `deployments` and nothing else.
 fn caches(deployments: Vec<Value>) -> Caches {
     let synced = Synced::default();

@@ -59,6 +59,9 @@ reasons! {
     WorkloadsLeftPaused,
     /// Stall: the API server refused to create a Job.
     JobRejected,
+    /// Stall: the API server refused bellows' record of a phase in the
+    /// cluster ledger (a quota on ConfigMaps, admission): nothing starts.
+    LedgerRejected,
     /// Stall: a Job was deleted before it finished.
     JobDeleted,
     /// Stall: the spec breaks a rule the schema could not state.
@@ -191,6 +194,7 @@ mod tests {
                 "WorkloadsResumed",
                 "WorkloadsLeftPaused",
                 "JobRejected",
+                "LedgerRejected",
                 "JobDeleted",
                 "InvalidSpec",
                 "UnsafeExpand",

@@ -31,6 +31,15 @@ pub enum Error {
     /// The SchemaRollout has no namespace (it is namespaced).
     #[error("SchemaRollout has no namespace")]
     MissingNamespace,
+    /// The API server refused to record a phase in the cluster ledger
+    /// (not a transient error: a quota, a policy).
+    #[error("the {} phase's cluster ledger record was refused: {message}", step.as_str())]
+    LedgerRejected {
+        /// The phase.
+        step: crate::api::Step,
+        /// The API server's message.
+        message: String,
+    },
     /// An object the API server returned could not be read.
     #[error("could not read {0}")]
     Unreadable(String),
@@ -55,6 +64,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// What the API server refused to start a phase with, if that is the
+    /// error: the planner turns it into a stall.
+    pub fn rejected(&self) -> Option<crate::planner::Rejected> {
+        use crate::planner::{Refused, Rejected};
+        let (step, what, message) = match self {
+            Self::JobRejected { step, message } => (step, Refused::Job, message),
+            Self::LedgerRejected { step, message } => (step, Refused::Ledger, message),
+            _ => return None,
+        };
+        Some(Rejected {
+            step: *step,
+            what,
+            message: message.clone(),
+        })
+    }
+
     /// A fixed, low-cardinality label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -65,6 +90,7 @@ impl Error {
             Self::Database(_) => "database",
             Self::NoDatabase => "no_database",
             Self::JobRejected { .. } => "job_rejected",
+            Self::LedgerRejected { .. } => "ledger_rejected",
         }
     }
 }

@@ -93,14 +93,17 @@ async fn reconcile_once(
     for action in &plan.actions {
         match apply(ctx, rollout, database.as_ref(), action).await {
             Ok(()) => {}
-            // The planner decides what a refused Job means for the rollout
-            // (Stalled JobRejected, tried again later); nothing after it runs.
-            Err(Error::JobRejected { step, message }) => {
-                observed.rejected = Some((step, message));
-                plan = planner::plan(rollout, &observed);
-                break;
-            }
-            Err(e) => return Err(e),
+            // The planner decides what a refused Job or ledger record means
+            // for the rollout (Stalled, tried again later); nothing after it
+            // runs.
+            Err(e) => match e.rejected() {
+                Some(rejected) => {
+                    observed.rejected = Some(rejected);
+                    plan = planner::plan(rollout, &observed);
+                    break;
+                }
+                None => return Err(e),
+            },
         }
     }
     let flush = write_status(ctx, rollout, &plan).await?;

@@ -83,5 +83,17 @@ async fn write(api: &Api<ConfigMap>, run: &PhaseRun, state: LedgerState) -> Resu
     let entry = cluster_ledger::Entry::new(&state, &key.rollout, key.step, &key.digest);
     cluster_ledger::write(api, job_of(run), &entry)
         .await
-        .map_err(Error::Kube)
+        .map_err(|e| match e {
+            // Refused for what it is or who asks (a quota on ConfigMaps, a
+            // policy): no retry helps until a human acts.
+            kube::Error::Api(e) if matches!(e.code, 400 | 403 | 422) => Error::LedgerRejected {
+                step: key.step,
+                message: format!(
+                    "ConfigMap {}: {}",
+                    cluster_ledger::name(job_of(run)),
+                    e.message
+                ),
+            },
+            e => Error::Kube(e),
+        })
 }

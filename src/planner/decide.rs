@@ -3,7 +3,7 @@
 //! and transition, bake time, approval, checks). A phase rule changes here.
 
 use super::plan::{
-    Action, CheckProblem, CheckResult, EventIntent, EventKind, Observed, PhaseRun, Plan,
+    Action, CheckProblem, CheckResult, EventIntent, EventKind, Observed, PhaseRun, Plan, Refused,
 };
 use super::step::{self, Outcome};
 use super::workload::{Assessment, Verdict, Wait};
@@ -361,13 +361,18 @@ impl<'a> Planner<'a> {
             );
         }
         let phase = step::phase_spec(&self.rollout.spec, step).expect("started steps exist");
-        if let Some((_, message)) = self.observed.rejected.as_ref().filter(|r| r.0 == step) {
+        if let Some(r) = self.observed.rejected.as_ref().filter(|r| r.step == step) {
+            let (reason, what) = match r.what {
+                Refused::Job => (Reason::JobRejected, "create the"),
+                Refused::Ledger => (Reason::LedgerRejected, "record in the cluster ledger the"),
+            };
             let mut d = Decision::stalled(
                 waiting,
-                Reason::JobRejected,
+                reason,
                 format!(
-                    "the API server refused to create the {} Job: {message}",
-                    step.as_str()
+                    "the API server refused to {what} {} Job: {}",
+                    step.as_str(),
+                    r.message
                 ),
             );
             d.requeue_after = Some(RETRY_REJECTED);

@@ -23,7 +23,7 @@ mod tests;
 
 pub use plan::{
     Action, CLAIM_MARGIN, CheckProblem, CheckResult, EVENT_NOTE_LIMIT, EventIntent, EventKind,
-    Observed, PhaseRun, Plan, event_note, phase_run,
+    Observed, PhaseRun, Plan, Refused, Rejected, event_note, phase_run,
 };
 
 use crate::api::{RolloutPhase, SchemaRollout};

@@ -31,9 +31,10 @@ pub struct Observed {
     pub database_error: Option<(Reason, String)>,
     /// Which other rollout holds the database lock, if one does.
     pub lock_holder: Option<String>,
-    /// A phase whose Job the API server refused to create in this
-    /// reconcile (403, 422, quota, admission), with the server's message.
-    pub rejected: Option<(Step, String)>,
+    /// A phase the API server refused to start in this reconcile: its Job
+    /// or its cluster ledger record (403, 422, quota, admission), with the
+    /// server's message.
+    pub rejected: Option<Rejected>,
     /// The current time.
     pub now: Timestamp,
 }
@@ -77,6 +78,28 @@ pub enum Action {
     PauseWorkload(GateHold),
     /// Release a workload that bellows held.
     ResumeWorkload(GateHold),
+}
+
+/// A phase start the API server refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// The phase.
+    pub step: Step,
+    /// What was refused.
+    pub what: Refused,
+    /// The API server's message.
+    pub message: String,
+}
+
+/// What the API server refused to create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The phase's Job.
+    Job,
+    /// The phase's record in the cluster ledger (a ConfigMap): without it
+    /// bellows could not tell later that the phase ran, so it starts
+    /// nothing.
+    Ledger,
 }
 
 /// One run of a phase for the rollout's current spec: everything applying

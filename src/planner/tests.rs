@@ -1848,3 +1848,38 @@ fn i5_the_gate_holds_every_holdable_kind_under_its_own_key() {
     }
     assert_eq!(crate::api::GateHold::parse("Nonsense/x"), None);
 }
+
+#[test]
+fn i6_a_refused_job_or_ledger_record_stalls_the_phase_with_its_own_reason() {
+    for (what, reason, says) in [
+        (
+            crate::planner::Refused::Job,
+            "JobRejected",
+            "create the expand Job",
+        ),
+        (
+            crate::planner::Refused::Ledger,
+            "LedgerRejected",
+            "record in the cluster ledger the expand Job",
+        ),
+    ] {
+        let r = rollout(spec(json!({})));
+        let mut o = observed(both_rolled_out(), &[], 0);
+        o.rejected = Some(crate::planner::Rejected {
+            step: Step::Expand,
+            what,
+            message: "exceeded quota: count/configmaps=1".into(),
+        });
+        let p = plan(&r, &o);
+        assert!(!creates_any(&p), "{reason}");
+        let stalled = cond(&p, condition::STALLED);
+        assert_eq!(stalled.reason, reason);
+        assert!(stalled.message.contains(says), "{}", stalled.message);
+        assert!(
+            stalled
+                .message
+                .ends_with("exceeded quota: count/configmaps=1")
+        );
+        assert_eq!(p.requeue_after, Some(RETRY_REJECTED));
+    }
+}
