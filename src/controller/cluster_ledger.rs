@@ -85,12 +85,13 @@ impl Entry {
     }
 }
 
-/// The entries of the phase Jobs `jobs`, by Job name: each from its own
-/// ConfigMap, else from the [`LEGACY`] one. The reads run concurrently.
+/// What the ledger records for each of the phase Jobs `jobs` that has a
+/// record, by Job name: each from its own ConfigMap, else from the
+/// [`LEGACY`] one. The reads run concurrently.
 pub async fn read(
     api: &Api<ConfigMap>,
     jobs: &[&str],
-) -> Result<BTreeMap<String, Entry>, kube::Error> {
+) -> Result<BTreeMap<String, LedgerState>, kube::Error> {
     let own = futures::future::try_join_all(
         jobs.iter()
             .map(|job| async move { api.get_opt(&name(job)).await }),
@@ -101,13 +102,39 @@ pub async fn read(
         .iter()
         .zip(own)
         .filter_map(|(job, cm)| {
-            let entry = match cm.and_then(|cm| cm.data) {
-                Some(data) => serde_json::to_value(data).ok(),
-                None => serde_json::from_str(&legacy.remove(*job)?).ok(),
-            };
-            Some((job.to_string(), serde_json::from_value(entry?).ok()?))
+            let state = recorded(job, cm, legacy.remove(*job))?;
+            Some((job.to_string(), state))
         })
         .collect())
+}
+
+/// What the record of the phase Job `job` says: its own ConfigMap `own`
+/// if it exists, else its key in the [`LEGACY`] one, else nothing. A
+/// record bellows cannot read (a corrupted or hand-edited one, an unknown
+/// state) is a failed run: bellows cannot tell whether the phase ran, so it
+/// never runs it again (delete the record to run it).
+fn recorded(job: &str, own: Option<ConfigMap>, legacy: Option<String>) -> Option<LedgerState> {
+    let (record, entry) = match own {
+        Some(cm) => {
+            let data = serde_json::to_value(cm.data.unwrap_or_default()).map_err(|e| e.to_string());
+            (format!("ConfigMap {}", name(job)), data)
+        }
+        None => (
+            format!("key {job} of ConfigMap {LEGACY}"),
+            serde_json::from_str::<serde_json::Value>(&legacy?).map_err(|e| e.to_string()),
+        ),
+    };
+    let state = entry
+        .and_then(|v| serde_json::from_value::<Entry>(v).map_err(|e| e.to_string()))
+        .and_then(|e| {
+            e.state()
+                .ok_or_else(|| format!("unknown state {:?}", e.state))
+        });
+    Some(state.unwrap_or_else(|why| {
+        LedgerState::Failed(format!(
+            "the cluster ledger record ({record}) cannot be read ({why}): bellows cannot tell whether the phase ran, so it does not run it again; delete the record to run it"
+        ))
+    }))
 }
 
 /// Records `entry` for the phase Job `job`: one server-side apply that
@@ -160,5 +187,41 @@ mod tests {
             ..Entry::new(&LedgerState::Claimed, "users", Step::Expand, "abc")
         };
         assert_eq!(unknown.state(), None);
+    }
+
+    #[test]
+    fn a_record_bellows_cannot_read_is_a_failed_run_never_an_absent_one() {
+        let job = "users-expand-abc";
+        let cm = |data: serde_json::Value| -> ConfigMap {
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": name(job)}, "data": data}),
+            )
+            .unwrap()
+        };
+        let good = Entry::new(&LedgerState::Succeeded, "users", Step::Expand, "abc");
+        let good_data = serde_json::to_value(&good).unwrap();
+        assert_eq!(
+            recorded(job, Some(cm(good_data.clone())), None),
+            Some(LedgerState::Succeeded)
+        );
+        assert_eq!(recorded(job, None, None), None, "no record: never ran");
+        let mut unknown = good_data.clone();
+        unknown["state"] = serde_json::json!("done");
+        for (what, own, legacy) in [
+            (
+                "an emptied ConfigMap",
+                Some(cm(serde_json::json!({}))),
+                None,
+            ),
+            ("an unknown state", Some(cm(unknown)), None),
+            ("a corrupted legacy key", None, Some("{not json".to_owned())),
+        ] {
+            match recorded(job, own, legacy) {
+                Some(LedgerState::Failed(m)) => {
+                    assert!(m.contains("cannot be read"), "{what}: {m}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
     }
 }

@@ -183,8 +183,8 @@ pub async fn observe(
                 .await
                 .map_err(Error::Kube)?;
             for (s, name) in &job_names {
-                if let Some(state) = entries.get(name).and_then(cluster_ledger::Entry::state) {
-                    ledger.insert(*s, state);
+                if let Some(state) = entries.get(name) {
+                    ledger.insert(*s, state.clone());
                 }
             }
         }
