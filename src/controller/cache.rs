@@ -11,6 +11,7 @@
 //! again) they read live.
 
 use super::index::{self, Index};
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -19,8 +20,8 @@ use kube::api::PartialObjectMeta;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// Read handles of the caches, of objects trimmed to what the planner
@@ -152,23 +153,35 @@ where
 }
 
 /// Tracks the watches feeding the caches: how many there are, how many
-/// completed their first list, and how many failed on their latest attempt.
-/// A watch that lists but may not watch (a missing `watch` verb) keeps its
-/// first list forever: it counts as failing, so reconciles read live rather
-/// than trust a cache that no longer follows the API server.
+/// completed their first list, how many failed on their latest attempt,
+/// and when one lists again. A watch that lists but may not watch (a
+/// missing `watch` verb) keeps its first list forever: it counts as
+/// failing, so reconciles read live rather than trust a cache that no
+/// longer follows the API server.
+///
+/// A watch lists again after its resource version expired (410 Gone) or
+/// its connection was lost for long: whatever changed or vanished in the
+/// gap arrives as one new list, and an object that vanished yields no
+/// event at all. So every later list is announced ([`Synced::relists`]) and
+/// wakes every rollout once.
 #[derive(Clone)]
 pub struct Synced {
     watches: Arc<AtomicUsize>,
     listed: Arc<watch::Sender<usize>>,
     failing: Arc<AtomicUsize>,
+    relisted: UnboundedSender<()>,
+    relists: Arc<Mutex<Option<UnboundedReceiver<()>>>>,
 }
 
 impl Default for Synced {
     fn default() -> Self {
+        let (relisted, relists) = futures::channel::mpsc::unbounded();
         Self {
             watches: Arc::default(),
             listed: Arc::new(watch::channel(0).0),
             failing: Arc::default(),
+            relisted,
+            relists: Arc::new(Mutex::new(Some(relists))),
         }
     }
 }
@@ -180,12 +193,18 @@ impl Synced {
         self.watches.fetch_add(1, Ordering::AcqRel);
         let listed = self.listed.clone();
         let failing = self.failing.clone();
+        let relisted = self.relisted.clone();
         let mut done = false;
         let mut failed = false;
         move |event| {
-            if !done && matches!(event, Ok(watcher::Event::InitDone)) {
-                done = true;
-                listed.send_modify(|n| *n += 1);
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                if done {
+                    // Nobody listening (the controller stopped) is fine.
+                    let _ = relisted.unbounded_send(());
+                } else {
+                    done = true;
+                    listed.send_modify(|n| *n += 1);
+                }
             }
             if event.is_err() != failed {
                 failed = event.is_err();
@@ -205,6 +224,13 @@ impl Synced {
 
     fn healthy(&self) -> bool {
         self.all() && self.failing.load(Ordering::Acquire) == 0
+    }
+
+    /// One item each time a watch lists its objects again after its first
+    /// list. The stream can be taken once; later calls get an empty one.
+    pub fn relists(&self) -> impl futures::Stream<Item = ()> + Send + use<> {
+        let taken = self.relists.lock().expect("not poisoned").take();
+        futures::StreamExt::flatten(futures::stream::iter(taken))
     }
 
     /// Resolves once every registered watch has listed its objects once.
@@ -248,8 +274,25 @@ mod tests {
         assert!(synced.all(), "still listed once");
         b(&Ok(watcher::Event::Apply(ConfigMap::default())));
         assert!(synced.healthy(), "back once it delivers again");
-        // A second InitDone (a relist) counts once.
+        // A second InitDone (a relist) counts once, and is announced.
+        let mut relists = Box::pin(synced.relists());
+        a(&Ok(watcher::Event::Init));
         a(&Ok(watcher::Event::InitDone));
         assert_eq!(*synced.listed.borrow(), 2);
+        use futures::StreamExt;
+        assert_eq!(
+            relists.next().await,
+            Some(()),
+            "a relist wakes the rollouts"
+        );
+        b(&Ok(watcher::Event::InitDone));
+        assert_eq!(relists.next().await, Some(()));
+        drop(synced);
+        drop((a, b));
+        assert_eq!(
+            relists.next().await,
+            None,
+            "no announcement of a first list"
+        );
     }
 }

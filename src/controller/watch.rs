@@ -149,6 +149,7 @@ pub async fn run(
         synced.clone(),
     );
 
+    let relists = synced.relists();
     // Ready once the SchemaRollouts and every cache have been listed.
     let ready = tokio::spawn({
         let store = store.clone();
@@ -162,6 +163,9 @@ pub async fn run(
     let ctx = Arc::new(Context::new(client, metrics).with_caches(caches));
     Controller::for_stream(trigger, store)
         .trigger_backoff(WatchBackoff::default())
+        // A cache that lists again may have lost deletions in the gap:
+        // every rollout looks once.
+        .reconcile_all_on(relists)
         .owns_stream(job_events)
         .watches_stream(deployment_events, move |d: Deployment| {
             for_deployments.get(&index::named(
