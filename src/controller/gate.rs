@@ -52,6 +52,20 @@ impl Lever {
         }
     }
 
+    /// Whether `spec` is held exactly as this lever holds it (so releasing
+    /// undoes nobody else's change: a partition or strategy someone set
+    /// while bellows held the workload stays).
+    fn held_as_set(self, spec: &Value) -> bool {
+        match self {
+            Self::Partition => {
+                spec["updateStrategy"]["type"].as_str() == Some("RollingUpdate")
+                    && spec["updateStrategy"]["rollingUpdate"]["partition"].as_i64()
+                        == Some(i64::from(i32::MAX))
+            }
+            Self::Paused | Self::Suspend => self.held(spec),
+        }
+    }
+
     /// Whether `spec` is held by this lever (by anyone).
     fn held(self, spec: &Value) -> bool {
         match self {
@@ -111,7 +125,7 @@ pub async fn resume(
         return Ok(Gated::Unchanged);
     };
     match held_by(&live, lever) {
-        Some(Some(by)) if by == rollout => {
+        Some(Some(by)) if by == rollout && lever.held_as_set(&live.data["spec"]) => {
             write(api, &live, lever, false, Value::Null).await?;
             Ok(Gated::Changed)
         }
@@ -180,6 +194,15 @@ mod tests {
             Lever::Partition.held(&json!({"updateStrategy": {"rollingUpdate": {"partition": 2}}}))
         );
         assert!(!Lever::Partition.held(&json!({})));
+        // Released only as set: a partition or strategy someone changed
+        // meanwhile is theirs.
+        for lever in [Lever::Paused, Lever::Suspend, Lever::Partition] {
+            assert!(lever.held_as_set(&lever.set(true)), "{lever:?}");
+        }
+        assert!(!Lever::Partition.held_as_set(
+            &json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}})
+        ));
+        assert!(!Lever::Partition.held_as_set(&json!({"updateStrategy": {"type": "OnDelete"}})));
         assert_eq!(Lever::of(WorkloadKind::DaemonSet), None);
         for kind in [
             WorkloadKind::Deployment,

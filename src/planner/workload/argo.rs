@@ -115,6 +115,9 @@ pub fn assess(
     };
     let what = format!("Rollout {}", workload.name);
     let (spec, status) = (&rollout.spec, &rollout.status);
+    let mut out = Assessment::new(workload);
+    out.replicas = spec.replicas.unwrap_or(1);
+    out.held(spec.paused, &rollout.metadata, rollout_name);
     let Some(template) = spec
         .template
         .as_ref()
@@ -125,14 +128,12 @@ pub fn assess(
             Problem::Unusable(format!(
                 "{what} uses workloadRef: bellows reads a Rollout's own spec.template (list the pods with kind Pods instead)"
             )),
-        );
+        )
+        .keeping_hold(&out);
     };
-    if let Some(missing) = Assessment::missing_container(workload, template) {
+    if let Some(missing) = out.missing_container(workload, template) {
         return missing;
     }
-    let mut out = Assessment::new(workload);
-    out.replicas = spec.replicas.unwrap_or(1);
-    out.held(spec.paused, &rollout.metadata, rollout_name);
 
     let uid = rollout.metadata.uid.as_ref();
     let history = History::new(

@@ -23,11 +23,11 @@ pub fn assess(
         return Assessment::not_found(workload);
     };
     let spec = set.spec.clone().unwrap_or_default();
-    if let Some(missing) = Assessment::missing_container(workload, &spec.template) {
-        return missing;
-    }
     let status = set.status.clone().unwrap_or_default();
     let mut out = Assessment::new(workload);
+    if let Some(missing) = out.missing_container(workload, &spec.template) {
+        return missing;
+    }
     out.replicas = status.desired_number_scheduled;
     let what = format!("DaemonSet {}", workload.name);
 

@@ -27,13 +27,8 @@ pub fn assess(
     let status = deploy.status.clone().unwrap_or_default();
     out.replicas = spec.replicas.unwrap_or(1);
     out.held(spec.paused.unwrap_or(false), &deploy.metadata, rollout_name);
-    if let Some(missing) = Assessment::missing_container(workload, &spec.template) {
-        // What the gate holds stays known.
-        return Assessment {
-            paused: out.paused,
-            paused_by_us: out.paused_by_us,
-            ..missing
-        };
+    if let Some(missing) = out.missing_container(workload, &spec.template) {
+        return missing;
     }
 
     let owned: Vec<&ReplicaSet> = replica_sets

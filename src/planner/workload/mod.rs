@@ -105,8 +105,9 @@ impl Assessment {
         self
     }
 
-    /// `template` of `workload` lacks the container its version names.
-    fn missing_container(workload: &Workload, template: &PodTemplateSpec) -> Option<Self> {
+    /// The assessment when `template` of `workload` lacks the container
+    /// its version names, keeping what this one knows of the gate's hold.
+    fn missing_container(&self, workload: &Workload, template: &PodTemplateSpec) -> Option<Self> {
         let image = workload.version.image.as_ref()?;
         (!has_container(template, &image.container)).then(|| {
             let message = format!(
@@ -118,7 +119,18 @@ impl Assessment {
                 Problem::ContainerNotFound(image.container.clone()),
             )
             .with_message(message)
+            .keeping_hold(self)
         })
+    }
+
+    /// This assessment with `of`'s hold: what the gate holds stays known
+    /// (and released in time) whatever else is wrong.
+    fn keeping_hold(self, of: &Self) -> Self {
+        Self {
+            paused: of.paused,
+            paused_by_us: of.paused_by_us,
+            ..self
+        }
     }
 
     /// Counts `pods`, `is_new` telling which run the new version or a

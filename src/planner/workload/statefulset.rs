@@ -25,12 +25,20 @@ pub fn assess(
         return Assessment::not_found(workload);
     };
     let spec = set.spec.clone().unwrap_or_default();
-    if let Some(missing) = Assessment::missing_container(workload, &spec.template) {
-        return missing;
-    }
     let status = set.status.clone().unwrap_or_default();
     let mut out = Assessment::new(workload);
     out.replicas = spec.replicas.unwrap_or(1);
+    let strategy = spec.update_strategy.clone().unwrap_or_default();
+    let partition = strategy
+        .rolling_update
+        .as_ref()
+        .and_then(|r| r.partition)
+        .unwrap_or(0);
+    let on_delete = strategy.type_.as_deref() == Some("OnDelete");
+    out.held(partition > 0 || on_delete, &set.metadata, rollout_name);
+    if let Some(missing) = out.missing_container(workload, &spec.template) {
+        return missing;
+    }
     let what = format!("StatefulSet {}", workload.name);
 
     // A StatefulSet's pods carry the name of their ControllerRevision.
@@ -53,13 +61,6 @@ pub fn assess(
         .judge(&what, &spec.template, current, generation_observed)
         .map(|note| out.note = note);
 
-    let strategy = spec.update_strategy.unwrap_or_default();
-    let partition = strategy
-        .rolling_update
-        .and_then(|r| r.partition)
-        .unwrap_or(0);
-    let on_delete = strategy.type_.as_deref() == Some("OnDelete");
-    out.held(partition > 0 || on_delete, &set.metadata, rollout_name);
     out.verdict = if let Err(verdict) = template {
         verdict
     } else if !generation_observed || current.is_none() {
@@ -289,5 +290,35 @@ mod tests {
             assess(&workload(), "users", None, &[], &[]).problem,
             Some(super::super::Problem::NotFound)
         );
+    }
+
+    #[test]
+    fn what_the_gate_holds_stays_known_when_the_container_is_missing() {
+        let mut s = set(
+            "2.0.0",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": i32::MAX}}),
+        );
+        s.metadata.annotations = Some(
+            [(
+                crate::api::keys::PAUSED_BY_ANNOTATION.to_owned(),
+                "users".to_owned(),
+            )]
+            .into(),
+        );
+        s.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .name = "other".into();
+        let a = assess(&workload(), "users", Some(&s), &revisions(), &[]);
+        assert_eq!(
+            a.problem,
+            Some(super::super::Problem::ContainerNotFound("app".into()))
+        );
+        assert!(a.paused && a.paused_by_us, "{a:?}");
     }
 }
