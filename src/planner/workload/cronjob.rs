@@ -1,15 +1,15 @@
 //! A CronJob's rollout: its job template runs the new version (or a later
 //! one), and no Job or pod created from an older template is still active
 //! (a pod whose containers stopped, Succeeded or Failed, is not).
-//! A CronJob records no revisions; its Jobs are its history (a Job of a
-//! template created after the wanted version first ran is a later
-//! release). A suspended CronJob on an older template holds: it would run
-//! the old version the moment it is resumed.
+//! A CronJob records no revisions; its Jobs are its history. A rolled-back
+//! template runs in new Jobs too, so their creation order tells nothing:
+//! a version without an order by name counts as older. A suspended
+//! CronJob on an older template holds: it would run the old version the
+//! moment it is resumed.
 
 use super::history::{History, Revision};
 use super::{
-    Assessment, Verdict, Wait, controlled_by, old_pods_remain, pod_runs_new, running_version,
-    stopped, waiting,
+    Assessment, Verdict, Wait, controlled_by, old_pods_remain, pod_runs_new, stopped, waiting,
 };
 use crate::api::Workload;
 use crate::api::keys::JOB_NAME_LABEL;
@@ -31,11 +31,11 @@ pub fn assess(
     };
     let spec = cron.spec.clone().unwrap_or_default();
     let template = spec.job_template.spec.clone().unwrap_or_default().template;
-    if let Some(missing) = Assessment::missing_container(workload, &template) {
-        return missing;
-    }
     let mut out = Assessment::new(workload);
     out.held(spec.suspend == Some(true), &cron.metadata, rollout_name);
+    if let Some(missing) = out.missing_container(workload, &template) {
+        return missing;
+    }
     let what = format!("CronJob {}", workload.name);
 
     let owned: Vec<&Job> = jobs
@@ -47,22 +47,10 @@ pub fn assess(
         template: j.spec.as_ref().map(|s| s.template.clone()),
         created: j.metadata.creation_timestamp.as_ref().map(|t| t.0),
     };
-    let history = History::new(
+    let history = History::runs(
         owned.iter().map(|j| recorded(j)).collect(),
         &workload.version,
     );
-    // The latest Job of the current template: what tells whether a
-    // version without an order came after the wanted one.
-    let shown = running_version(&template, &workload.version);
-    let current = owned
-        .iter()
-        .filter(|j| {
-            j.spec
-                .as_ref()
-                .is_some_and(|s| running_version(&s.template, &workload.version) == shown)
-        })
-        .max_by_key(|j| j.metadata.creation_timestamp.clone())
-        .map(|j| recorded(j));
     // The pods of this CronJob's Jobs, those deleted already included (the
     // controller names them `<cronjob>-<schedule time>`).
     let prefix = format!("{}-", workload.name);
@@ -96,7 +84,7 @@ pub fn assess(
         .collect();
 
     let judged = history
-        .judge(&what, &template, current.as_ref(), true)
+        .judge(&what, &template, None, true)
         .map(|note| out.note = note);
     out.verdict = match judged {
         Err(Verdict::Waiting(_, message)) if spec.suspend == Some(true) => waiting(
@@ -288,5 +276,33 @@ mod tests {
                 "CronJob report: Job(s) report-100 from an older template still active".into()
             )
         );
+    }
+
+    #[test]
+    fn a_rollback_to_a_commit_tag_is_never_taken_for_a_later_release() {
+        // b7e1f00 is wanted and ran; then the template went back to
+        // a11a111, which ran in a new Job after it.
+        let w: Workload = serde_json::from_value(json!({"kind": "CronJob", "name": "report",
+            "version": {"image": {"container": "app", "tag": "b7e1f00"}}}))
+        .unwrap();
+        let jobs = [
+            job("a11a111", 0, true),
+            job("b7e1f00", 10, true),
+            job("a11a111", 20, false),
+        ];
+        let a = assess(
+            &w,
+            "users",
+            Some(&cron("a11a111", false)),
+            &jobs,
+            &[pod("report-20", "a11a111", false)],
+        );
+        assert_eq!(
+            a.verdict.wait(),
+            Some(Wait::TemplateNotUpdated),
+            "{:?}",
+            a.verdict
+        );
+        assert_eq!(a.old_pods, 1);
     }
 }

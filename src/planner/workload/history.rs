@@ -45,12 +45,15 @@ pub struct History<'a> {
     revisions: Vec<Revision>,
     version: &'a WorkloadVersion,
     /// When the wanted version first ran here: the creation of the oldest
-    /// revision running it.
+    /// revision running it; `None` also when creation order tells nothing.
     wanted_since: Option<Timestamp>,
 }
 
 impl<'a> History<'a> {
-    /// The history of `revisions` for the wanted `version`.
+    /// The history of `revisions` for the wanted `version`, where a
+    /// revision is created once per template (a rollback reuses the old
+    /// one): what was created after the wanted version first ran is a
+    /// later release.
     pub fn new(revisions: Vec<Revision>, version: &'a WorkloadVersion) -> Self {
         let wanted_since = revisions
             .iter()
@@ -61,6 +64,17 @@ impl<'a> History<'a> {
             revisions,
             version,
             wanted_since,
+        }
+    }
+
+    /// The history of `revisions` that are created anew on every run (a
+    /// CronJob's Jobs): a rolled-back template runs in new Jobs too, so
+    /// creation order says nothing, and a version without an order by
+    /// name counts as older.
+    pub fn runs(revisions: Vec<Revision>, version: &'a WorkloadVersion) -> Self {
+        Self {
+            wanted_since: None,
+            ..Self::new(revisions, version)
         }
     }
 
@@ -136,6 +150,14 @@ impl<'a> History<'a> {
             Standing::Older(running) | Standing::Unordered(running) if !ran_wanted => {
                 Err(not_updated(&running))
             }
+            // Without a creation order, nothing tells an unordered
+            // template from a rollback.
+            Standing::Unordered(running) if self.wanted_since.is_none() => Err(waiting(
+                Wait::TemplateNotUpdated,
+                format!(
+                    "{what} runs {running}, which cannot be ordered against {wanted} by name, nor by its runs: name it as the workload's version to accept it"
+                ),
+            )),
             // Whether an unordered template came before or after the
             // wanted one is read from its revision, once the controller
             // recorded it.
