@@ -26,7 +26,26 @@ impl Ledger<'_> {
             Ledger::Database(target, pools) => {
                 Ok(target.claim_job(pools, &run.key, job, run.lease).await?)
             }
-            Ledger::Cluster(api) => write(api, run, LedgerState::Claimed).await,
+            // A claim the API server refuses stalls the phase before its
+            // Job exists; a later record it refuses is retried (the phase
+            // runs or ran, and must be recorded).
+            Ledger::Cluster(api) => {
+                write(api, run, LedgerState::Claimed)
+                    .await
+                    .map_err(|e| match e {
+                        kube::Error::Api(e) if matches!(e.code, 400 | 403 | 422) => {
+                            Error::LedgerRejected {
+                                step: run.key.step,
+                                message: format!(
+                                    "ConfigMap {}: {}",
+                                    cluster_ledger::name(job_of(run)),
+                                    e.message
+                                ),
+                            }
+                        }
+                        e => Error::Kube(e),
+                    })
+            }
         }
     }
 
@@ -46,7 +65,9 @@ impl Ledger<'_> {
             Ledger::Database(target, pools) => Ok(target
                 .record_start(pools, &run.key, &Runner::Job(job_of(run).to_owned()))
                 .await?),
-            Ledger::Cluster(api) => write(api, run, LedgerState::Started { done: 0 }).await,
+            Ledger::Cluster(api) => write(api, run, LedgerState::Started { done: 0 })
+                .await
+                .map_err(Error::Kube),
         }
     }
 
@@ -66,7 +87,7 @@ impl Ledger<'_> {
                     Some(m) => LedgerState::Failed(m.to_owned()),
                     None => LedgerState::Succeeded,
                 };
-                write(api, run, state).await
+                write(api, run, state).await.map_err(Error::Kube)
             }
         }
     }
@@ -78,22 +99,12 @@ fn job_of(run: &PhaseRun) -> &str {
 }
 
 /// Writes `state` for `run` into the cluster ledger, under its Job name.
-async fn write(api: &Api<ConfigMap>, run: &PhaseRun, state: LedgerState) -> Result<(), Error> {
+async fn write(
+    api: &Api<ConfigMap>,
+    run: &PhaseRun,
+    state: LedgerState,
+) -> Result<(), kube::Error> {
     let key = &run.key;
     let entry = cluster_ledger::Entry::new(&state, &key.rollout, key.step, &key.digest);
-    cluster_ledger::write(api, job_of(run), &entry)
-        .await
-        .map_err(|e| match e {
-            // Refused for what it is or who asks (a quota on ConfigMaps, a
-            // policy): no retry helps until a human acts.
-            kube::Error::Api(e) if matches!(e.code, 400 | 403 | 422) => Error::LedgerRejected {
-                step: key.step,
-                message: format!(
-                    "ConfigMap {}: {}",
-                    cluster_ledger::name(job_of(run)),
-                    e.message
-                ),
-            },
-            e => Error::Kube(e),
-        })
+    cluster_ledger::write(api, job_of(run), &entry).await
 }
