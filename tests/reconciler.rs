@@ -253,6 +253,30 @@ async fn ledger_write(h: &mut ApiHandle, step: &str, state: &str) {
     assert_eq!(patch["metadata"]["labels"]["bellows.dev/phase"], step);
 }
 
+/// Expects an event to be published; returns it.
+async fn expect_event(h: &mut ApiHandle) -> Value {
+    let created = (StatusCode::CREATED, json!({}));
+    let (_, event) = expect(
+        h,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/shop/events?",
+        created,
+    )
+    .await;
+    event
+}
+
+/// The condition `type_` of a status patch.
+fn condition(patch: &Value, type_: &str) -> Value {
+    patch["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition: {patch}"))
+        .clone()
+}
+
 async fn run(
     script: impl FnOnce(ApiHandle) -> tokio::task::JoinHandle<()>,
 ) -> (Result<Action, bellows::controller::Error>, Arc<Metrics>) {
@@ -321,21 +345,10 @@ async fn creates_the_expand_job_then_writes_status_then_publishes_an_event() {
             );
             assert_eq!(status["status"]["phase"], "Expanding");
             assert_eq!(status["status"]["observedGeneration"], 1);
-            let ready = status["status"]["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["type"] == "Ready")
-                .unwrap();
+            let ready = condition(&status, "Ready");
             assert_eq!(ready["status"], "False");
 
-            let (_, event) = expect(
-                &mut h,
-                Method::POST,
-                "/apis/events.k8s.io/v1/namespaces/shop/events?",
-                (StatusCode::CREATED, json!({})),
-            )
-            .await;
+            let event = expect_event(&mut h).await;
             assert_eq!(event["reason"], "ExpandStarted");
             assert_eq!(event["type"], "Normal");
             assert_eq!(event["regarding"]["name"], "users");
@@ -363,7 +376,7 @@ async fn an_existing_job_counts_as_created() {
             ledger_write(&mut h, "expand", "started").await;
             let (_, status) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
             assert_eq!(status["status"]["phase"], "Expanding");
-            expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events?", (StatusCode::CREATED, json!({}))).await;
+            expect_event(&mut h).await;
         })
     })
     .await;
@@ -411,17 +424,11 @@ async fn a_job_the_api_server_refuses_stalls_the_rollout_with_its_message() {
             ledger_write(&mut h, "expand", "claimed").await;
                 expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (status, refused)).await;
                 let (_, patch) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
-                let stalled = patch["status"]["conditions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|c| c["type"] == "Stalled")
-                    .unwrap()
-                    .clone();
+                let stalled = condition(&patch, "Stalled");
                 assert_eq!((stalled["status"].as_str(), stalled["reason"].as_str()), (Some("True"), Some("JobRejected")));
                 assert!(stalled["message"].as_str().unwrap().ends_with(message), "{stalled}");
                 assert!(patch["status"]["steps"].as_array().is_none_or(|s| s.is_empty()), "no step recorded as started: {patch}");
-                let (_, event) = expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events?", (StatusCode::CREATED, json!({}))).await;
+                let event = expect_event(&mut h).await;
                 assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("JobRejected")));
             })
         })
@@ -450,17 +457,11 @@ async fn a_ledger_record_the_api_server_refuses_stalls_before_the_job_exists() {
             .await;
             // No Job: the status comes next.
             let (_, patch) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
-            let stalled = patch["status"]["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["type"] == "Stalled")
-                .unwrap()
-                .clone();
+            let stalled = condition(&patch, "Stalled");
             assert_eq!((stalled["status"].as_str(), stalled["reason"].as_str()), (Some("True"), Some("LedgerRejected")));
             let text = stalled["message"].as_str().unwrap();
             assert!(text.contains("ConfigMap bellows-ledger-users-expand-") && text.ends_with(message), "{stalled}");
-            let (_, event) = expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events?", (StatusCode::CREATED, json!({}))).await;
+            let event = expect_event(&mut h).await;
             assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("LedgerRejected")));
         })
     })
@@ -513,13 +514,7 @@ async fn a_plan_from_the_caches_that_starts_a_phase_is_remade_from_live_reads() 
             // created before the same reads come back from the API server.
             observe_fresh_rollout(&mut h).await;
             starts_expand(&mut h).await;
-            expect(
-                &mut h,
-                Method::POST,
-                "/apis/events.k8s.io/v1/namespaces/shop/events?",
-                (StatusCode::CREATED, json!({})),
-            )
-            .await;
+            expect_event(&mut h).await;
         })
     })
     .await;
@@ -717,7 +712,7 @@ async fn a_deleted_rollout_resumes_what_its_gate_paused_only_after_its_expand_su
                         {"op": "remove", "path": "/metadata/finalizers/0"},
                     ])
                 );
-                let (_, event) = expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events?", (StatusCode::CREATED, json!({}))).await;
+                let event = expect_event(&mut h).await;
                 let reason = if succeeded { "WorkloadsResumed" } else { "WorkloadsLeftPaused" };
                 assert_eq!(event["reason"], reason);
             })
@@ -827,13 +822,7 @@ async fn a_recorded_job_missing_from_the_caches_is_read_live_not_declared_vanish
                 ok(serde_json::to_value(rollout()).unwrap()),
             )
             .await;
-            let stalled = status["status"]["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["type"] == "Stalled")
-                .unwrap()
-                .clone();
+            let stalled = condition(&status, "Stalled");
             assert_eq!(stalled["status"], "False", "{stalled}");
             assert_eq!(status["status"]["phase"], "Expanding");
         })
