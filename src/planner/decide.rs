@@ -9,12 +9,12 @@ use super::step::{self, Outcome};
 use super::workload::{Assessment, Verdict, Wait};
 use super::{
     POLL_UNWATCHED, RETRY_CHECKS, RETRY_DATABASE, RETRY_REJECTED, approval_key, elapsed, settled,
-    validate,
+    unwatched, validate,
 };
 use crate::api::keys::APPROVE_ANNOTATION;
 use crate::api::{
     Approval, Engine, GateHold, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step,
-    StepState, StepStatus, WorkloadKind, WorkloadStatus,
+    StepState, StepStatus, WorkloadStatus,
 };
 use crate::planner::ledger::LedgerState;
 use crate::sql;
@@ -519,7 +519,7 @@ impl<'a> Planner<'a> {
             );
             // No watch says when a workload of another kind appears (or
             // its CRD is installed): look again soon.
-            if a.kind != WorkloadKind::Deployment {
+            if unwatched(a.kind) {
                 d.requeue_after = Some(POLL_UNWATCHED);
             }
             return d;
@@ -647,12 +647,13 @@ impl<'a> Planner<'a> {
             } else {
                 // No watch wakes the rollout for kinds other than
                 // Deployments: read them again soon.
-                let unwatched =
-                    self.observed.workloads.iter().any(|a| {
-                        a.kind != WorkloadKind::Deployment && a.verdict != Verdict::RolledOut
-                    });
+                let polled = self
+                    .observed
+                    .workloads
+                    .iter()
+                    .any(|a| unwatched(a.kind) && a.verdict != Verdict::RolledOut);
                 let left = durations.rollout - waited;
-                decision.requeue_after = Some(if unwatched {
+                decision.requeue_after = Some(if polled {
                     left.min(POLL_UNWATCHED)
                 } else {
                     left

@@ -97,6 +97,13 @@ const RETRY_CHECKS: Duration = CHECKS_FRESH_FOR;
 const RETRY_REJECTED: Duration = Duration::from_secs(30);
 /// How soon an unusable or busy database is tried again.
 const RETRY_DATABASE: Duration = Duration::from_secs(15);
-/// How soon workloads of a kind no watch follows (all but Deployments) are
-/// read again while one of them holds contract.
+/// How soon workloads of a kind no watch follows ([`unwatched`]) are read
+/// again while one of them holds contract.
 pub const POLL_UNWATCHED: Duration = Duration::from_secs(5);
+
+/// Whether no watch wakes a rollout when a workload of `kind` changes: the
+/// controller caches and watches Deployments only, and reads the other
+/// kinds live.
+fn unwatched(kind: crate::api::WorkloadKind) -> bool {
+    kind != crate::api::WorkloadKind::Deployment
+}
