@@ -3,6 +3,7 @@
 //! `kubectl-bellows` it is run by kubectl as `kubectl bellows ...`.
 
 use bellows::api::{SchemaRollout, parse_duration};
+use bellows::controller::Scope;
 use bellows::operator::leader::LeaseConfig;
 use bellows::operator::{Election, Options};
 use bellows::telemetry::{LogFormat, init_logging};
@@ -53,6 +54,11 @@ struct RunArgs {
     /// Reconcile SchemaRollouts in this namespace only (default: all).
     #[arg(long, env = "BELLOWS_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// The operator's own namespace (in a pod: its own namespace): the
+    /// cluster ledger of rollouts without a database lives there, where the
+    /// editors of the namespaces it reconciles cannot write.
+    #[arg(long, env = "POD_NAMESPACE")]
+    operator_namespace: String,
     /// Reconcile only while holding the leader Lease (for several replicas).
     #[arg(long, env = "BELLOWS_LEADER_ELECT")]
     leader_elect: bool,
@@ -82,7 +88,10 @@ impl RunArgs {
         });
         Options {
             metrics_addr: self.metrics_addr,
-            watch_namespace: self.watch_namespace,
+            scope: Scope {
+                watch: self.watch_namespace,
+                operator: self.operator_namespace,
+            },
             leader_election,
         }
     }

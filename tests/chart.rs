@@ -4,7 +4,7 @@
 //! needs. Rendering goes through `scripts/chart.sh` (Helm's Go SDK from PyPI
 //! helm-python-sdk, no helm binary).
 
-use bellows::controller::access::{Access, CONTROLLER, LEADER_ELECTION};
+use bellows::controller::access::{Access, CONTROLLER, LEADER_ELECTION, OPERATOR_NAMESPACE};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -141,13 +141,25 @@ fn assert_no_wildcards(docs: &[Value]) {
 
 /// The lease Role in the release namespace, bound to the operator.
 fn assert_lease_access(docs: &[Value]) {
-    let lease = role(docs, "Role", "bellows-leader-election");
-    assert_eq!(lease["metadata"]["namespace"], NAMESPACE);
-    assert_eq!(access(&lease["rules"]), required(LEADER_ELECTION));
+    assert_own_role(docs, "bellows-leader-election", LEADER_ELECTION);
+}
+
+/// The Role for the operator's records in the release namespace, bound to
+/// the operator.
+fn assert_records_access(docs: &[Value]) {
+    assert_own_role(docs, "bellows-records", OPERATOR_NAMESPACE);
+}
+
+/// Role `name` in the release namespace grants exactly `list`, bound to
+/// the operator.
+fn assert_own_role(docs: &[Value], name: &str, list: &[Access]) {
+    let own = role(docs, "Role", name);
+    assert_eq!(own["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(access(&own["rules"]), required(list));
     let binding = all(docs, "RoleBinding")
         .into_iter()
-        .find(|b| b["roleRef"]["name"] == "bellows-leader-election")
-        .expect("lease RoleBinding");
+        .find(|b| b["roleRef"]["name"] == name)
+        .unwrap_or_else(|| panic!("{name} RoleBinding"));
     assert_eq!(binding["metadata"]["namespace"], NAMESPACE);
     assert_eq!(
         binding["subjects"],
@@ -224,6 +236,7 @@ fn operator_pods_are_hardened_probed_and_leader_elected() {
         "--leader-elect",
         "--lease-name=bellows-leader",
         &format!("--lease-namespace={NAMESPACE}"),
+        &format!("--operator-namespace={NAMESPACE}"),
     ] {
         assert!(a.contains(&flag), "{flag} missing from {a:?}");
     }
@@ -277,9 +290,10 @@ fn cluster_rbac_is_exactly_least_privilege() {
         binding["subjects"],
         json!([{"kind": "ServiceAccount", "name": "bellows", "namespace": NAMESPACE}])
     );
-    // The only namespaced Role is the lease's.
-    assert_eq!(all(&docs, "Role").len(), 1);
+    // The only namespaced Roles are the lease's and the records'.
+    assert_eq!(all(&docs, "Role").len(), 2);
     assert_lease_access(&docs);
+    assert_records_access(&docs);
     assert_no_wildcards(&docs);
 }
 
@@ -347,14 +361,16 @@ fn namespaced_mode_has_no_cluster_rbac_and_watches_one_namespace() {
     );
     assert!(args(&docs).contains(&"--watch-namespace=shop"));
     assert_lease_access(&docs);
+    assert_records_access(&docs);
     assert_no_wildcards(&docs);
 }
 
 #[test]
 fn without_leader_election_there_is_no_lease_access() {
     let docs = render(&["--set", "leaderElection.enabled=false,replicaCount=1"]);
-    assert!(all(&docs, "Role").is_empty());
-    assert!(all(&docs, "RoleBinding").is_empty());
+    assert_eq!(all(&docs, "Role").len(), 1, "the records' Role only");
+    assert_eq!(all(&docs, "RoleBinding").len(), 1);
+    assert_records_access(&docs);
     assert!(
         !args(&docs)
             .iter()

@@ -99,37 +99,32 @@ fn ok(v: Value) -> (StatusCode, Value) {
 /// Answers the reads of one reconcile: the Deployment, its ReplicaSets and
 /// pods, the (absent) Jobs of both phases, and an empty cluster ledger.
 async fn observe_fresh_rollout(h: &mut ApiHandle) {
-    observe_with_ledger(h, Ledger::default()).await;
+    observe_with_ledger(h, not_found()).await;
 }
 
-/// What the cluster ledger answers: the expand Job's own ConfigMap and the
-/// legacy shared one (the contract Job's is absent).
-struct Ledger {
-    expand: (StatusCode, Value),
-    legacy: (StatusCode, Value),
-}
-
-impl Default for Ledger {
-    fn default() -> Self {
-        Ledger {
-            expand: not_found(),
-            legacy: not_found(),
-        }
-    }
-}
+/// Where the cluster ledger lives: the operator's namespace.
+const HOME: &str = "/api/v1/namespaces/bellows-system/configmaps/bellows-ledger.shop.users";
 
 /// [`observe_fresh_rollout`] with `ledger` as the cluster ledger's answers;
 /// returns the expand Job's name.
-async fn observe_with_ledger(h: &mut ApiHandle, ledger: Ledger) -> String {
+async fn observe_with_ledger(h: &mut ApiHandle, ledger: (StatusCode, Value)) -> String {
     observe_live(h, not_found(), ledger).await
 }
 
 /// The reads of one live observation (with the Deployment at v1), `expand`
-/// answering the expand Job's GET and `ledger` the cluster ledger's reads;
-/// returns the expand Job's name.
-async fn observe_live(h: &mut ApiHandle, expand: (StatusCode, Value), ledger: Ledger) -> String {
+/// answering the expand Job's GET and `ledger` the cluster ledger's read of
+/// the expand run (the contract run has no record); returns the expand
+/// Job's name. Nothing is read from ConfigMaps of the rollout's namespace,
+/// where its editors could forge a record.
+async fn observe_live(
+    h: &mut ApiHandle,
+    expand: (StatusCode, Value),
+    ledger: (StatusCode, Value),
+) -> String {
     // No database: the cluster ledger says which phases ran, each phase
-    // run in its own ConfigMap, else in the legacy shared one.
+    // run in its own ConfigMap.
+    let expand_record = format!("{HOME}-expand-");
+    let contract_record = format!("{HOME}-contract-");
     let uris = expect_round(
         h,
         vec![
@@ -147,18 +142,8 @@ async fn observe_live(h: &mut ApiHandle, expand: (StatusCode, Value), ledger: Le
                 "/apis/batch/v1/namespaces/shop/jobs/users-contract-",
                 not_found(),
             ),
-            (
-                "/api/v1/namespaces/shop/configmaps/bellows-ledger-users-expand-",
-                ledger.expand,
-            ),
-            (
-                "/api/v1/namespaces/shop/configmaps/bellows-ledger-users-contract-",
-                not_found(),
-            ),
-            (
-                "/api/v1/namespaces/shop/configmaps/bellows-ledger",
-                ledger.legacy,
-            ),
+            (&expand_record, ledger),
+            (&contract_record, not_found()),
         ],
     )
     .await;
@@ -240,8 +225,8 @@ async fn ledger_write(h: &mut ApiHandle, step: &str, state: &str) {
     let (uri, patch) = expect(
         h,
         Method::PATCH,
-        &format!("/api/v1/namespaces/shop/configmaps/bellows-ledger-users-{step}-"),
-        ok(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger-x"}})),
+        &format!("{HOME}-{step}-"),
+        ok(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger.shop.x"}})),
     )
     .await;
     // Server-side apply: one request creates or updates the run's own
@@ -250,6 +235,7 @@ async fn ledger_write(h: &mut ApiHandle, step: &str, state: &str) {
     assert_eq!(patch["kind"], "ConfigMap", "{patch}");
     assert_eq!(patch["data"]["state"], state, "{patch}");
     assert_eq!(patch["data"]["step"], step);
+    assert_eq!(patch["data"]["namespace"], "shop");
     assert_eq!(patch["metadata"]["labels"]["bellows.dev/phase"], step);
 }
 
@@ -293,7 +279,7 @@ async fn run_with(
     let verifier = script(handle);
     let client = kube::Client::new(service, "default");
     let metrics = Arc::new(Metrics::new());
-    let mut ctx = Context::new(client, metrics.clone());
+    let mut ctx = Context::new(client, metrics.clone(), "bellows-system");
     if let Some(caches) = caches {
         ctx = ctx.with_caches(caches);
     }
@@ -451,7 +437,7 @@ async fn a_ledger_record_the_api_server_refuses_stalls_before_the_job_exists() {
             expect(
                 &mut h,
                 Method::PATCH,
-                "/api/v1/namespaces/shop/configmaps/bellows-ledger-users-expand-",
+                &format!("{HOME}-expand-"),
                 (StatusCode::FORBIDDEN, refused),
             )
             .await;
@@ -460,7 +446,7 @@ async fn a_ledger_record_the_api_server_refuses_stalls_before_the_job_exists() {
             let stalled = condition(&patch, "Stalled");
             assert_eq!((stalled["status"].as_str(), stalled["reason"].as_str()), (Some("True"), Some("LedgerRejected")));
             let text = stalled["message"].as_str().unwrap();
-            assert!(text.contains("ConfigMap bellows-ledger-users-expand-") && text.ends_with(message), "{stalled}");
+            assert!(text.contains("ConfigMap bellows-ledger.shop.users-expand-") && text.ends_with(message), "{stalled}");
             let event = expect_event(&mut h).await;
             assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("LedgerRejected")));
         })
@@ -656,7 +642,7 @@ async fn a_deleted_rollout_waits_for_its_running_job_and_starts_nothing() {
             // It reads live (a Job the cache lags on must not look done),
             // sees the Job running, and writes nothing: no pause, no
             // finalizer change.
-            observe_live(&mut h, ok(running_job(&job_name)), Ledger::default()).await;
+            observe_live(&mut h, ok(running_job(&job_name)), not_found()).await;
             assert!(
                 h.next_request().await.is_none(),
                 "a deleted rollout wrote while its Job runs"
@@ -690,7 +676,7 @@ async fn a_deleted_rollout_resumes_what_its_gate_paused_only_after_its_expand_su
                 } else {
                     json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})
                 };
-                observe_live(&mut h, ok(ended), Ledger::default()).await;
+                observe_live(&mut h, ok(ended), not_found()).await;
                 // The finished Job goes into the ledger first.
                 let state = if succeeded { "succeeded" } else { "failed" };
                 ledger_write(&mut h, "expand", state).await;
@@ -728,39 +714,18 @@ async fn a_deleted_rollout_resumes_what_its_gate_paused_only_after_its_expand_su
 #[tokio::test]
 async fn a_recreated_rollout_skips_a_phase_the_cluster_ledger_says_succeeded() {
     // No database, no status, no Job (deleted with the old rollout): the
-    // ConfigMap of this spec's expand run says it succeeded.
-    let entry = json!({"state": "succeeded", "rollout": "users", "step": "expand", "digest": "x", "at": "2026-12-01T00:00:00Z"});
-    let expand = ok(
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger-x"}, "data": entry}),
-    );
-    skips_expand(Ledger {
-        expand,
-        legacy: not_found(),
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_recreated_rollout_skips_a_phase_the_legacy_cluster_ledger_says_succeeded() {
-    // The same, recorded by an earlier release: a key of the namespace's
-    // shared ConfigMap.
-    let r = rollout();
-    let expand = step::job_name("users", Step::Expand, &step::digest(&r.spec.expand));
-    let entry = json!({"state": "succeeded", "rollout": "users", "step": "expand", "digest": "x", "at": "2026-12-01T00:00:00Z"});
-    let legacy = ok(
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger"},
-                           "data": {expand: entry.to_string()}}),
-    );
-    skips_expand(Ledger {
-        expand: not_found(),
-        legacy,
-    })
+    // record of this spec's expand run, in the operator's namespace, says
+    // it succeeded.
+    let entry = json!({"state": "succeeded", "namespace": "shop", "rollout": "users", "step": "expand", "digest": "x", "at": "2026-12-01T00:00:00Z"});
+    skips_expand(ok(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bellows-ledger.shop.x"}, "data": entry}),
+    ))
     .await;
 }
 
 /// A fresh rollout whose cluster ledger answers `ledger`, saying expand
 /// succeeded: nothing is created, status adopts the phase, an event says so.
-async fn skips_expand(ledger: Ledger) {
+async fn skips_expand(ledger: (StatusCode, Value)) {
     let (result, _) = run(|mut h| {
         tokio::spawn(async move {
             observe_with_ledger(&mut h, ledger).await;

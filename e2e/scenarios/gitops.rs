@@ -1,10 +1,10 @@
 //! Scenario 16: the GitOps lifecycle without a database. A Job-only
 //! rollout is deleted and applied again (as Argo CD does when it prunes and
 //! re-creates an Application, or someone re-applies a directory): after it
-//! succeeded, and after expand. The cluster ledger (a `bellows-ledger-<Job>`
-//! ConfigMap per phase run) makes the re-created rollout skip what already
-//! ran, with a
-//! `PhaseAlreadyDone` event: each phase's Job is created once over the whole
+//! succeeded, and after expand. The cluster ledger (a
+//! `bellows-ledger.<namespace>.<Job>` ConfigMap per phase run, in the
+//! operator's namespace) makes the re-created rollout skip what already
+//! ran, with a `PhaseAlreadyDone` event: each phase's Job is created once over the whole
 //! scenario (the stand-in kubelet's journal). Then a Deployment paused by
 //! its user in the same breath as its rollout is applied: the gate never
 //! takes it over, it stays paused through expand, the rollout waits and says

@@ -1,5 +1,6 @@
 //! Every Kubernetes API permission the operator uses, in one place. The
-//! Helm chart's ClusterRole (or Role) and leader-election Role must grant
+//! Helm chart's ClusterRole (or Role), operator-namespace Role and
+//! leader-election Role must grant
 //! exactly these (`tests/chart.rs` compares them), and the e2e suite runs
 //! the operator with the chart's ServiceAccount and fails on any 403
 //! (`bellows_api_forbidden_total`, and the `API request forbidden` log
@@ -101,8 +102,8 @@ pub const CONTROLLER: &[Access] = &[
     Access {
         group: "",
         resource: "configmaps",
-        verbs: &["create", "get", "patch"],
-        why: "a Job's referenced ConfigMaps exist (observe), the cluster ledger without a database (controller::cluster_ledger)",
+        verbs: &["get"],
+        why: "a Job's referenced ConfigMaps exist (observe)",
     },
     Access {
         group: "events.k8s.io",
@@ -111,6 +112,15 @@ pub const CONTROLLER: &[Access] = &[
         why: "events (kube's Recorder creates, then patches a repeated one)",
     },
 ];
+
+/// What the controller needs in its own namespace (`--operator-namespace`),
+/// where namespace editors cannot write.
+pub const OPERATOR_NAMESPACE: &[Access] = &[Access {
+    group: "",
+    resource: "configmaps",
+    verbs: &["create", "get", "patch"],
+    why: "the cluster ledger of rollouts without a database (controller::cluster_ledger)",
+}];
 
 /// What leader election needs in the Lease's namespace (`leader::Elector`).
 pub const LEADER_ELECTION: &[Access] = &[Access {
@@ -171,7 +181,7 @@ mod tests {
 
     #[test]
     fn verbs_are_sorted_and_resources_listed_once() {
-        for list in [CONTROLLER, LEADER_ELECTION] {
+        for list in [CONTROLLER, OPERATOR_NAMESPACE, LEADER_ELECTION] {
             let mut seen = std::collections::BTreeSet::new();
             for a in list {
                 assert!(a.verbs.is_sorted(), "{} verbs unsorted", a.resource);

@@ -1,22 +1,26 @@
 //! The cluster ledger: what bellows knows about a rollout's Job phases
 //! when it has no database to keep a ledger in. One ConfigMap per phase
-//! run, `bellows-ledger-<Job name>` in the rollout's namespace (the Job name
-//! is deterministic for rollout, phase and spec digest, as the database
-//! ledger's key is), owned by nothing, so deleting a SchemaRollout, or
-//! Argo CD pruning and re-creating it, leaves it alone. Its data: state
-//! (`claimed` before the Job is created, `started` once it exists, then
-//! `succeeded` or `failed`), rollout, phase, digest, time and message.
+//! run, `bellows-ledger.<namespace>.<Job name>`, in the operator's own
+//! namespace (`--operator-namespace`), where the editors of a rollout's
+//! namespace cannot write: a forged or deleted record there takes cluster
+//! rights. The Job name is deterministic for rollout, phase and spec
+//! digest, as the database ledger's key is. Owned by nothing, so deleting
+//! a SchemaRollout, or Argo CD pruning and re-creating it, leaves it alone.
+//! Its data: state (`claimed` before the Job is created, `started` once it
+//! exists, then `succeeded` or `failed`), namespace, rollout, phase,
+//! digest, time and message.
 //!
 //! Read live before any phase starts (the reconcile's live confirmation),
 //! so a re-created rollout skips a phase that already finished for the
 //! same spec. Each phase run has its own small object with one writer, so
 //! a write is one server-side apply that never conflicts with another
 //! rollout's and no object grows with the number of runs. To run a phase
-//! again on purpose, change its spec (a new digest) or delete its
-//! ConfigMap.
+//! again on purpose, change its spec (a new digest) or have a cluster
+//! admin delete its record.
 //!
-//! Earlier releases kept every run of a namespace as a key of one
-//! ConfigMap, [`LEGACY`]; its entries are still read, never written.
+//! Earlier releases kept these records in the rollout's own namespace
+//! (`bellows-ledger-<Job>` and one shared `bellows-ledger`); anyone who
+//! can write ConfigMaps there could forge them, so they are not read.
 
 use crate::api::Step;
 use crate::api::keys;
@@ -28,12 +32,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-/// The ConfigMap of every phase run of a namespace in earlier releases.
-pub const LEGACY: &str = "bellows-ledger";
-
-/// The ConfigMap recording the run of the phase Job `job`.
-pub fn name(job: &str) -> String {
-    format!("{LEGACY}-{job}")
+/// The record of the phase Job `job` of namespace `namespace`. A
+/// namespace name holds no dot, so the first dot after the prefix ends it.
+pub fn name(namespace: &str, job: &str) -> String {
+    format!("bellows-ledger.{namespace}.{job}")
 }
 
 /// One phase run, as stored under its Job's name.
@@ -41,6 +43,8 @@ pub fn name(job: &str) -> String {
 pub struct Entry {
     /// `claimed`, `started`, `succeeded` or `failed`.
     pub state: String,
+    /// The SchemaRollout's namespace.
+    pub namespace: String,
     /// The SchemaRollout's name.
     pub rollout: String,
     /// The phase.
@@ -55,8 +59,15 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// An entry in `state` for `rollout`'s `step` at `digest`, written now.
-    pub fn new(state: &LedgerState, rollout: &str, step: Step, digest: &str) -> Self {
+    /// An entry in `state` for `namespace`/`rollout`'s `step` at `digest`,
+    /// written now.
+    pub fn new(
+        state: &LedgerState,
+        namespace: &str,
+        rollout: &str,
+        step: Step,
+        digest: &str,
+    ) -> Self {
         let (state, message) = match state {
             LedgerState::Claimed => ("claimed", None),
             LedgerState::Started { .. } => ("started", None),
@@ -65,6 +76,7 @@ impl Entry {
         };
         Self {
             state: state.into(),
+            namespace: namespace.into(),
             rollout: rollout.into(),
             step: step.as_str().into(),
             digest: digest.into(),
@@ -85,66 +97,56 @@ impl Entry {
     }
 }
 
-/// What the ledger records for each of the phase Jobs `jobs` that has a
-/// record, by Job name: each from its own ConfigMap, else from the
-/// [`LEGACY`] one. The reads run concurrently.
+/// What the ledger in `home` (the operator's namespace) records for each
+/// of the phase Jobs `jobs` of `namespace` that has a record, by Job name.
+/// The reads run concurrently.
 pub async fn read(
-    api: &Api<ConfigMap>,
+    home: &Api<ConfigMap>,
+    namespace: &str,
     jobs: &[&str],
 ) -> Result<BTreeMap<String, LedgerState>, kube::Error> {
-    let own = futures::future::try_join_all(
+    let records = futures::future::try_join_all(
         jobs.iter()
-            .map(|job| async move { api.get_opt(&name(job)).await }),
-    );
-    let (own, legacy) = futures::try_join!(own, api.get_opt(LEGACY))?;
-    let mut legacy = legacy.and_then(|cm| cm.data).unwrap_or_default();
+            .map(|job| async move { home.get_opt(&name(namespace, job)).await }),
+    )
+    .await?;
     Ok(jobs
         .iter()
-        .zip(own)
-        .filter_map(|(job, cm)| {
-            let state = recorded(job, cm, legacy.remove(*job))?;
-            Some((job.to_string(), state))
-        })
+        .zip(records)
+        .filter_map(|(job, cm)| Some((job.to_string(), recorded(&cm?))))
         .collect())
 }
 
-/// What the record of the phase Job `job` says: its own ConfigMap `own`
-/// if it exists, else its key in the [`LEGACY`] one, else nothing. A
-/// record bellows cannot read (a corrupted or hand-edited one, an unknown
-/// state) is a failed run: bellows cannot tell whether the phase ran, so it
-/// never runs it again (delete the record to run it).
-fn recorded(job: &str, own: Option<ConfigMap>, legacy: Option<String>) -> Option<LedgerState> {
-    let (record, entry) = match own {
-        Some(cm) => {
-            let data = serde_json::to_value(cm.data.unwrap_or_default()).map_err(|e| e.to_string());
-            (format!("ConfigMap {}", name(job)), data)
-        }
-        None => (
-            format!("key {job} of ConfigMap {LEGACY}"),
-            serde_json::from_str::<serde_json::Value>(&legacy?).map_err(|e| e.to_string()),
-        ),
-    };
-    let state = entry
-        .and_then(|v| serde_json::from_value::<Entry>(v).map_err(|e| e.to_string()))
+/// What the record `cm` says. A record bellows cannot read (a corrupted
+/// or hand-edited one, an unknown state) is a failed run: bellows cannot
+/// tell whether the phase ran, so it never runs it again (delete the
+/// record to run it).
+fn recorded(cm: &ConfigMap) -> LedgerState {
+    let state = serde_json::to_value(cm.data.clone().unwrap_or_default())
+        .and_then(serde_json::from_value::<Entry>)
+        .map_err(|e| e.to_string())
         .and_then(|e| {
             e.state()
                 .ok_or_else(|| format!("unknown state {:?}", e.state))
         });
-    Some(state.unwrap_or_else(|why| {
+    state.unwrap_or_else(|why| {
         LedgerState::Failed(format!(
-            "the cluster ledger record ({record}) cannot be read ({why}): bellows cannot tell whether the phase ran, so it does not run it again; delete the record to run it"
+            "the cluster ledger record (ConfigMap {}) cannot be read ({why}): bellows cannot tell whether the phase ran, so it does not run it again; delete the record to run it",
+            cm.metadata.name.as_deref().unwrap_or_default()
         ))
-    }))
+    })
 }
 
-/// Records `entry` for the phase Job `job`: one server-side apply that
-/// creates its ConfigMap or replaces what bellows wrote there before.
-pub async fn write(api: &Api<ConfigMap>, job: &str, entry: &Entry) -> Result<(), kube::Error> {
+/// Records `entry` for the phase Job `job` in `home`: one server-side
+/// apply that creates its ConfigMap or replaces what bellows wrote there
+/// before.
+pub async fn write(home: &Api<ConfigMap>, job: &str, entry: &Entry) -> Result<(), kube::Error> {
+    let name = name(&entry.namespace, job);
     let patch = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": name(job),
+            "name": name,
             "labels": {
                 keys::MANAGED_BY.0: keys::MANAGED_BY.1,
                 keys::STEP_LABEL: entry.step,
@@ -152,8 +154,8 @@ pub async fn write(api: &Api<ConfigMap>, job: &str, entry: &Entry) -> Result<(),
         },
         "data": entry,
     });
-    api.patch(
-        &name(job),
+    home.patch(
+        &name,
         &PatchParams::apply(keys::FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
@@ -173,52 +175,66 @@ mod tests {
             LedgerState::Succeeded,
             LedgerState::Failed("BackoffLimitExceeded".into()),
         ] {
-            let entry = Entry::new(&state, "users", Step::Contract, "abc123");
+            let entry = Entry::new(&state, "shop", "users", Step::Contract, "abc123");
             let text = serde_json::to_string(&entry).unwrap();
             let back: Entry = serde_json::from_str(&text).unwrap();
             assert_eq!(back.state(), Some(state));
             assert_eq!(
-                (back.step.as_str(), back.rollout.as_str()),
-                ("contract", "users")
+                (
+                    back.step.as_str(),
+                    back.namespace.as_str(),
+                    back.rollout.as_str()
+                ),
+                ("contract", "shop", "users")
             );
         }
         let unknown = Entry {
             state: "paused".into(),
-            ..Entry::new(&LedgerState::Claimed, "users", Step::Expand, "abc")
+            ..Entry::new(&LedgerState::Claimed, "shop", "users", Step::Expand, "abc")
         };
         assert_eq!(unknown.state(), None);
     }
 
     #[test]
+    fn record_names_keep_namespace_and_job_apart() {
+        assert_eq!(
+            name("shop", "users-expand-abc"),
+            "bellows-ledger.shop.users-expand-abc"
+        );
+        assert_ne!(name("a-b", "c"), name("a", "b-c"));
+        // The longest namespace (63) and Job name (63) fit a ConfigMap name.
+        assert!(name(&"n".repeat(63), &"j".repeat(63)).len() <= 253);
+    }
+
+    #[test]
     fn a_record_bellows_cannot_read_is_a_failed_run_never_an_absent_one() {
-        let job = "users-expand-abc";
         let cm = |data: serde_json::Value| -> ConfigMap {
-            serde_json::from_value(
-                serde_json::json!({"metadata": {"name": name(job)}, "data": data}),
-            )
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name("shop", "users-expand-abc")}, "data": data,
+            }))
             .unwrap()
         };
-        let good = Entry::new(&LedgerState::Succeeded, "users", Step::Expand, "abc");
-        let good_data = serde_json::to_value(&good).unwrap();
-        assert_eq!(
-            recorded(job, Some(cm(good_data.clone())), None),
-            Some(LedgerState::Succeeded)
+        let good = Entry::new(
+            &LedgerState::Succeeded,
+            "shop",
+            "users",
+            Step::Expand,
+            "abc",
         );
-        assert_eq!(recorded(job, None, None), None, "no record: never ran");
+        let good_data = serde_json::to_value(&good).unwrap();
+        assert_eq!(recorded(&cm(good_data.clone())), LedgerState::Succeeded);
         let mut unknown = good_data.clone();
         unknown["state"] = serde_json::json!("done");
-        for (what, own, legacy) in [
-            (
-                "an emptied ConfigMap",
-                Some(cm(serde_json::json!({}))),
-                None,
-            ),
-            ("an unknown state", Some(cm(unknown)), None),
-            ("a corrupted legacy key", None, Some("{not json".to_owned())),
+        for (what, data) in [
+            ("an emptied ConfigMap", serde_json::json!({})),
+            ("an unknown state", unknown),
         ] {
-            match recorded(job, own, legacy) {
-                Some(LedgerState::Failed(m)) => {
-                    assert!(m.contains("cannot be read"), "{what}: {m}")
+            match recorded(&cm(data)) {
+                LedgerState::Failed(m) => {
+                    assert!(
+                        m.contains("cannot be read") && m.contains("bellows-ledger.shop."),
+                        "{what}: {m}"
+                    )
                 }
                 other => panic!("{what}: {other:?}"),
             }

@@ -30,6 +30,9 @@ pub struct Context {
     pub caches: Option<Caches>,
     /// The CronJob API the server serves, found on first use.
     pub cron_jobs: tokio::sync::OnceCell<kube::api::ApiResource>,
+    /// The operator's own namespace: the cluster ledger lives there, out of
+    /// reach of the editors of the namespaces it reconciles.
+    pub operator_namespace: String,
     /// The Argo Rollouts API, once the server was seen serving it.
     pub argo_rollouts: tokio::sync::OnceCell<kube::api::ApiResource>,
     /// What this process remembers of each rollout.
@@ -56,8 +59,9 @@ struct Memory {
 }
 
 impl Context {
-    /// A context publishing events as `bellows`.
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+    /// A context publishing events as `bellows`, keeping its records in
+    /// `operator_namespace`.
+    pub fn new(client: Client, metrics: Arc<Metrics>, operator_namespace: &str) -> Self {
         let instance = std::env::var("POD_NAME").ok();
         let reporter = Reporter {
             controller: "bellows".into(),
@@ -70,9 +74,15 @@ impl Context {
             pools: Default::default(),
             caches: None,
             cron_jobs: Default::default(),
+            operator_namespace: operator_namespace.to_owned(),
             argo_rollouts: Default::default(),
             memories: Mutex::default(),
         }
+    }
+
+    /// The cluster ledger's ConfigMaps (`cluster_ledger`).
+    pub fn ledger_home(&self) -> kube::Api<k8s_openapi::api::core::v1::ConfigMap> {
+        kube::Api::namespaced(self.client.clone(), &self.operator_namespace)
     }
 
     /// Reconciles read the watch caches once they synced.

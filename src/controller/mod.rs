@@ -22,6 +22,17 @@ pub use context::Context;
 pub use reconcile::reconcile;
 pub use watch::run;
 
+/// Where the controller works.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    /// Reconcile SchemaRollouts in this namespace only (every namespace
+    /// when `None`).
+    pub watch: Option<String>,
+    /// The operator's own namespace, where what bellows records about
+    /// phase runs lives (`cluster_ledger`).
+    pub operator: String,
+}
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -179,7 +179,7 @@ pub async fn observe(
         let mut ledger = BTreeMap::new();
         if read_cluster_ledger {
             let jobs: Vec<&str> = job_names.values().map(String::as_str).collect();
-            let entries = cluster_ledger::read(&Api::namespaced(client.clone(), &ns), &jobs)
+            let entries = cluster_ledger::read(&ctx.ledger_home(), &ns, &jobs)
                 .await
                 .map_err(Error::Kube)?;
             for (s, name) in &job_names {

@@ -258,7 +258,7 @@ async fn apply(
     let ledger = || -> Result<Ledger<'_>, Error> {
         Ok(match database {
             Some(database) => Ledger::Database(usable(database)?, &ctx.pools),
-            None => Ledger::Cluster(Box::new(Api::namespaced(ctx.client.clone(), &ns))),
+            None => Ledger::Cluster(Box::new(ctx.ledger_home())),
         })
     };
     match action {

@@ -1,6 +1,6 @@
 //! Where a rollout's phase runs are recorded, behind one type: the
 //! ledger of its database (`spec.database`), or without one the cluster
-//! ledger of its namespace (`cluster_ledger`).
+//! ledger in the operator's namespace (`cluster_ledger`).
 
 use super::{Error, cluster_ledger};
 use crate::db::{LedgerState, Pools, Runner, Target};
@@ -12,7 +12,7 @@ use kube::api::Api;
 pub enum Ledger<'a> {
     /// The database's ledger table.
     Database(&'a Target, &'a Pools),
-    /// One ConfigMap per phase run in the rollout's namespace.
+    /// One ConfigMap per phase run in the operator's namespace.
     Cluster(Box<Api<ConfigMap>>),
 }
 
@@ -33,12 +33,13 @@ impl Ledger<'_> {
                 write(api, run, LedgerState::Claimed)
                     .await
                     .map_err(|e| match e {
-                        kube::Error::Api(e) if matches!(e.code, 400 | 403 | 422) => {
+                        // 404: the operator's namespace does not exist.
+                        kube::Error::Api(e) if matches!(e.code, 400 | 403 | 404 | 422) => {
                             Error::LedgerRejected {
                                 step: run.key.step,
                                 message: format!(
                                     "ConfigMap {}: {}",
-                                    cluster_ledger::name(job_of(run)),
+                                    cluster_ledger::name(&run.key.namespace, job_of(run)),
                                     e.message
                                 ),
                             }
@@ -105,6 +106,7 @@ async fn write(
     state: LedgerState,
 ) -> Result<(), kube::Error> {
     let key = &run.key;
-    let entry = cluster_ledger::Entry::new(&state, &key.rollout, key.step, &key.digest);
+    let entry =
+        cluster_ledger::Entry::new(&state, &key.namespace, &key.rollout, key.step, &key.digest);
     cluster_ledger::write(api, job_of(run), &entry).await
 }

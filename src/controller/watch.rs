@@ -3,7 +3,7 @@
 //! rollout, their backoff, and the failed-reconcile policy.
 
 use super::cache::{self, Caches, Synced};
-use super::{Context, Error, changes, index, reconcile, slim};
+use super::{Context, Error, Scope, changes, index, reconcile, slim};
 use crate::api::SchemaRollout;
 use crate::api::keys::{MANAGED_BY, TEMPLATE_HASH_LABEL};
 use crate::telemetry::metrics::Metrics;
@@ -74,17 +74,18 @@ fn deployment_of(pod: &ObjectMeta) -> Option<String> {
         .and_then(|o| o.name.strip_suffix(&format!("-{hash}")).map(str::to_owned))
 }
 
-/// Runs the controller over `namespace` (every namespace when `None`) until
-/// `shutdown` resolves, then waits for running reconciles to finish.
+/// Runs the controller over `scope` until `shutdown` resolves, then waits
+/// for running reconciles to finish.
 /// `on_ready` is called once the SchemaRollout watch and every cache's
 /// watch have listed everything.
 pub async fn run(
     client: Client,
-    namespace: Option<&str>,
+    scope: &Scope,
     metrics: Arc<Metrics>,
     on_ready: impl FnOnce(Store<SchemaRollout>) + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let namespace = scope.watch.as_deref();
     let rollouts: Api<SchemaRollout> = scoped(&client, namespace);
     let jobs: Api<Job> = scoped(&client, namespace);
     let deployments: Api<Deployment> = scoped(&client, namespace);
@@ -160,7 +161,7 @@ pub async fn run(
             }
         }
     });
-    let ctx = Arc::new(Context::new(client, metrics).with_caches(caches));
+    let ctx = Arc::new(Context::new(client, metrics, &scope.operator).with_caches(caches));
     Controller::for_stream(trigger, store)
         .trigger_backoff(WatchBackoff::default())
         // A cache that lists again may have lost deletions in the gap:

@@ -4,7 +4,7 @@
 pub mod api_client;
 pub mod leader;
 
-use crate::controller::access;
+use crate::controller::{Scope, access};
 use crate::telemetry::http::{self, Probe};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::requests::RequestsLayer;
@@ -22,8 +22,8 @@ use std::time::Duration;
 pub struct Options {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     pub metrics_addr: SocketAddr,
-    /// Reconcile only SchemaRollouts in this namespace (all when `None`).
-    pub watch_namespace: Option<String>,
+    /// What the controller reconciles, and where it keeps its records.
+    pub scope: Scope,
     /// Take part in leader election on this Lease before reconciling.
     pub leader_election: Option<Election>,
 }
@@ -67,11 +67,11 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     }));
     probe.lacking(&missing_permissions(&client, &options).await);
     let signal = signal().boxed().shared();
-    let namespace = options.watch_namespace.as_deref();
+    let scope = &options.scope;
     let work = async {
         match &options.leader_election {
             None => {
-                reconcile(client, namespace, metrics, &probe, signal).await;
+                reconcile(client, scope, metrics, &probe, signal).await;
                 Ok(())
             }
             Some(election) => {
@@ -79,10 +79,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
                     Api::namespaced(election_client, &election.namespace),
                     election.lease.clone(),
                 );
-                lead(
-                    client, elector, namespace, metrics, &probe, signal, election,
-                )
-                .await
+                lead(client, elector, scope, metrics, &probe, signal, election).await
             }
         }
     };
@@ -106,7 +103,11 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
 /// the API server and logged. A check that cannot be answered is logged and
 /// not held against readiness (the calls themselves will tell).
 async fn missing_permissions(client: &Client, options: &Options) -> Vec<String> {
-    let mut checks = vec![(access::CONTROLLER, options.watch_namespace.as_deref())];
+    let scope = &options.scope;
+    let mut checks = vec![
+        (access::CONTROLLER, scope.watch.as_deref()),
+        (access::OPERATOR_NAMESPACE, Some(scope.operator.as_str())),
+    ];
     if let Some(election) = &options.leader_election {
         checks.push((access::LEADER_ELECTION, Some(election.namespace.as_str())));
     }
@@ -137,7 +138,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// leader), so then the controller is dropped at once.
 async fn reconcile(
     client: Client,
-    namespace: Option<&str>,
+    scope: &Scope,
     metrics: Arc<Metrics>,
     probe: &Probe,
     signal: Signal,
@@ -150,7 +151,7 @@ async fn reconcile(
         flag.store(true, Ordering::Release);
         probe.synced(store);
     };
-    let controller = crate::controller::run(client, namespace, metrics, synced, signal.clone());
+    let controller = crate::controller::run(client, scope, metrics, synced, signal.clone());
     let deadline = async {
         signal.await;
         if ready.load(Ordering::Acquire) {
@@ -171,7 +172,7 @@ async fn reconcile(
 async fn lead(
     client: Client,
     mut elector: Elector,
-    namespace: Option<&str>,
+    scope: &Scope,
     metrics: Arc<Metrics>,
     probe: &Probe,
     signal: Signal,
@@ -183,7 +184,7 @@ async fn lead(
         () = signal.clone() => return Ok(()),
         () = elector.acquire() => {}
     }
-    let controller = reconcile(client, namespace, metrics, probe, signal);
+    let controller = reconcile(client, scope, metrics, probe, signal);
     let lost = tokio::select! {
         () = controller => None,
         lost = elector.keep() => Some(lost),
