@@ -128,6 +128,11 @@ fn scenarios() -> Vec<Scenario> {
             true,
             scenarios::traffic::stateful_set
         ),
+        scenario!(
+            "27_forged_records_change_nothing",
+            true,
+            scenarios::trust::run
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

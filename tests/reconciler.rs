@@ -5,6 +5,7 @@
 use bellows::api::{SchemaRollout, Step};
 use bellows::controller::cache::{self, Caches, Synced};
 use bellows::controller::index::Index;
+use bellows::controller::seal::Seal;
 use bellows::controller::{Context, reconcile};
 use bellows::planner::step;
 use bellows::telemetry::metrics::Metrics;
@@ -190,13 +191,15 @@ async fn expect_round(
 async fn starts_expand(h: &mut ApiHandle) {
     rereads_rollout(h, rollout()).await;
     ledger_write(h, "expand", "claimed").await;
-    expect(
+    let (_, job) = expect(
         h,
         Method::POST,
         "/apis/batch/v1/namespaces/shop/jobs?",
         (StatusCode::CREATED, json!({})),
     )
     .await;
+    let job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(job).unwrap();
+    assert!(seal().verifies(&job, "uid-1"), "the Job is sealed");
     ledger_write(h, "expand", "started").await;
     expect(
         h,
@@ -279,7 +282,7 @@ async fn run_with(
     let verifier = script(handle);
     let client = kube::Client::new(service, "default");
     let metrics = Arc::new(Metrics::new());
-    let mut ctx = Context::new(client, metrics.clone(), "bellows-system");
+    let mut ctx = Context::new(client, metrics.clone(), "bellows-system").with_seal(seal());
     if let Some(caches) = caches {
         ctx = ctx.with_caches(caches);
     }
@@ -351,7 +354,8 @@ async fn creates_the_expand_job_then_writes_status_then_publishes_an_event() {
 }
 
 #[tokio::test]
-async fn an_existing_job_counts_as_created() {
+async fn an_existing_job_bellows_sealed_counts_as_created() {
+    // A retry after a crash or a lost answer: the Job is bellows' own.
     let (result, _) = run(|mut h| {
         tokio::spawn(async move {
             observe_fresh_rollout(&mut h).await;
@@ -359,6 +363,8 @@ async fn an_existing_job_counts_as_created() {
             rereads_rollout(&mut h, rollout()).await;
             ledger_write(&mut h, "expand", "claimed").await;
             expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (StatusCode::CONFLICT, conflict)).await;
+            let own = ok(running_job(&expand_job_name()));
+            expect(&mut h, Method::GET, "/apis/batch/v1/namespaces/shop/jobs/users-expand-", own).await;
             ledger_write(&mut h, "expand", "started").await;
             let (_, status) = expect(&mut h, Method::PATCH, "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?", ok(serde_json::to_value(rollout()).unwrap())).await;
             assert_eq!(status["status"]["phase"], "Expanding");
@@ -424,6 +430,100 @@ async fn a_job_the_api_server_refuses_stalls_the_rollout_with_its_message() {
             "{result:?}"
         );
     }
+}
+
+/// The expand Job's name for `rollout()`.
+fn expand_job_name() -> String {
+    let r = rollout();
+    step::job_name("users", Step::Expand, &step::digest(&r.spec.expand))
+}
+
+/// Expects the status to say expand stalled with `JobNameTaken`, and its
+/// event.
+async fn stalls_name_taken(h: &mut ApiHandle) {
+    let (_, patch) = expect(
+        h,
+        Method::PATCH,
+        "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?",
+        ok(serde_json::to_value(rollout()).unwrap()),
+    )
+    .await;
+    let stalled = condition(&patch, "Stalled");
+    assert_eq!(
+        (stalled["status"].as_str(), stalled["reason"].as_str()),
+        (Some("True"), Some("JobNameTaken"))
+    );
+    let text = stalled["message"].as_str().unwrap();
+    assert!(
+        text.contains(&expand_job_name()) && text.contains("without the seal"),
+        "{text}"
+    );
+    assert!(
+        patch["status"]["steps"]
+            .as_array()
+            .is_none_or(|s| s.is_empty()),
+        "no step recorded: {patch}"
+    );
+    let event = expect_event(h).await;
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("JobNameTaken"))
+    );
+}
+
+#[tokio::test]
+async fn a_succeeded_job_bellows_did_not_create_is_never_taken_for_the_phase() {
+    // Someone who may create Jobs in the namespace made one under the
+    // expand Job's name, with the rollout's uid label, and it succeeded.
+    // Before: expand was recorded as done without running.
+    let done = json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
+    let (result, _) = run(|mut h| {
+        tokio::spawn(async move {
+            observe_live(
+                &mut h,
+                ok(unsealed_job(&expand_job_name(), done)),
+                not_found(),
+            )
+            .await;
+            // No claim, no Job, no ledger record: the stall comes next.
+            stalls_name_taken(&mut h).await;
+        })
+    })
+    .await;
+    assert!(
+        matches!(&result, Ok(a) if *a == Action::requeue(Duration::from_secs(30))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_create_that_meets_a_job_bellows_did_not_create_stalls_and_keeps_nothing() {
+    // The Job appears between the read and the create: the create meets
+    // it (409). Before: taken for the phase's own Job.
+    let (result, _) = run(|mut h| {
+        tokio::spawn(async move {
+            observe_fresh_rollout(&mut h).await;
+            rereads_rollout(&mut h, rollout()).await;
+            ledger_write(&mut h, "expand", "claimed").await;
+            let exists = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409, "reason": "AlreadyExists", "message": "jobs.batch already exists"});
+            expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/shop/jobs?", (StatusCode::CONFLICT, exists)).await;
+            let (uri, _) = expect(
+                &mut h,
+                Method::GET,
+                "/apis/batch/v1/namespaces/shop/jobs/users-expand-",
+                ok(unsealed_job(&expand_job_name(), json!({"active": 1}))),
+            )
+            .await;
+            assert!(uri.contains(&expand_job_name()), "{uri}");
+            // No `started` record: the claim stays a claim.
+            stalls_name_taken(&mut h).await;
+        })
+    })
+    .await;
+    assert!(
+        matches!(&result, Ok(a) if *a == Action::requeue(Duration::from_secs(30))),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -527,11 +627,26 @@ fn expanding(gate: bool) -> (SchemaRollout, String) {
     (r, job_name)
 }
 
+/// The seal the reconciler under test puts on its Jobs.
+fn seal() -> Seal {
+    Seal::new(&[9; 32])
+}
+
+/// The running Job `name` bellows created for the rollout.
 fn running_job(name: &str) -> Value {
+    let mut job = unsealed_job(name, json!({"active": 1}));
+    job["metadata"]["annotations"] =
+        json!({"bellows.dev/seal": seal().sign("shop", name, "uid-1")});
+    job
+}
+
+/// A Job `name` with `status`, labelled as the rollout's, without a seal:
+/// what anyone who may create Jobs in the namespace can make.
+fn unsealed_job(name: &str, status: Value) -> Value {
     json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": "shop", "labels": {"bellows.dev/rollout-uid": "uid-1"}},
-        "status": {"active": 1}
+        "status": status
     })
 }
 

@@ -92,7 +92,7 @@ pub struct App<'a> {
 }
 
 impl Ns {
-    fn api<K>(&self) -> Api<K>
+    pub fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {

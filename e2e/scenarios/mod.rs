@@ -20,6 +20,7 @@ pub mod rollback;
 pub mod sql_analysis;
 pub mod terminating;
 pub mod traffic;
+pub mod trust;
 pub mod two_workloads;
 pub mod workload_kinds;
 

@@ -10,6 +10,9 @@ pub const ROLLOUT_UID_LABEL: &str = "bellows.dev/rollout-uid";
 pub const STEP_LABEL: &str = "bellows.dev/phase";
 /// Annotation holding the owning rollout's name.
 pub const ROLLOUT_ANNOTATION: &str = "bellows.dev/rollout";
+/// Annotation holding the seal of a Job bellows created
+/// (`controller::seal`): only a Job whose seal verifies is a phase's Job.
+pub const SEAL_ANNOTATION: &str = "bellows.dev/seal";
 /// Annotation that approves a `Manual` contract; its value must equal
 /// `status.approvalKey` (the object's uid and a digest of what decides
 /// contract) so an approval never carries over to another contract or

@@ -62,6 +62,9 @@ reasons! {
     /// Stall: the API server refused bellows' record of a phase in the
     /// cluster ledger (a quota on ConfigMaps, admission): nothing starts.
     LedgerRejected,
+    /// Stall: a Job bellows did not create (no valid seal) holds the
+    /// phase Job's name: nothing starts until it is gone.
+    JobNameTaken,
     /// Stall: a Job was deleted before it finished.
     JobDeleted,
     /// Stall: the spec breaks a rule the schema could not state.
@@ -195,6 +198,7 @@ mod tests {
                 "WorkloadsLeftPaused",
                 "JobRejected",
                 "LedgerRejected",
+                "JobNameTaken",
                 "JobDeleted",
                 "InvalidSpec",
                 "UnsafeExpand",

@@ -115,12 +115,20 @@ pub const CONTROLLER: &[Access] = &[
 
 /// What the controller needs in its own namespace (`--operator-namespace`),
 /// where namespace editors cannot write.
-pub const OPERATOR_NAMESPACE: &[Access] = &[Access {
-    group: "",
-    resource: "configmaps",
-    verbs: &["create", "get", "patch"],
-    why: "the cluster ledger of rollouts without a database (controller::cluster_ledger)",
-}];
+pub const OPERATOR_NAMESPACE: &[Access] = &[
+    Access {
+        group: "",
+        resource: "configmaps",
+        verbs: &["create", "get", "patch"],
+        why: "the cluster ledger of rollouts without a database (controller::cluster_ledger)",
+    },
+    Access {
+        group: "",
+        resource: "secrets",
+        verbs: &["create", "get"],
+        why: "the key of the seal on phase Jobs, made on first use (controller::seal)",
+    },
+];
 
 /// What leader election needs in the Lease's namespace (`leader::Elector`).
 pub const LEADER_ELECTION: &[Access] = &[Access {

@@ -3,6 +3,7 @@
 //! rollout and started afresh when a rollout of that name is re-created.
 
 use super::cache::Caches;
+use super::seal::Seal;
 use crate::api::{SchemaRollout, SchemaRolloutStatus};
 use crate::planner::CheckResult;
 use crate::planner::writes::{self, StatusWrite};
@@ -33,6 +34,8 @@ pub struct Context {
     /// The operator's own namespace: the cluster ledger lives there, out of
     /// reach of the editors of the namespaces it reconciles.
     pub operator_namespace: String,
+    /// The seal of phase Jobs, its key read (or made) on first use.
+    seal: tokio::sync::OnceCell<Seal>,
     /// The Argo Rollouts API, once the server was seen serving it.
     pub argo_rollouts: tokio::sync::OnceCell<kube::api::ApiResource>,
     /// What this process remembers of each rollout.
@@ -75,6 +78,7 @@ impl Context {
             caches: None,
             cron_jobs: Default::default(),
             operator_namespace: operator_namespace.to_owned(),
+            seal: Default::default(),
             argo_rollouts: Default::default(),
             memories: Mutex::default(),
         }
@@ -83,6 +87,19 @@ impl Context {
     /// The cluster ledger's ConfigMaps (`cluster_ledger`).
     pub fn ledger_home(&self) -> kube::Api<k8s_openapi::api::core::v1::ConfigMap> {
         kube::Api::namespaced(self.client.clone(), &self.operator_namespace)
+    }
+
+    /// The seal of phase Jobs (`controller::seal`), its key read from the
+    /// operator's namespace, or made there, on first use.
+    pub async fn seal(&self) -> Result<&Seal, super::Error> {
+        let secrets = kube::Api::namespaced(self.client.clone(), &self.operator_namespace);
+        Ok(self.seal.get_or_try_init(|| Seal::load(&secrets)).await?)
+    }
+
+    /// Phase Jobs are sealed with `seal` (its key known already).
+    pub fn with_seal(self, seal: Seal) -> Self {
+        let _ = self.seal.set(seal);
+        self
     }
 
     /// Reconciles read the watch caches once they synced.

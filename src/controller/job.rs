@@ -1,7 +1,10 @@
 //! Builds the Job of a phase from the user's JobSpec. Pure: no client.
 
+use super::seal::Seal;
 use crate::api::SchemaRollout;
-use crate::api::keys::{MANAGED_BY, ROLLOUT_ANNOTATION, ROLLOUT_UID_LABEL, STEP_LABEL};
+use crate::api::keys::{
+    MANAGED_BY, ROLLOUT_ANNOTATION, ROLLOUT_UID_LABEL, SEAL_ANNOTATION, STEP_LABEL,
+};
 use crate::planner::PhaseRun;
 use crate::planner::step::job_spec;
 use k8s_openapi::api::batch::v1::Job;
@@ -10,7 +13,7 @@ use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 
 /// The Job of `run` (named `run.job`, with `run.timeout` as its default
-/// deadline), owned by `rollout`.
+/// deadline), owned by `rollout` and sealed with `seal`.
 ///
 /// Defaults that make a migration safe: no retries (`backoffLimit: 0`;
 /// validation refuses others), a deadline of at most the phase's timeout
@@ -19,7 +22,7 @@ use std::collections::BTreeMap;
 /// Never`, no ServiceAccount token mounted unless the spec sets
 /// `automountServiceAccountToken`, and never `ttlSecondsAfterFinished` (the
 /// finished Job is the record of what ran).
-pub fn build(rollout: &SchemaRollout, run: &PhaseRun) -> Option<Job> {
+pub fn build(rollout: &SchemaRollout, run: &PhaseRun, seal: &Seal) -> Option<Job> {
     let step = run.key.step;
     let name = run.job.as_deref()?;
     let mut spec = job_spec(&rollout.spec, step)?.clone();
@@ -36,23 +39,26 @@ pub fn build(rollout: &SchemaRollout, run: &PhaseRun) -> Option<Job> {
         // token in its pod unless its spec asks for one.
         pod.automount_service_account_token.get_or_insert(false);
     }
+    let uid = rollout.uid().unwrap_or_default();
+    let namespace = rollout.namespace().unwrap_or_default();
+    let annotations = BTreeMap::from([
+        (ROLLOUT_ANNOTATION.to_owned(), rollout.name_any()),
+        (
+            SEAL_ANNOTATION.to_owned(),
+            seal.sign(&namespace, name, &uid),
+        ),
+    ]);
     let labels = BTreeMap::from([
         (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
-        (
-            ROLLOUT_UID_LABEL.to_owned(),
-            rollout.uid().unwrap_or_default(),
-        ),
+        (ROLLOUT_UID_LABEL.to_owned(), uid),
         (STEP_LABEL.to_owned(), step.as_str().to_owned()),
     ]);
     Some(Job {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
-            namespace: rollout.namespace(),
+            namespace: Some(namespace),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(
-                ROLLOUT_ANNOTATION.to_owned(),
-                rollout.name_any(),
-            )])),
+            annotations: Some(annotations),
             owner_references: rollout.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
@@ -69,7 +75,11 @@ mod tests {
 
     /// The Job of `step`'s run for `r`, if it has that phase.
     fn built(r: &SchemaRollout, step: Step) -> Option<Job> {
-        crate::planner::phase_run(r, step).and_then(|run| build(r, &run))
+        crate::planner::phase_run(r, step).and_then(|run| build(r, &run, &seal()))
+    }
+
+    fn seal() -> Seal {
+        Seal::new(&[3; 32])
     }
 
     fn rollout(timeouts: serde_json::Value, expand_job: serde_json::Value) -> SchemaRollout {
@@ -125,6 +135,7 @@ mod tests {
             Some("contract")
         );
         assert_eq!(job.namespace().as_deref(), Some("shop"));
+        assert!(seal().verifies(&job, "uid-1"), "sealed for its rollout");
     }
 
     #[test]

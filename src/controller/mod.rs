@@ -15,6 +15,7 @@ mod kinds;
 pub mod observe;
 mod reconcile;
 mod records;
+pub mod seal;
 pub mod slim;
 mod watch;
 
@@ -63,6 +64,17 @@ pub enum Error {
     /// An inline SQL phase or ledger write without `spec.database`.
     #[error("spec.database is not set")]
     NoDatabase,
+    /// The phase Job's key could not be had (`seal`).
+    #[error(transparent)]
+    Seal(#[from] seal::SealError),
+    /// A Job bellows did not create holds the phase Job's name.
+    #[error("the {} Job's name is taken: {message}", step.as_str())]
+    JobNameTaken {
+        /// The phase.
+        step: crate::api::Step,
+        /// Which Job, and what to do.
+        message: String,
+    },
     /// The API server refused to create a phase's Job (not a transient
     /// error: a forbidden, invalid or over-quota spec).
     #[error("the {} Job was refused: {message}", step.as_str())]
@@ -82,6 +94,7 @@ impl Error {
         let (step, what, message) = match self {
             Self::JobRejected { step, message } => (step, Refused::Job, message),
             Self::LedgerRejected { step, message } => (step, Refused::Ledger, message),
+            Self::JobNameTaken { step, message } => (step, Refused::NameTaken, message),
             _ => return None,
         };
         Some(Rejected {
@@ -102,6 +115,8 @@ impl Error {
             Self::NoDatabase => "no_database",
             Self::JobRejected { .. } => "job_rejected",
             Self::LedgerRejected { .. } => "ledger_rejected",
+            Self::Seal(_) => "seal",
+            Self::JobNameTaken { .. } => "job_name_taken",
         }
     }
 }

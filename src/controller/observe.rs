@@ -7,12 +7,11 @@
 use super::cache::Caches;
 use super::{Context, Error};
 use super::{cluster_ledger, kinds};
-use crate::api::keys;
 use crate::api::{SchemaRollout, Step, WorkloadKind};
 use crate::db::{DbError, LedgerState, Target};
 use crate::planner::step::{JobObservation, Reference, observe_job};
 use crate::planner::workload::deployment;
-use crate::planner::{self, CheckProblem, CheckResult, Observed};
+use crate::planner::{self, CheckProblem, CheckResult, Observed, Refused, Rejected};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -166,7 +165,7 @@ pub async fn observe(
     let jobs = futures::future::try_join_all(
         job_names
             .iter()
-            .map(|(s, name)| observe_phase_job(client, source, rollout, &ns, *s, name)),
+            .map(|(s, name)| observe_phase_job(ctx, source, rollout, &ns, *s, name)),
     );
     let missing = futures::future::try_join_all(
         references
@@ -204,15 +203,31 @@ pub async fn observe(
     // pods follow their Deployment).
     let (workloads, jobs, missing, ledger, database) =
         futures::join!(workloads, jobs, missing, cluster, database);
+    let mut foreign = None;
+    let mut observed_jobs = BTreeMap::new();
+    for (s, found) in jobs?.into_iter().flatten() {
+        match found {
+            Ok(job) => {
+                observed_jobs.insert(s, job);
+            }
+            Err(message) => {
+                foreign.get_or_insert(Rejected {
+                    step: s,
+                    what: Refused::NameTaken,
+                    message,
+                });
+            }
+        }
+    }
     let mut observed = Observed {
         workloads: workloads?,
-        jobs: jobs?.into_iter().flatten().collect(),
+        jobs: observed_jobs,
         missing: missing?.into_iter().flatten().collect(),
         ledger: ledger?,
         checks: None,
         database_error: None,
         lock_holder: None,
-        rejected: None,
+        rejected: foreign,
         now,
     };
     match database {
@@ -228,15 +243,19 @@ pub async fn observe(
 }
 
 /// The Job of phase `s` under its deterministic `name`, as the planner sees
-/// it, or `None` when there is none.
+/// it, or `None` when there is none. Only a Job bellows sealed for this
+/// rollout (`seal`) counts: another one under the name is `Err` with what
+/// to do, or, where status records the phase's Job under that name (it
+/// was replaced, or made by a release before seals), a failed phase.
 async fn observe_phase_job(
-    client: &Client,
+    ctx: &Context,
     source: Source<'_>,
     rollout: &SchemaRollout,
     ns: &str,
     s: Step,
     name: &str,
-) -> Result<Option<(Step, JobObservation)>, Error> {
+) -> Result<Option<(Step, Result<JobObservation, String>)>, Error> {
+    let client = &ctx.client;
     let mut job = source.get(client, |c| &c.jobs, ns, name).await?;
     // A Job this rollout recorded but the cache does not hold yet (its
     // watch lags) must not look deleted: ask the API server.
@@ -248,18 +267,27 @@ async fn observe_phase_job(
     if job.is_none() && recorded && matches!(source, Source::Cached(_)) {
         job = Source::Live.get(client, |c| &c.jobs, ns, name).await?;
     }
-    Ok(job.map(|job| {
-        // Only a Job this rollout created counts as its phase.
-        let ours = job.labels().get(keys::ROLLOUT_UID_LABEL) == rollout.uid().as_ref();
-        let observation = if ours {
-            observe_job(&job)
-        } else {
-            JobObservation::Failed(format!(
-                "Job {name} exists but belongs to another SchemaRollout"
-            ))
-        };
-        (s, observation)
-    }))
+    let Some(job) = job else {
+        return Ok(None);
+    };
+    let uid = rollout.uid().unwrap_or_default();
+    let observation = if ctx.seal().await?.verifies(&job, &uid) {
+        Ok(observe_job(&job))
+    } else if recorded {
+        Ok(JobObservation::Failed(format!(
+            "Job {name} carries no seal bellows made for this rollout: it was replaced by someone else, or created by a bellows release before Job seals; bellows does not take it for the phase"
+        )))
+    } else {
+        Err(foreign(name))
+    };
+    Ok(Some((s, observation)))
+}
+
+/// What to say of the Job `name` that bellows did not create.
+pub(super) fn foreign(name: &str) -> String {
+    format!(
+        "Job {name} exists without the seal bellows puts on the Jobs it creates; delete it, and bellows creates its own"
+    )
 }
 
 /// What the rollout's database says: the ledger of every phase, the lock

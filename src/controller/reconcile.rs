@@ -246,7 +246,8 @@ fn starts_phase(action: &PlanAction) -> bool {
 }
 
 /// Carries out one side effect. Creating a Job that already exists counts as
-/// success: the name is deterministic, so it is the same Job.
+/// success if bellows sealed it: the name is deterministic, so it is the
+/// same Job.
 async fn apply(
     ctx: &Context,
     rollout: &SchemaRollout,
@@ -263,7 +264,9 @@ async fn apply(
     };
     match action {
         PlanAction::CreateJob(run) => {
-            let (Some(job_name), Some(manifest)) = (&run.job, job::build(rollout, run)) else {
+            let seal = ctx.seal().await?;
+            let (Some(job_name), Some(manifest)) = (&run.job, job::build(rollout, run, seal))
+            else {
                 return Ok(());
             };
             let step = run.key.step;
@@ -280,7 +283,19 @@ async fn apply(
                 Ok(_) => {
                     tracing::info!(rollout = %name, namespace = %ns, job = %job_name, step = step.as_str(), "created Job")
                 }
+                // The same Job if bellows sealed it (a retry after a crash
+                // or a lost answer); never a Job someone else created.
                 Err(kube::Error::Api(e)) if e.code == 409 => {
+                    let existing = jobs.get_opt(job_name).await.map_err(Error::Kube)?;
+                    let uid = rollout.uid().unwrap_or_default();
+                    if !existing.is_some_and(|j| seal.verifies(&j, &uid)) {
+                        tracing::warn!(rollout = %name, namespace = %ns, job = %job_name, "a Job bellows did not create holds the name");
+                        ledger.release(run).await?;
+                        return Err(Error::JobNameTaken {
+                            step,
+                            message: observe::foreign(job_name),
+                        });
+                    }
                     tracing::info!(rollout = %name, namespace = %ns, job = %job_name, "Job already exists")
                 }
                 // Refused for what it is or who asks (RBAC, an invalid spec,

@@ -363,17 +363,20 @@ impl<'a> Planner<'a> {
         let phase = step::phase_spec(&self.rollout.spec, step).expect("started steps exist");
         if let Some(r) = self.observed.rejected.as_ref().filter(|r| r.step == step) {
             let (reason, what) = match r.what {
-                Refused::Job => (Reason::JobRejected, "create the"),
-                Refused::Ledger => (Reason::LedgerRejected, "record in the cluster ledger the"),
+                Refused::Job => (Reason::JobRejected, "the API server refused to create the"),
+                Refused::Ledger => (
+                    Reason::LedgerRejected,
+                    "the API server refused to record in the cluster ledger the",
+                ),
+                Refused::NameTaken => (
+                    Reason::JobNameTaken,
+                    "a Job bellows did not create holds the name of the",
+                ),
             };
             let mut d = Decision::stalled(
                 waiting,
                 reason,
-                format!(
-                    "the API server refused to {what} {} Job: {}",
-                    step.as_str(),
-                    r.message
-                ),
+                format!("{what} {} Job: {}", step.as_str(), r.message),
             );
             d.requeue_after = Some(RETRY_REJECTED);
             return d;

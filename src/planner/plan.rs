@@ -100,6 +100,9 @@ pub enum Refused {
     /// bellows could not tell later that the phase ran, so it starts
     /// nothing.
     Ledger,
+    /// The phase's Job name, held by a Job bellows did not create (no
+    /// valid seal): bellows never takes it for the phase's Job.
+    NameTaken,
 }
 
 /// One run of a phase for the rollout's current spec: everything applying

@@ -1850,7 +1850,7 @@ fn i5_the_gate_holds_every_holdable_kind_under_its_own_key() {
 }
 
 #[test]
-fn i6_a_refused_job_or_ledger_record_stalls_the_phase_with_its_own_reason() {
+fn i6_a_refused_job_or_ledger_record_or_a_taken_name_stalls_the_phase_with_its_own_reason() {
     for (what, reason, says) in [
         (
             crate::planner::Refused::Job,
@@ -1861,6 +1861,11 @@ fn i6_a_refused_job_or_ledger_record_stalls_the_phase_with_its_own_reason() {
             crate::planner::Refused::Ledger,
             "LedgerRejected",
             "record in the cluster ledger the expand Job",
+        ),
+        (
+            crate::planner::Refused::NameTaken,
+            "JobNameTaken",
+            "a Job bellows did not create holds the name of the expand Job",
         ),
     ] {
         let r = rollout(spec(json!({})));
