@@ -59,6 +59,11 @@ struct RunArgs {
     /// editors of the namespaces it reconciles cannot write.
     #[arg(long, env = "POD_NAMESPACE")]
     operator_namespace: String,
+    /// How long the cluster ledger keeps the records of a deleted
+    /// SchemaRollout (counted from when bellows first finds it gone): a
+    /// rollout re-created within it skips the Job phases that already ran.
+    #[arg(long, env = "BELLOWS_LEDGER_RETENTION", default_value = "720h", value_parser = retention)]
+    ledger_retention: Duration,
     /// Reconcile only while holding the leader Lease (for several replicas).
     #[arg(long, env = "BELLOWS_LEADER_ELECT")]
     leader_elect: bool,
@@ -91,6 +96,7 @@ impl RunArgs {
             scope: Scope {
                 watch: self.watch_namespace,
                 operator: self.operator_namespace,
+                ledger_retention: self.ledger_retention,
             },
             leader_election,
         }
@@ -101,6 +107,14 @@ fn lease_duration(s: &str) -> Result<Duration, String> {
     match parse_duration(s) {
         Ok(d) if d >= Duration::from_secs(3) => Ok(d),
         Ok(_) => Err("must be at least 3s".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn retention(s: &str) -> Result<Duration, String> {
+    match parse_duration(s) {
+        Ok(d) if d >= Duration::from_secs(3600) => Ok(d),
+        Ok(_) => Err("must be at least 1h".into()),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -190,6 +190,11 @@ fn chart_lints_strictly_and_its_schema_rejects_unknown_keys() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("'tagg' not allowed"), "{stderr}");
     assert!(out.stdout.is_empty());
+    // A retention the operator could not parse is refused at install.
+    let out = chart_sh(&["render", "--set", "ledgerRetention=30d"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ledgerRetention"), "{stderr}");
 }
 
 #[test]
@@ -237,6 +242,7 @@ fn operator_pods_are_hardened_probed_and_leader_elected() {
         "--lease-name=bellows-leader",
         &format!("--lease-namespace={NAMESPACE}"),
         &format!("--operator-namespace={NAMESPACE}"),
+        "--ledger-retention=720h",
     ] {
         assert!(a.contains(&flag), "{flag} missing from {a:?}");
     }

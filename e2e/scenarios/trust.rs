@@ -6,12 +6,17 @@
 //! deterministic name, labelled and owned like bellows' own and already
 //! succeeded, is never taken for expand: the rollout stalls
 //! `JobNameTaken` and runs nothing until the Job is deleted, then creates
-//! its own sealed Job and runs expand once.
+//! its own sealed Job and runs expand once. Last, one prune pass of the
+//! cluster ledger (the operator's, called here with a home of the
+//! scenario's own) against the real API server: the record of a rollout
+//! gone longer than the retention is deleted, that of a newly gone one
+//! marked, that of a re-created one unmarked, the rest left alone.
 
 use super::STEP;
 use crate::harness::{Env, Ns, psql_job, recording_sql, workload};
 use bellows::api::RolloutPhase::*;
 use bellows::api::{SchemaRolloutSpec, Step};
+use bellows::controller::cluster_ledger;
 use bellows::planner::step;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -148,7 +153,63 @@ async fn pre_created_job(env: &Env) {
     assert_eq!(ns.runs_of("contract"), 1);
 }
 
+async fn retention(env: &Env) {
+    let ns = env.namespace("trust-retention").await;
+    ns.create_rollout("alive", spec()).await.unwrap();
+    let record = |rollout: &str, gone_since: Option<&str>| {
+        let mut cm = json!({
+            "metadata": {"name": format!("bellows-ledger.{}.{rollout}-expand-x", ns.name),
+                         "labels": {"app.kubernetes.io/managed-by": "bellows", "bellows.dev/phase": "expand"}},
+            "data": {"state": "succeeded", "namespace": ns.name, "rollout": rollout, "step": "expand",
+                     "digest": "x", "at": "2026-01-01T00:00:00Z"},
+        });
+        if let Some(since) = gone_since {
+            cm["metadata"]["annotations"] = json!({cluster_ledger::GONE_SINCE: since});
+        }
+        cm
+    };
+    let long_ago = "2026-01-01T00:00:00Z";
+    for cm in [
+        record("alive", Some(long_ago)),
+        record("gone-long", Some(long_ago)),
+        record("gone-now", None),
+        json!({"metadata": {"name": "bellows-ledger.unreadable",
+                            "labels": {"app.kubernetes.io/managed-by": "bellows", "bellows.dev/phase": "expand"}}}),
+    ] {
+        let cm: ConfigMap = serde_json::from_value(cm).unwrap();
+        ns.api::<ConfigMap>()
+            .create(&PostParams::default(), &cm)
+            .await
+            .unwrap();
+    }
+    let home: Api<ConfigMap> = ns.api();
+    let hour = std::time::Duration::from_secs(3600);
+    let deleted = cluster_ledger::prune(&ns.client, &home, Some(&ns.name), hour)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let since = |rollout: &str| {
+        let home = home.clone();
+        let name = format!("bellows-ledger.{}.{rollout}-expand-x", ns.name);
+        async move {
+            let cm = home.get_opt(&name).await.unwrap()?;
+            Some(cm.annotations().get(cluster_ledger::GONE_SINCE).cloned())
+        }
+    };
+    assert_eq!(since("gone-long").await, None, "not deleted");
+    assert_eq!(since("alive").await, Some(None), "still marked");
+    let marked = since("gone-now").await.expect("kept").expect("marked");
+    assert!(marked.parse::<jiff::Timestamp>().is_ok(), "{marked}");
+    assert!(
+        home.get_opt("bellows-ledger.unreadable")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
 pub async fn run(env: Arc<Env>) {
     forged_records(&env).await;
     pre_created_job(&env).await;
+    retention(&env).await;
 }

@@ -119,8 +119,8 @@ pub const OPERATOR_NAMESPACE: &[Access] = &[
     Access {
         group: "",
         resource: "configmaps",
-        verbs: &["create", "get", "patch"],
-        why: "the cluster ledger of rollouts without a database (controller::cluster_ledger)",
+        verbs: &["create", "delete", "get", "list", "patch"],
+        why: "the cluster ledger of rollouts without a database, pruned of deleted rollouts' records (controller::cluster_ledger)",
     },
     Access {
         group: "",

@@ -18,25 +18,36 @@
 //! again on purpose, change its spec (a new digest) or have a cluster
 //! admin delete its record.
 //!
+//! Retention: a record whose rollout is gone is marked with the time
+//! bellows first found it gone ([`GONE_SINCE`]) and deleted once that is
+//! longer ago than `--ledger-retention` (30 days by default); a rollout
+//! of that name re-created meanwhile takes the mark away. So a rollout
+//! deleted and applied again within the retention skips what already ran.
+//!
 //! Earlier releases kept these records in the rollout's own namespace
 //! (`bellows-ledger-<Job>` and one shared `bellows-ledger`); anyone who
 //! can write ConfigMaps there could forge them, so they are not read.
 
-use crate::api::Step;
 use crate::api::keys;
+use crate::api::{SchemaRollout, Step};
 use crate::db::LedgerState;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The record of the phase Job `job` of namespace `namespace`. A
 /// namespace name holds no dot, so the first dot after the prefix ends it.
 pub fn name(namespace: &str, job: &str) -> String {
     format!("bellows-ledger.{namespace}.{job}")
 }
+
+/// Annotation on a record: when bellows first found its rollout gone.
+pub const GONE_SINCE: &str = "bellows.dev/rollout-gone-since";
 
 /// One phase run, as stored under its Job's name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +174,102 @@ pub async fn write(home: &Api<ConfigMap>, job: &str, entry: &Entry) -> Result<()
     .map(drop)
 }
 
+/// What a prune pass does with one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tend {
+    /// Nothing.
+    Keep,
+    /// Its rollout is gone: mark since when.
+    MarkGone,
+    /// Its rollout is back: take the mark away.
+    Unmark,
+    /// Its rollout has been gone longer than the retention.
+    Delete,
+}
+
+/// What to do with a record marked gone since `gone_since` (if marked)
+/// whose rollout exists or not, at `now`, keeping records of a gone
+/// rollout for `retention`. A mark bellows cannot read counts as made now.
+pub fn tend(gone_since: Option<&str>, exists: bool, now: Timestamp, retention: Duration) -> Tend {
+    match (gone_since, exists) {
+        (None, true) => Tend::Keep,
+        (Some(_), true) => Tend::Unmark,
+        (None, false) => Tend::MarkGone,
+        (Some(since), false) => {
+            let Ok(since) = since.parse::<Timestamp>() else {
+                return Tend::MarkGone;
+            };
+            let gone = now.duration_since(since);
+            let retention =
+                jiff::SignedDuration::try_from(retention).unwrap_or(jiff::SignedDuration::MAX);
+            if gone > retention {
+                Tend::Delete
+            } else {
+                Tend::Keep
+            }
+        }
+    }
+}
+
+/// One prune pass over the records in `home` of rollouts in `watch` (every
+/// namespace when `None`): each record's rollout is read live; a record
+/// bellows cannot read, or whose rollout cannot be read, is left alone.
+/// Returns how many records it deleted.
+pub async fn prune(
+    client: &Client,
+    home: &Api<ConfigMap>,
+    watch: Option<&str>,
+    retention: Duration,
+) -> Result<usize, kube::Error> {
+    let selector = format!(
+        "{}={},{}",
+        keys::MANAGED_BY.0,
+        keys::MANAGED_BY.1,
+        keys::STEP_LABEL
+    );
+    let records = home.list(&ListParams::default().labels(&selector)).await?;
+    let mut deleted = 0;
+    for cm in records {
+        let Some((namespace, rollout)) = owner(&cm) else {
+            continue;
+        };
+        if watch.is_some_and(|w| w != namespace) {
+            continue;
+        }
+        let rollouts: Api<SchemaRollout> = Api::namespaced(client.clone(), &namespace);
+        let exists = match rollouts.get_opt(&rollout).await {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                tracing::warn!(record = %cm.name_any(), error = %e, "cannot tell whether the record's rollout exists; kept");
+                continue;
+            }
+        };
+        let name = cm.name_any();
+        let since = cm.annotations().get(GONE_SINCE).map(String::as_str);
+        let mark = match tend(since, exists, Timestamp::now(), retention) {
+            Tend::Keep => continue,
+            Tend::MarkGone => json!(Timestamp::now().to_string()),
+            Tend::Unmark => serde_json::Value::Null,
+            Tend::Delete => {
+                home.delete(&name, &DeleteParams::default()).await?;
+                tracing::info!(record = %name, %namespace, %rollout, "pruned the ledger record of a deleted rollout");
+                deleted += 1;
+                continue;
+            }
+        };
+        let patch = json!({"metadata": {"annotations": {GONE_SINCE: mark}}});
+        home.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(deleted)
+}
+
+/// The namespace and rollout a record is about, if bellows can read it.
+fn owner(cm: &ConfigMap) -> Option<(String, String)> {
+    let data = cm.data.as_ref()?;
+    Some((data.get("namespace")?.clone(), data.get("rollout")?.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +345,31 @@ mod tests {
                 }
                 other => panic!("{what}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn records_of_a_rollout_gone_longer_than_the_retention_are_deleted() {
+        let now: Timestamp = "2026-12-31T00:00:00Z".parse().unwrap();
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        let retention = days(30);
+        for (since, exists, want) in [
+            (None, true, Tend::Keep),
+            (None, false, Tend::MarkGone),
+            (Some("2026-12-30T00:00:00Z"), false, Tend::Keep),
+            (Some("2026-12-01T00:00:00Z"), false, Tend::Keep),
+            (Some("2026-11-30T23:59:00Z"), false, Tend::Delete),
+            // Re-created within the retention: the mark goes.
+            (Some("2026-11-01T00:00:00Z"), true, Tend::Unmark),
+            (Some("garbage"), false, Tend::MarkGone),
+            // A mark from a clock ahead of this one: gone for no time yet.
+            (Some("2027-06-01T00:00:00Z"), false, Tend::Keep),
+        ] {
+            assert_eq!(
+                tend(since, exists, now, retention),
+                want,
+                "{since:?} {exists}"
+            );
         }
     }
 }

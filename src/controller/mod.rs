@@ -23,7 +23,7 @@ pub use context::Context;
 pub use reconcile::reconcile;
 pub use watch::run;
 
-/// Where the controller works.
+/// Where the controller works, and how long it keeps its records.
 #[derive(Clone, Debug)]
 pub struct Scope {
     /// Reconcile SchemaRollouts in this namespace only (every namespace
@@ -32,6 +32,8 @@ pub struct Scope {
     /// The operator's own namespace, where what bellows records about
     /// phase runs lives (`cluster_ledger`).
     pub operator: String,
+    /// How long the cluster ledger keeps the records of a deleted rollout.
+    pub ledger_retention: std::time::Duration,
 }
 
 /// Why a reconcile failed.

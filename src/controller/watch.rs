@@ -3,7 +3,7 @@
 //! rollout, their backoff, and the failed-reconcile policy.
 
 use super::cache::{self, Caches, Synced};
-use super::{Context, Error, Scope, changes, index, reconcile, slim};
+use super::{Context, Error, Scope, changes, cluster_ledger, index, reconcile, slim};
 use crate::api::SchemaRollout;
 use crate::api::keys::{MANAGED_BY, TEMPLATE_HASH_LABEL};
 use crate::telemetry::metrics::Metrics;
@@ -162,6 +162,7 @@ pub async fn run(
         }
     });
     let ctx = Arc::new(Context::new(client, metrics, &scope.operator).with_caches(caches));
+    let pruning = tokio::spawn(prune_ledger(ctx.clone(), scope.clone()));
     Controller::for_stream(trigger, store)
         .trigger_backoff(WatchBackoff::default())
         // A cache that lists again may have lost deletions in the gap:
@@ -193,7 +194,33 @@ pub async fn run(
         })
         .await;
     ready.abort();
+    pruning.abort();
     tracing::info!("controller stopped");
+}
+
+/// How often the cluster ledger is pruned (and once at start).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Prunes the cluster ledger of rollouts gone longer than the retention,
+/// at start and every [`PRUNE_EVERY`], for as long as the controller runs.
+async fn prune_ledger(ctx: Arc<Context>, scope: Scope) {
+    loop {
+        let home = ctx.ledger_home();
+        match cluster_ledger::prune(
+            &ctx.client,
+            &home,
+            scope.watch.as_deref(),
+            scope.ledger_retention,
+        )
+        .await
+        {
+            Ok(deleted) => tracing::debug!(deleted, "pruned the cluster ledger"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning the cluster ledger failed; trying again later")
+            }
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
+    }
 }
 
 /// A watch of `api` that fills a cache (its first list counted by
