@@ -133,6 +133,11 @@ fn scenarios() -> Vec<Scenario> {
             true,
             scenarios::trust::run
         ),
+        scenario!(
+            "28_two_namespaces_a_role_in_each",
+            true,
+            scenarios::namespaces::run
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

@@ -51,9 +51,10 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "BELLOWS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Reconcile SchemaRollouts in this namespace only (default: all).
-    #[arg(long, env = "BELLOWS_WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Reconcile SchemaRollouts in these namespaces only, comma-separated
+    /// (default: all).
+    #[arg(long, env = "BELLOWS_WATCH_NAMESPACE", value_delimiter = ',')]
+    watch_namespace: Vec<String>,
     /// The operator's own namespace (in a pod: its own namespace): the
     /// cluster ledger of rollouts without a database lives there, where the
     /// editors of the namespaces it reconciles cannot write.
@@ -152,4 +153,36 @@ fn main() -> ExitCode {
 fn crd_yaml() -> String {
     let yaml = serde_saphyr::to_string(&SchemaRollout::crd()).expect("the CRD serializes");
     format!("---\n{yaml}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<Options, clap::Error> {
+        let argv = ["bellows", "run", "--operator-namespace", "bellows-system"];
+        match Cli::try_parse_from(argv.iter().chain(args))?.command {
+            Command::Run(args) => Ok(args.options()),
+            _ => unreachable!("bellows run"),
+        }
+    }
+
+    #[test]
+    fn run_watches_a_list_of_namespaces_or_all() {
+        let all = run_args(&[]).unwrap();
+        assert!(all.scope.watch.is_empty());
+        assert_eq!(all.scope.operator, "bellows-system");
+        assert_eq!(all.scope.ledger_retention, Duration::from_secs(720 * 3600));
+        let two = run_args(&["--watch-namespace", "shop,billing"]).unwrap();
+        assert_eq!(two.scope.watch, ["shop", "billing"]);
+        let one = run_args(&["--watch-namespace=shop"]).unwrap();
+        assert_eq!(one.scope.watch, ["shop"]);
+    }
+
+    #[test]
+    fn a_retention_under_an_hour_is_refused() {
+        let e = run_args(&["--ledger-retention", "30m"]).err().unwrap();
+        assert!(e.to_string().contains("at least 1h"), "{e}");
+        assert!(run_args(&["--ledger-retention", "48h"]).is_ok());
+    }
 }

@@ -180,6 +180,7 @@ fn chart_lints_strictly_and_its_schema_rejects_unknown_keys() {
         "default values",
         "ci/full-values.yaml",
         "ci/namespaced-values.yaml",
+        "ci/namespaces-values.yaml",
     ] {
         assert!(stdout.contains(&format!("lint {values}: ok")), "{stdout}");
     }
@@ -369,6 +370,47 @@ fn namespaced_mode_has_no_cluster_rbac_and_watches_one_namespace() {
     assert_lease_access(&docs);
     assert_records_access(&docs);
     assert_no_wildcards(&docs);
+}
+
+#[test]
+fn a_list_of_namespaces_gets_a_role_in_each_and_nothing_cluster_wide() {
+    let docs = render_ci("namespaces", &["--set", "watchNamespace=shop"]);
+    assert!(all(&docs, "ClusterRole").is_empty());
+    assert!(all(&docs, "ClusterRoleBinding").is_empty());
+    let controllers: Vec<&Value> = all(&docs, "Role")
+        .into_iter()
+        .filter(|r| r["metadata"]["name"] == "bellows")
+        .collect();
+    let namespaces: Vec<&str> = controllers
+        .iter()
+        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        namespaces,
+        ["shop", "billing"],
+        "watchNamespace already listed"
+    );
+    for role in &controllers {
+        assert_eq!(access(&role["rules"]), controller_access());
+    }
+    let bindings: Vec<&Value> = all(&docs, "RoleBinding")
+        .into_iter()
+        .filter(|b| b["roleRef"]["name"] == "bellows")
+        .collect();
+    assert_eq!(bindings.len(), 2);
+    for b in &bindings {
+        assert_eq!(b["roleRef"]["kind"], "Role");
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "bellows", "namespace": NAMESPACE}])
+        );
+    }
+    assert!(args(&docs).contains(&"--watch-namespace=shop,billing"));
+    assert_lease_access(&docs);
+    assert_records_access(&docs);
+    assert_no_wildcards(&docs);
+    let out = chart_sh(&["render", "--set", "watchNamespaces={Shop}"]);
+    assert_eq!(out.status.code(), Some(1), "an invalid namespace name");
 }
 
 #[test]

@@ -45,17 +45,30 @@ impl Identity {
     /// `kubeconfig`, and writes a kubeconfig for its ServiceAccount into
     /// `dir`.
     pub async fn install(client: &Client, kubeconfig: &Path, dir: &Path) -> Identity {
+        Self::install_release(client, kubeconfig, dir, RELEASE, &[]).await
+    }
+
+    /// The same for a second release `release` in the release namespace,
+    /// rendered with the chart's `values` flags (`--set ...`) added.
+    pub async fn install_release(
+        client: &Client,
+        kubeconfig: &Path,
+        dir: &Path,
+        release: &str,
+        values: &[&str],
+    ) -> Identity {
         let version = client.apiserver_version().await.unwrap();
-        let rendered = dir.join("chart-rendered.yaml");
+        let rendered = dir.join(format!("chart-rendered-{release}.yaml"));
         run(
             "scripts/chart.sh render",
             Command::new("bash")
                 .arg(repo_path("scripts/chart.sh"))
-                .args(["render", "--namespace", NAMESPACE, "--name", RELEASE])
+                .args(["render", "--namespace", NAMESPACE, "--name", release])
                 .args([
                     "--kube-version",
                     version.git_version.trim_start_matches('v'),
                 ])
+                .args(values)
                 .arg("-o")
                 .arg(&rendered),
         );
@@ -63,16 +76,20 @@ impl Identity {
             serde_saphyr::from_multiple(&std::fs::read_to_string(&rendered).unwrap()).unwrap();
         let ns: Namespace =
             serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).unwrap();
-        Api::<Namespace>::all(client.clone())
+        match Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await
-            .unwrap();
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("creating {NAMESPACE}: {e}"),
+        }
 
         let objects: Vec<&Value> = docs
             .iter()
             .filter(|d| IDENTITY_KINDS.iter().any(|k| d["kind"] == *k))
             .collect();
-        let list = dir.join("chart-identity.json");
+        let list = dir.join(format!("chart-identity-{release}.json"));
         std::fs::write(
             &list,
             json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string(),
@@ -99,7 +116,7 @@ impl Identity {
                 ..AuthInfo::default()
             });
         }
-        let operator_kubeconfig = dir.join("kubeconfig-operator");
+        let operator_kubeconfig = dir.join(format!("kubeconfig-{release}"));
         std::fs::write(
             &operator_kubeconfig,
             serde_json::to_string(&config).unwrap(),

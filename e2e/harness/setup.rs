@@ -45,6 +45,10 @@ impl Env {
                     access::LEADER_ELECTION,
                     Some(identity::NAMESPACE.to_owned()),
                 ),
+                (
+                    access::OPERATOR_NAMESPACE,
+                    Some(identity::NAMESPACE.to_owned()),
+                ),
             ],
         });
         let mut operator = Operator::new(&identity, dir);

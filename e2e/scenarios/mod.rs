@@ -13,6 +13,7 @@ pub mod happy_path;
 pub mod inline_sql;
 pub mod kills;
 pub mod leader;
+pub mod namespaces;
 pub mod never_ready;
 pub mod plugin;
 pub mod roll_forward;

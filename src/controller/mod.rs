@@ -26,9 +26,9 @@ pub use watch::run;
 /// Where the controller works, and how long it keeps its records.
 #[derive(Clone, Debug)]
 pub struct Scope {
-    /// Reconcile SchemaRollouts in this namespace only (every namespace
-    /// when `None`).
-    pub watch: Option<String>,
+    /// Reconcile SchemaRollouts in these namespaces only (every namespace
+    /// when empty).
+    pub watch: Vec<String>,
     /// The operator's own namespace, where what bellows records about
     /// phase runs lives (`cluster_ledger`).
     pub operator: String,

@@ -75,17 +75,59 @@ fn deployment_of(pod: &ObjectMeta) -> Option<String> {
 }
 
 /// Runs the controller over `scope` until `shutdown` resolves, then waits
-/// for running reconciles to finish.
-/// `on_ready` is called once the SchemaRollout watch and every cache's
-/// watch have listed everything.
+/// for running reconciles to finish. `on_ready` is called once the
+/// SchemaRollout watch and every cache's watch have listed everything.
+///
+/// Several watched namespaces get a controller each, with watches and
+/// caches of their own (a watch covers one namespace or all), sharing the
+/// client and metrics.
 pub async fn run(
     client: Client,
+    scope: &Scope,
+    metrics: Arc<Metrics>,
+    on_ready: impl FnOnce(Vec<Store<SchemaRollout>>) + Send + 'static,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
+    let namespaces: Vec<Option<&str>> = match scope.watch.as_slice() {
+        [] => vec![None],
+        some => some.iter().map(|n| Some(n.as_str())).collect(),
+    };
+    let (synced, mut stores) = tokio::sync::mpsc::unbounded_channel();
+    let all = namespaces.len();
+    let ready = tokio::spawn(async move {
+        let mut listed = Vec::with_capacity(all);
+        while listed.len() < all {
+            match stores.recv().await {
+                Some(store) => listed.push(store),
+                None => return,
+            }
+        }
+        on_ready(listed);
+    });
+    futures::future::join_all(namespaces.into_iter().map(|namespace| {
+        let synced = synced.clone();
+        run_in(
+            client.clone(),
+            namespace,
+            scope,
+            metrics.clone(),
+            move |store| drop(synced.send(store)),
+            shutdown.clone(),
+        )
+    }))
+    .await;
+    ready.abort();
+}
+
+/// The controller of `namespace` (every namespace when `None`).
+async fn run_in(
+    client: Client,
+    namespace: Option<&str>,
     scope: &Scope,
     metrics: Arc<Metrics>,
     on_ready: impl FnOnce(Store<SchemaRollout>) + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let namespace = scope.watch.as_deref();
     let rollouts: Api<SchemaRollout> = scoped(&client, namespace);
     let jobs: Api<Job> = scoped(&client, namespace);
     let deployments: Api<Deployment> = scoped(&client, namespace);
@@ -162,7 +204,11 @@ pub async fn run(
         }
     });
     let ctx = Arc::new(Context::new(client, metrics, &scope.operator).with_caches(caches));
-    let pruning = tokio::spawn(prune_ledger(ctx.clone(), scope.clone()));
+    let pruning = tokio::spawn(prune_ledger(
+        ctx.clone(),
+        namespace.map(str::to_owned),
+        scope.ledger_retention,
+    ));
     Controller::for_stream(trigger, store)
         .trigger_backoff(WatchBackoff::default())
         // A cache that lists again may have lost deletions in the gap:
@@ -199,21 +245,15 @@ pub async fn run(
 }
 
 /// How often the cluster ledger is pruned (and once at start).
-const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Prunes the cluster ledger of rollouts gone longer than the retention,
-/// at start and every [`PRUNE_EVERY`], for as long as the controller runs.
-async fn prune_ledger(ctx: Arc<Context>, scope: Scope) {
+/// Prunes the cluster ledger's records of rollouts in `namespace` (every
+/// namespace when `None`) gone longer than `retention`, at start and every
+/// [`PRUNE_EVERY`], for as long as the controller runs.
+async fn prune_ledger(ctx: Arc<Context>, namespace: Option<String>, retention: Duration) {
     loop {
         let home = ctx.ledger_home();
-        match cluster_ledger::prune(
-            &ctx.client,
-            &home,
-            scope.watch.as_deref(),
-            scope.ledger_retention,
-        )
-        .await
-        {
+        match cluster_ledger::prune(&ctx.client, &home, namespace.as_deref(), retention).await {
             Ok(deleted) => tracing::debug!(deleted, "pruned the cluster ledger"),
             Err(e) => {
                 tracing::warn!(error = %e, "pruning the cluster ledger failed; trying again later")

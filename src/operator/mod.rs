@@ -104,10 +104,14 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
 /// not held against readiness (the calls themselves will tell).
 async fn missing_permissions(client: &Client, options: &Options) -> Vec<String> {
     let scope = &options.scope;
-    let mut checks = vec![
-        (access::CONTROLLER, scope.watch.as_deref()),
-        (access::OPERATOR_NAMESPACE, Some(scope.operator.as_str())),
-    ];
+    let mut checks = match scope.watch.as_slice() {
+        [] => vec![(access::CONTROLLER, None)],
+        some => some
+            .iter()
+            .map(|n| (access::CONTROLLER, Some(n.as_str())))
+            .collect(),
+    };
+    checks.push((access::OPERATOR_NAMESPACE, Some(scope.operator.as_str())));
     if let Some(election) = &options.leader_election {
         checks.push((access::LEADER_ELECTION, Some(election.namespace.as_str())));
     }
@@ -146,10 +150,10 @@ async fn reconcile(
     let probe = probe.clone();
     let ready = Arc::new(AtomicBool::new(false));
     let flag = ready.clone();
-    let synced = move |store| {
+    let synced = move |stores| {
         tracing::info!("watches synced; ready");
         flag.store(true, Ordering::Release);
-        probe.synced(store);
+        probe.synced(stores);
     };
     let controller = crate::controller::run(client, scope, metrics, synced, signal.clone());
     let deadline = async {

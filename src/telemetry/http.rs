@@ -16,9 +16,10 @@ use std::sync::{Arc, OnceLock};
 #[derive(Clone)]
 pub struct Probe {
     metrics: Arc<Metrics>,
-    /// The controller's cache of SchemaRollouts (for the phase gauge); a
-    /// standby replica has none.
-    store: Arc<OnceLock<Store<SchemaRollout>>>,
+    /// The controller's caches of SchemaRollouts, one per watched
+    /// namespace or one for all (for the phase gauge); a standby replica
+    /// has none.
+    stores: Arc<OnceLock<Vec<Store<SchemaRollout>>>>,
     ready: Arc<AtomicBool>,
     /// Permissions the operator's identity lacks (never ready while any).
     missing: Arc<OnceLock<String>>,
@@ -29,7 +30,7 @@ impl Probe {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             metrics,
-            store: Arc::default(),
+            stores: Arc::default(),
             ready: Arc::default(),
             missing: Arc::default(),
         }
@@ -44,9 +45,9 @@ impl Probe {
     }
 
     /// The controller's watches have synced: ready, with the phase gauge
-    /// read from `store`.
-    pub fn synced(&self, store: Store<SchemaRollout>) {
-        let _ = self.store.set(store);
+    /// read from `stores`.
+    pub fn synced(&self, stores: Vec<Store<SchemaRollout>>) {
+        let _ = self.stores.set(stores);
         self.ready.store(true, Ordering::Relaxed);
     }
 
@@ -68,9 +69,10 @@ pub fn router(probe: Probe) -> Router {
 }
 
 async fn metrics(State(p): State<Probe>) -> impl IntoResponse {
-    if let Some(store) = p.store.get() {
+    if let Some(stores) = p.stores.get() {
+        let rollouts: Vec<_> = stores.iter().flat_map(Store::state).collect();
         p.metrics
-            .count_rollouts(store.state().iter().map(|r| r.as_ref()));
+            .count_rollouts(rollouts.iter().map(|r| r.as_ref()));
     }
     (
         [(

@@ -32,6 +32,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: bellows
 {{- end }}
 
+{{/* The namespaces the operator watches, comma-separated (watchNamespaces plus watchNamespace); empty: every namespace. */}}
+{{- define "bellows.watched" -}}
+{{- $one := ternary (list .Values.watchNamespace) (list) (ne .Values.watchNamespace "") }}
+{{- concat .Values.watchNamespaces $one | uniq | join "," }}
+{{- end }}
+
 {{/* The ServiceAccount the operator runs as. */}}
 {{- define "bellows.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
