@@ -138,6 +138,11 @@ fn scenarios() -> Vec<Scenario> {
             true,
             scenarios::namespaces::run
         ),
+        scenario!(
+            "29_relist_after_410_finds_the_pod_gone",
+            true,
+            scenarios::relist::run
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

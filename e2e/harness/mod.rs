@@ -6,6 +6,7 @@ pub mod identity;
 pub mod killer;
 pub mod kubelet;
 pub mod operator;
+pub mod proxy;
 mod rollouts;
 mod runs;
 mod setup;

@@ -16,6 +16,7 @@ pub mod leader;
 pub mod namespaces;
 pub mod never_ready;
 pub mod plugin;
+pub mod relist;
 pub mod roll_forward;
 pub mod rollback;
 pub mod sql_analysis;

@@ -199,6 +199,7 @@ impl Synced {
         move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {
                 if done {
+                    tracing::info!("a watch listed again; every rollout looks once");
                     // Nobody listening (the controller stopped) is fine.
                     let _ = relisted.unbounded_send(());
                 } else {
