@@ -143,6 +143,11 @@ fn scenarios() -> Vec<Scenario> {
             true,
             scenarios::relist::run
         ),
+        scenario!(
+            "30_leader_behind_a_stalled_proxy_hands_over",
+            false,
+            scenarios::stall::run
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

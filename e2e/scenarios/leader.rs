@@ -21,7 +21,7 @@ use std::time::Instant;
 /// a renewal (timed from when it is sent) survives the API server's latency
 /// while the replica reconciles every rollout of the suite: with 4 s, a
 /// 2.7 s wait for an answer made the new leader step down.
-const LEASE_DURATION: &str = "8s";
+pub(super) const LEASE_DURATION: &str = "8s";
 
 pub async fn run(env: Arc<Env>) {
     let ns = env.namespace("leader").await;
@@ -100,7 +100,7 @@ pub async fn run(env: Arc<Env>) {
 const LEASE: &str = "bellows-leader";
 
 /// Waits until `holder` holds the chart's Lease.
-async fn wait_leader(ns: &Ns, holder: &str) {
+pub(super) async fn wait_leader(ns: &Ns, holder: &str) {
     let leases: Api<Lease> = Api::namespaced(ns.client.clone(), identity::NAMESPACE);
     until(&format!("{holder} leads"), STEP, || async {
         let lease = leases.get_opt(LEASE).await.ok().flatten()?;

@@ -20,6 +20,7 @@ pub mod relist;
 pub mod roll_forward;
 pub mod rollback;
 pub mod sql_analysis;
+pub mod stall;
 pub mod terminating;
 pub mod traffic;
 pub mod trust;

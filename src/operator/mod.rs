@@ -171,8 +171,13 @@ async fn reconcile(
 
 /// Waits to become leader, then reconciles while renewing the Lease. On a
 /// signal the controller finishes its running reconciles and the Lease is
-/// released, so a standby takes over at once. On losing the Lease the
-/// controller is dropped mid-flight: another replica may already lead.
+/// released, so a standby takes over at once. On losing the Lease it starts
+/// no reconcile and lets the running ones finish, for up to
+/// [`SHUTDOWN_GRACE`] as on a signal, then stops: an inline-SQL phase cut
+/// mid-way on MySQL could not be told applied or not. Meanwhile another
+/// replica may lead; the database lock (the new leader sees the phase
+/// running under it), ledger claims and the sealed deterministic Job names
+/// keep the two from running a phase twice.
 async fn lead(
     client: Client,
     mut elector: Elector,
@@ -188,9 +193,15 @@ async fn lead(
         () = signal.clone() => return Ok(()),
         () = elector.acquire() => {}
     }
-    let controller = reconcile(client, scope, metrics, probe, signal);
+    let (lose, lost_lead) = tokio::sync::oneshot::channel::<()>();
+    let stop = futures::future::select(signal, lost_lead)
+        .map(drop)
+        .boxed()
+        .shared();
+    let controller = reconcile(client, scope, metrics, probe, stop);
+    tokio::pin!(controller);
     let lost = tokio::select! {
-        () = controller => None,
+        () = &mut controller => None,
         lost = elector.keep() => Some(lost),
     };
     match lost {
@@ -198,7 +209,12 @@ async fn lead(
             elector.release().await;
             Ok(())
         }
-        Some(lost) => Err(lost.into()),
+        Some(lost) => {
+            tracing::error!(error = %lost, grace = ?SHUTDOWN_GRACE, "lost the lease; finishing running reconciles, starting none");
+            let _ = lose.send(());
+            controller.await;
+            Err(lost.into())
+        }
     }
 }
 

@@ -225,6 +225,7 @@ impl<'a> Planner<'a> {
             phase,
             ledger,
             self.observed.jobs.get(&step),
+            self.observed.lock_holder.as_deref() == Some(&self.lock_name(step)),
         );
         let state = match &outcome {
             Outcome::Running => StepState::Running,
@@ -443,10 +444,31 @@ impl<'a> Planner<'a> {
         d
     }
 
-    /// The decision for a phase whose Job exists or existed.
+    /// How the database lock names a session running `step` of this
+    /// rollout (`namespace/name step`).
+    fn lock_name(&self, step: Step) -> String {
+        format!(
+            "{}/{} {}",
+            self.rollout.namespace().unwrap_or_default(),
+            self.rollout.name_any(),
+            step.as_str()
+        )
+    }
+
+    /// The decision for a phase whose Job exists or existed, or whose
+    /// inline SQL runs.
     fn started(&self, step: Step, outcome: Outcome) -> Option<Decision> {
         let phase = running_phase(step);
         match outcome {
+            // Inline SQL another session runs: look again, nothing wakes
+            // this reconcile when it ends.
+            Outcome::Running
+                if step::phase_spec(&self.rollout.spec, step).is_some_and(|p| p.sql.is_some()) =>
+            {
+                let mut d = Decision::at(phase);
+                d.requeue_after = Some(RETRY_DATABASE);
+                Some(d)
+            }
             Outcome::Running => Some(Decision::at(phase)),
             Outcome::Failed(m) => Some(Decision::stalled(
                 RolloutPhase::Failed,

@@ -211,12 +211,18 @@ pub fn outcome(
     phase: &PhaseSpec,
     ledger: Option<&LedgerState>,
     observed: Option<&JobObservation>,
+    locked_for_it: bool,
 ) -> Outcome {
     let recorded = recorded(status, step, &digest(phase));
     match ledger {
         Some(LedgerState::Succeeded) => return Outcome::Succeeded,
         Some(LedgerState::Failed(m)) if m == JOB_DELETED => return Outcome::Vanished,
         Some(LedgerState::Failed(m)) => return Outcome::Failed(m.clone()),
+        // A session still holds the database lock for this very phase: a
+        // replica that lost the lead finishing what it began.
+        Some(LedgerState::Started { .. }) if phase.job.is_none() && locked_for_it => {
+            return Outcome::Running;
+        }
         Some(LedgerState::Started { done }) if phase.job.is_none() => {
             return Outcome::Failed(format!(
                 "inline SQL was interrupted after {done} statement(s); repair the schema by hand and change the spec"

@@ -932,6 +932,35 @@ fn a_failed_or_interrupted_inline_phase_fails_and_never_reruns() {
 }
 
 #[test]
+fn i3_an_inline_phase_a_session_still_runs_under_its_lock_is_running_not_interrupted() {
+    // A replica that lost the lead finishes the statements it began; the
+    // new leader sees their progress and the database lock held for them.
+    let mut s = with_database(json!({}));
+    s.expand = sql_phase("select 1");
+    let r = rollout(s);
+    for (holder, running) in [
+        (Some("shop/users expand"), true),
+        (Some("shop/users contract"), false),
+        (Some("shop/other expand"), false),
+        (Some("another connection"), false),
+        (None, false),
+    ] {
+        let mut o = observed(both_rolled_out(), &[], 0);
+        o.ledger
+            .insert(Step::Expand, LedgerState::Started { done: 1 });
+        o.lock_holder = holder.map(str::to_owned);
+        let p = plan(&r, &o);
+        if running {
+            assert_eq!(p.phase(), RolloutPhase::Expanding, "{holder:?}");
+            assert!(p.actions.is_empty(), "nothing starts: {:?}", p.actions);
+            assert_eq!(p.requeue_after, Some(RETRY_DATABASE), "looked at again");
+        } else {
+            assert_eq!(p.phase(), RolloutPhase::Failed, "{holder:?}");
+        }
+    }
+}
+
+#[test]
 fn i3_the_ledger_keeps_a_recreated_rollout_from_rerunning_phases() {
     // A fresh object (no status), but the database remembers both phases.
     let r = rollout(with_database(json!({})));
