@@ -255,6 +255,15 @@ async fn expect_event(h: &mut ApiHandle) -> Value {
     event
 }
 
+/// The reconcile stalled a phase the API server refused, to try again in
+/// 30 s.
+fn assert_retried_in_30s(result: &Result<Action, bellows::controller::Error>) {
+    assert!(
+        matches!(result, Ok(a) if *a == Action::requeue(Duration::from_secs(30))),
+        "{result:?}"
+    );
+}
+
 /// The condition `type_` of a status patch.
 fn condition(patch: &Value, type_: &str) -> Value {
     patch["status"]["conditions"]
@@ -425,10 +434,7 @@ async fn a_job_the_api_server_refuses_stalls_the_rollout_with_its_message() {
             })
         })
         .await;
-        assert!(
-            matches!(&result, Ok(a) if *a == Action::requeue(Duration::from_secs(30))),
-            "{result:?}"
-        );
+        assert_retried_in_30s(&result);
     }
 }
 
@@ -490,10 +496,7 @@ async fn a_succeeded_job_bellows_did_not_create_is_never_taken_for_the_phase() {
         })
     })
     .await;
-    assert!(
-        matches!(&result, Ok(a) if *a == Action::requeue(Duration::from_secs(30))),
-        "{result:?}"
-    );
+    assert_retried_in_30s(&result);
 }
 
 #[tokio::test]
@@ -520,10 +523,7 @@ async fn a_create_that_meets_a_job_bellows_did_not_create_stalls_and_keeps_nothi
         })
     })
     .await;
-    assert!(
-        matches!(&result, Ok(a) if *a == Action::requeue(Duration::from_secs(30))),
-        "{result:?}"
-    );
+    assert_retried_in_30s(&result);
 }
 
 #[tokio::test]
@@ -552,10 +552,7 @@ async fn a_ledger_record_the_api_server_refuses_stalls_before_the_job_exists() {
         })
     })
     .await;
-    assert!(
-        matches!(&result, Ok(a) if *a == Action::requeue(Duration::from_secs(30))),
-        "{result:?}"
-    );
+    assert_retried_in_30s(&result);
 }
 
 /// Synced caches holding `deployments` and nothing else.
