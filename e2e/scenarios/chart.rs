@@ -16,6 +16,7 @@ pub async fn run(env: Arc<Env>) {
     // identity there (`harness::identity`).
     let release = identity::NAMESPACE;
     let watched = env.namespace("chart-watched").await;
+    let also = env.namespace("chart-watched-too").await;
     let version = env.client.apiserver_version().await.unwrap();
     let kube_version = version.git_version.trim_start_matches('v').to_owned();
     let api_versions = String::from_utf8(watched.kubectl(&["api-versions"]).stdout)
@@ -42,11 +43,14 @@ pub async fn run(env: Arc<Env>) {
             .args(["--api-versions", &api_versions])
             .arg("-f")
             .arg(&file);
-        // Namespaced mode's Role goes into a namespace that exists here.
-        if std::fs::read_to_string(&file)
-            .unwrap()
-            .contains("watchNamespace")
-        {
+        // Namespaced mode's Roles go into namespaces that exist here.
+        let text = std::fs::read_to_string(&file).unwrap();
+        if text.contains("watchNamespaces") {
+            render.args([
+                "--set",
+                &format!("watchNamespaces={{{},{}}}", watched.name, also.name),
+            ]);
+        } else if text.contains("watchNamespace") {
             render.args(["--set", &format!("watchNamespace={}", watched.name)]);
         }
         let rendered = render.arg("-o").arg(&out).output().unwrap();
