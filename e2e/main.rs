@@ -148,6 +148,11 @@ fn scenarios() -> Vec<Scenario> {
             false,
             scenarios::stall::run
         ),
+        scenario!(
+            "31_objectives_hold_contract",
+            false,
+            scenarios::objectives::run
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

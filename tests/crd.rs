@@ -232,6 +232,26 @@ fn cel_rules_reject_what_the_schema_alone_cannot() {
             .expect_err("neither")
             .contains("exactly one of job or sql")
     );
+    let objectives = |list: Value| {
+        let mut s = spec(json!([{"name": "api", "version": {"labels": {"v": "2"}}}]));
+        s["prometheus"] = json!({"address": "http://prometheus:9090"});
+        s["contract"]["after"] = json!({"objectives": list});
+        cel(&s)
+    };
+    assert_eq!(
+        objectives(json!([{"name": "errors", "query": "up", "max": 0.01}])),
+        Ok(())
+    );
+    let unbounded = objectives(json!([{"name": "errors", "query": "up"}]));
+    assert!(
+        unbounded
+            .expect_err("no bound")
+            .contains("needs max, min or both")
+    );
+    let twice = objectives(
+        json!([{"name": "e", "query": "up", "max": 1}, {"name": "e", "query": "x", "min": 0}]),
+    );
+    assert!(twice.expect_err("same name").contains("unique names"));
     let mut db = spec(json!([{"name": "api", "version": {"labels": {"v": "2"}}}]));
     db["database"] = json!({"engine": "postgres"});
     assert!(

@@ -29,6 +29,13 @@ fn exported() -> BTreeMap<String, String> {
     );
     metrics.contract_held("RolledBack");
     metrics.count_rollouts([]);
+    let waiting: bellows::api::SchemaRollout = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "users", "namespace": "shop"},
+        "spec": {"workloads": [], "expand": {"sql": ["x"]}, "contract": {"sql": ["y"]}},
+        "status": {"objectives": [{"name": "errors", "value": 0.001, "passes": 1}]},
+    }))
+    .unwrap();
+    metrics.objectives([&waiting]);
     let text = metrics.encode();
     let mut names = BTreeMap::new();
     for line in text.lines() {

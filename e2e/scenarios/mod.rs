@@ -15,6 +15,7 @@ pub mod kills;
 pub mod leader;
 pub mod namespaces;
 pub mod never_ready;
+pub mod objectives;
 pub mod plugin;
 pub mod relist;
 pub mod roll_forward;

@@ -9,7 +9,7 @@ CACHE="${BELLOWS_CACHE:-$HOME/.cache/bellows}"
 K8S_VERSION=v1.20.2
 # -r1: built with reflect2 1.0.2 / json-iterator 1.1.12 (see below).
 BIN="$CACHE/k8s-$K8S_VERSION-r1"
-PKGS=(golang-go etcd-server rsync jq openssl postgresql postgresql-client mariadb-server make
+PKGS=(golang-go etcd-server rsync jq openssl postgresql postgresql-client mariadb-server prometheus make
       golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
 command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
 
@@ -27,7 +27,7 @@ if ((${#need[@]})); then
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
   # Debian starts the packaged services; the suite runs its own throwaway ones.
-  for svc in etcd postgresql mariadb; do
+  for svc in etcd postgresql mariadb prometheus; do
     systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

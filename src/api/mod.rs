@@ -6,10 +6,12 @@
 
 mod duration;
 pub mod keys;
+mod objective;
 mod reason;
 mod status;
 
 pub use duration::{DurationError, parse_duration};
+pub use objective::{Objective, OnViolation, PrometheusSpec};
 pub use reason::Reason;
 pub use status::*;
 
@@ -64,6 +66,11 @@ pub struct SchemaRolloutSpec {
     /// rollouts on the same database run one at a time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSpec>,
+
+    /// The Prometheus HTTP API `contract.after.objectives` are measured
+    /// with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
 
     /// Optional gate on the workloads while expand runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,7 +241,16 @@ pub struct ImageVersion {
 }
 
 impl SchemaRolloutSpec {
-    /// The contract checks (empty when none are set).
+    /// The contract's objectives (none when unset).
+    pub fn objectives(&self) -> &[Objective] {
+        self.contract
+            .after
+            .as_ref()
+            .map(|a| a.objectives.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// The contract checks (none when unset).
     pub fn checks(&self) -> &[Check] {
         self.contract
             .after
@@ -322,6 +338,14 @@ pub struct ContractAfter {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub checks: Vec<Check>,
+    /// Service level objectives measured with `spec.prometheus` from the
+    /// moment every workload is rolled out (alongside the bake time); each
+    /// must pass its `successes` measurements in a row, and once more
+    /// right before contract starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(o, self.exists_one(x, x.name == o.name))").message("objectives must have unique names"))]
+    pub objectives: Vec<Objective>,
 }
 
 /// A SQL guard on the contract phase.

@@ -120,6 +120,16 @@ reasons! {
     ChecksPending,
     /// Hold: a contract check is false.
     CheckFailed,
+    /// Hold, or with `onViolation: Fail` the rollout failed: an objective's
+    /// last measurement is out of its bounds.
+    ObjectiveViolated,
+    /// Hold: an objective has no data to judge by (Prometheus unreachable,
+    /// an empty result, NaN or Inf); never passed by time.
+    ObjectiveInconclusive,
+    /// Hold: the objectives have not passed enough times in a row yet.
+    ObjectivesPending,
+    /// Stall: Prometheus rejected an objective's query.
+    ObjectiveQueryRejected,
     /// Hold: a contract check could not be evaluated.
     CheckError,
     /// Hold: a check ran but returned no row, several rows, NULL or a
@@ -224,6 +234,10 @@ mod tests {
                 "AwaitingApproval",
                 "ChecksPending",
                 "CheckFailed",
+                "ObjectiveViolated",
+                "ObjectiveInconclusive",
+                "ObjectivesPending",
+                "ObjectiveQueryRejected",
                 "CheckError",
                 "CheckInvalid",
                 "TemplateNotUpdated",

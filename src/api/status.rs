@@ -147,6 +147,33 @@ pub struct SchemaRolloutStatus {
     /// rollout's deletion, releases exactly what the gate paused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gated: Vec<String>,
+    /// The last measurement of each objective (per workload where its
+    /// query names `{{workload}}`), while contract waits for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<ObjectiveStatus>,
+}
+
+/// The last measurement of one objective.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectiveStatus {
+    /// The objective's name.
+    pub name: String,
+    /// The workload it was measured for, where its query names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// The value measured last (absent when there was no data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Passing measurements in a row, since every workload was rolled out.
+    #[serde(default)]
+    pub passes: u32,
+    /// When it was measured last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<Time>,
+    /// What the last measurement said, when it did not pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Rollout progress of one workload.

@@ -13,6 +13,7 @@ pub mod index;
 pub mod job;
 mod kinds;
 pub mod observe;
+pub mod prometheus;
 mod reconcile;
 mod records;
 pub mod seal;

@@ -5,10 +5,12 @@
 //! confirm a decision to start a phase, from the API server.
 
 use super::cache::Caches;
+use super::prometheus::Prometheus;
 use super::{Context, Error};
 use super::{cluster_ledger, kinds};
 use crate::api::{SchemaRollout, Step, WorkloadKind};
 use crate::db::{DbError, LedgerState, Target};
+use crate::planner::objective::{self, Measurement, Problem};
 use crate::planner::step::{JobObservation, Reference, observe_job};
 use crate::planner::workload::deployment;
 use crate::planner::{self, CheckProblem, CheckResult, Observed, Refused, Rejected};
@@ -199,10 +201,11 @@ pub async fn observe(
             None => None,
         }
     };
+    let measurements = measure(ctx, rollout, now, matches!(source, Source::Live));
     // One round: every read at once (live, the workloads' ReplicaSets and
     // pods follow their Deployment).
-    let (workloads, jobs, missing, ledger, database) =
-        futures::join!(workloads, jobs, missing, cluster, database);
+    let (workloads, jobs, missing, ledger, database, measurements) =
+        futures::join!(workloads, jobs, missing, cluster, database, measurements);
     let mut foreign = None;
     let mut observed_jobs = BTreeMap::new();
     for (s, found) in jobs?.into_iter().flatten() {
@@ -228,6 +231,7 @@ pub async fn observe(
         database_error: None,
         lock_holder: None,
         rejected: foreign,
+        measurements,
         now,
     };
     match database {
@@ -240,6 +244,63 @@ pub async fn observe(
         None => {}
     }
     Ok(observed)
+}
+
+/// The objectives due now (every one in the live round before a phase
+/// starts), measured concurrently; none unless they concern the planner.
+async fn measure(
+    ctx: &Context,
+    rollout: &SchemaRollout,
+    now: Timestamp,
+    confirming: bool,
+) -> Vec<Measurement> {
+    let Some(spec) = rollout.spec.prometheus.as_ref() else {
+        return vec![];
+    };
+    if !planner::reads::objectives_wanted(rollout) {
+        return vec![];
+    }
+    let Ok(targets) = objective::targets(rollout) else {
+        return vec![];
+    };
+    let due = objective::due(rollout, targets, now, confirming);
+    if due.is_empty() {
+        return vec![];
+    }
+    let token = match &spec.bearer_token_secret_ref {
+        None => Ok(None),
+        Some(r) => {
+            let ns = rollout.namespace().unwrap_or_default();
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            match secrets.get_opt(&r.name).await {
+                Ok(Some(secret)) => secret
+                    .data
+                    .and_then(|d| d.get(&r.key).cloned())
+                    .and_then(|v| String::from_utf8(v.0).ok())
+                    .map(|t| Some(t.trim().to_owned()))
+                    .ok_or_else(|| format!("Secret {} has no key {}", r.name, r.key)),
+                Ok(None) => Err(format!("Secret {} not found", r.name)),
+                Err(e) => Err(format!("Secret {}: {e}", r.name)),
+            }
+        }
+    };
+    let prometheus = token.map(|t| Prometheus::new(spec, t));
+    futures::future::join_all(due.into_iter().map(|t| {
+        let prometheus = &prometheus;
+        async move {
+            let result = match prometheus {
+                Ok(p) => p.measure(&t.query).await,
+                Err(why) => Err(Problem::NoData(format!("bearer token: {why}"))),
+            };
+            Measurement {
+                name: t.name,
+                workload: t.workload,
+                at: Timestamp::now(),
+                result,
+            }
+        }
+    }))
+    .await
 }
 
 /// The Job of phase `s` under its deterministic `name`, as the planner sees

@@ -2,6 +2,7 @@
 //! phase (contract first, then bad input, expand with its gate, rollout
 //! and transition, bake time, approval, checks). A phase rule changes here.
 
+use super::objective::{self, Verdict as Slo};
 use super::plan::{
     Action, CheckProblem, CheckResult, EventIntent, EventKind, Observed, PhaseRun, Plan, Refused,
 };
@@ -13,8 +14,8 @@ use super::{
 };
 use crate::api::keys::APPROVE_ANNOTATION;
 use crate::api::{
-    Approval, Engine, GateHold, Reason, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step,
-    StepState, StepStatus, WorkloadStatus,
+    Approval, Engine, GateHold, ObjectiveStatus, Reason, RolloutPhase, SchemaRollout,
+    SchemaRolloutStatus, Step, StepState, StepStatus, WorkloadStatus,
 };
 use crate::planner::ledger::LedgerState;
 use crate::sql;
@@ -63,6 +64,8 @@ pub(super) struct Planner<'a> {
     pub(super) observed: &'a Observed,
     pub(super) prev: SchemaRolloutStatus,
     pub(super) steps: Vec<StepStatus>,
+    /// The objectives' measurements, tallied (`objective::tally`).
+    pub(super) objectives: Vec<ObjectiveStatus>,
     pub(super) actions: Vec<Action>,
     pub(super) events: Vec<EventIntent>,
 }
@@ -74,6 +77,7 @@ impl<'a> Planner<'a> {
             rollout,
             observed,
             steps: prev.steps.clone(),
+            objectives: prev.objectives.clone(),
             prev,
             actions: vec![],
             events: vec![],
@@ -586,7 +590,33 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        // Objectives count passes only while every workload is rolled out
+        // (alongside the bake time); a violation of one that fails on
+        // violation fails the rollout at once.
+        let targets = objective::targets(self.rollout).unwrap_or_default();
+        let fresh = &self.observed.measurements;
+        self.objectives = objective::tally(
+            self.rollout,
+            &targets,
+            &self.prev.objectives,
+            fresh,
+            hold.is_none(),
+        );
         if let Some(d) = hold {
+            return d;
+        }
+        let measuring = objective::next_due(self.rollout, &self.objectives, self.observed.now);
+        let verdict = objective::verdict(self.rollout, &self.objectives, fresh);
+        if let Some(Slo::Failed(m)) = &verdict {
+            return Decision::stalled(RolloutPhase::Failed, Reason::ObjectiveViolated, m.clone());
+        }
+        if let Some(Slo::Rejected(m)) = &verdict {
+            let mut d = Decision::stalled(
+                RolloutPhase::AwaitingRollout,
+                Reason::ObjectiveQueryRejected,
+                m.clone(),
+            );
+            d.requeue_after = measuring;
             return d;
         }
 
@@ -605,7 +635,7 @@ impl<'a> Planner<'a> {
                         left.as_secs().max(1)
                     ),
                 );
-                d.requeue_after = Some(left);
+                d.requeue_after = Some(measuring.map_or(left, |m| m.min(left)));
                 return d;
             }
         }
@@ -622,6 +652,18 @@ impl<'a> Planner<'a> {
         }
         // I2: every check true, evaluated in this very reconcile.
         if let Some(d) = self.check_hold() {
+            return d;
+        }
+        // I2: every objective met, measured again in this very reconcile.
+        if let Some(v) = verdict {
+            let (reason, m) = match v {
+                Slo::Violated(m) => (Reason::ObjectiveViolated, m),
+                Slo::Inconclusive(m) => (Reason::ObjectiveInconclusive, m),
+                Slo::Pending(m) => (Reason::ObjectivesPending, m),
+                Slo::Failed(m) | Slo::Rejected(m) => unreachable!("returned above: {m}"),
+            };
+            let mut d = Decision::held(RolloutPhase::AwaitingRollout, reason, m);
+            d.requeue_after = measuring;
             return d;
         }
         let waiting = if approval == Approval::Manual {

@@ -10,6 +10,7 @@
 mod conditions;
 mod decide;
 pub mod ledger;
+pub mod objective;
 mod plan;
 pub mod reads;
 mod report;

@@ -35,6 +35,8 @@ pub struct Observed {
     /// or its cluster ledger record (403, 422, quota, admission), with the
     /// server's message.
     pub rejected: Option<Rejected>,
+    /// The objectives measured in this reconcile (those due).
+    pub measurements: Vec<crate::planner::objective::Measurement>,
     /// The current time.
     pub now: Timestamp,
 }

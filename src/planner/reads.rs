@@ -79,3 +79,19 @@ pub fn checks_wanted(rollout: &SchemaRollout, ledger: &BTreeMap<Step, LedgerStat
 pub fn checks_due(last: Option<Timestamp>, now: Timestamp, confirming: bool) -> bool {
     confirming || last.is_none_or(|at| elapsed(now, at) >= CHECKS_FRESH_FOR)
 }
+
+/// Whether the objectives concern the planner now: expand succeeded,
+/// every workload was rolled out when status was last written, and
+/// contract has not started (status alone says so).
+pub fn objectives_wanted(rollout: &SchemaRollout) -> bool {
+    let Some(status) = rollout.status.as_ref() else {
+        return false;
+    };
+    let expanded = status
+        .step(Step::Expand)
+        .is_some_and(|s| s.state == StepState::Succeeded);
+    !rollout.spec.objectives().is_empty()
+        && expanded
+        && status.rolled_out_at.is_some()
+        && status.step(Step::Contract).is_none()
+}

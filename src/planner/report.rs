@@ -62,7 +62,7 @@ impl Planner<'_> {
             && prev_hold != Some(reason.as_str())
         {
             newly_held = Some(*reason);
-            let kind = if *reason == Reason::RolledBack {
+            let kind = if matches!(reason, Reason::RolledBack | Reason::ObjectiveViolated) {
                 EventKind::Warning
             } else {
                 EventKind::Normal
@@ -171,6 +171,7 @@ impl Planner<'_> {
                 approval_key: (approval == Approval::Manual).then(|| approval_key(self.rollout)),
                 // Filled in by the planner once the actions are final.
                 gated: vec![],
+                objectives: self.objectives,
             },
             actions: self.actions,
             events: self.events,

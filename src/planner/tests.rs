@@ -2,6 +2,7 @@
 //! docs/design.md (I1-I7) and per phase transition. One file: the tests
 //! share the small builders at the top, and each names its invariant.
 
+use super::objective::{Measurement, Problem as NoNumber};
 use super::step::JobObservation;
 use super::workload::{Assessment, Problem, Verdict, Wait};
 use super::*;
@@ -96,6 +97,7 @@ fn observed(workloads: Vec<Assessment>, jobs: &[(Step, JobObservation)], now: i6
         database_error: None,
         lock_holder: None,
         rejected: None,
+        measurements: vec![],
         now: at(now),
     }
 }
@@ -1916,4 +1918,203 @@ fn i6_a_refused_job_or_ledger_record_or_a_taken_name_stalls_the_phase_with_its_o
         );
         assert_eq!(p.requeue_after, Some(RETRY_REJECTED));
     }
+}
+
+/// A rollout whose contract waits for `objectives`, measured with a
+/// Prometheus, expand done and every workload rolled out; the plan that
+/// got it there.
+fn with_objectives(objectives: serde_json::Value) -> (SchemaRollout, Plan) {
+    let mut s = spec(json!({"prometheus": {"address": "http://prometheus:9090"}}));
+    s.contract.after = Some(serde_json::from_value(json!({"objectives": objectives})).unwrap());
+    let mut r = rollout(s);
+    step(&mut r, &observed(both_rolled_out(), &[], 0));
+    let p = step(
+        &mut r,
+        &observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 1),
+    );
+    (r, p)
+}
+
+/// Observed at `now`, expand done, every workload rolled out, with the
+/// objective `name` measured as `result`.
+fn measured(name: &str, result: Result<f64, NoNumber>, now: i64) -> Observed {
+    let mut o = observed(both_rolled_out(), &[(Step::Expand, Succeeded)], now);
+    o.measurements = vec![Measurement {
+        name: name.into(),
+        workload: None,
+        at: at(now),
+        result,
+    }];
+    o
+}
+
+fn error_ratio(extra: serde_json::Value) -> serde_json::Value {
+    let mut o =
+        json!({"name": "errors", "query": "sum(rate(failed[1m]))", "max": 0.01, "successes": 2});
+    for (k, v) in extra.as_object().unwrap() {
+        o[k] = v.clone();
+    }
+    json!([o])
+}
+
+#[test]
+fn i2_contract_waits_until_every_objective_passed_enough_times_in_a_row() {
+    let (mut r, p) = with_objectives(error_ratio(json!({})));
+    assert_eq!(
+        p.hold_reason,
+        Some(Reason::ObjectivesPending),
+        "{:?}",
+        p.status.message
+    );
+    assert!(!creates(&p, Step::Contract));
+    assert_eq!(
+        p.requeue_after,
+        Some(Duration::from_secs(1)),
+        "measured at once"
+    );
+    let p = step(&mut r, &measured("errors", Ok(0.001), 2));
+    assert_eq!(p.hold_reason, Some(Reason::ObjectivesPending));
+    assert_eq!(p.status.objectives[0].passes, 1);
+    assert_eq!(
+        p.requeue_after,
+        Some(Duration::from_secs(30)),
+        "the default interval"
+    );
+    // A violation starts the count again.
+    let p = step(&mut r, &measured("errors", Ok(0.05), 32));
+    assert_eq!(p.hold_reason, Some(Reason::ObjectiveViolated));
+    assert!(
+        p.status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("0.05 is out of bounds (max 0.01)")
+    );
+    assert_eq!(p.status.objectives[0].passes, 0);
+    step(&mut r, &measured("errors", Ok(0.0), 62));
+    let p = step(&mut r, &measured("errors", Ok(0.0), 92));
+    assert!(creates(&p, Step::Contract), "{:?}", p.status.message);
+}
+
+#[test]
+fn i2_no_data_never_passes_an_objective_however_long_it_lasts() {
+    let (mut r, _) = with_objectives(error_ratio(json!({"successes": 1})));
+    for n in 0..20 {
+        let t = 2 + n * 30;
+        let p = step(
+            &mut r,
+            &measured(
+                "errors",
+                Err(NoNumber::NoData("the query returned no series".into())),
+                t,
+            ),
+        );
+        assert_eq!(p.hold_reason, Some(Reason::ObjectiveInconclusive), "at {t}");
+        assert!(!creates_any(&p));
+        assert!(
+            p.status
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("no data: the query returned no series")
+        );
+    }
+    // Between measurements the status still says why.
+    let p = step(
+        &mut r,
+        &observed(both_rolled_out(), &[(Step::Expand, Succeeded)], 700),
+    );
+    assert_eq!(p.hold_reason, Some(Reason::ObjectiveInconclusive));
+}
+
+#[test]
+fn a_query_prometheus_rejects_stalls_and_a_failing_objective_fails_the_rollout() {
+    let (mut r, _) = with_objectives(error_ratio(json!({})));
+    let p = step(
+        &mut r,
+        &measured(
+            "errors",
+            Err(NoNumber::Rejected("1:5: parse error".into())),
+            2,
+        ),
+    );
+    let stalled = cond(&p, condition::STALLED);
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "ObjectiveQueryRejected")
+    );
+    assert!(
+        stalled
+            .message
+            .ends_with("Prometheus rejected the query: 1:5: parse error")
+    );
+    assert!(!creates_any(&p));
+
+    let (mut r, _) = with_objectives(error_ratio(json!({"onViolation": "Fail"})));
+    let p = step(&mut r, &measured("errors", Ok(0.2), 2));
+    assert_eq!(p.phase(), RolloutPhase::Failed);
+    assert_eq!(cond(&p, condition::STALLED).reason, "ObjectiveViolated");
+    let p = step(&mut r, &measured("errors", Ok(0.0), 40));
+    assert!(!creates_any(&p), "a failed rollout never contracts");
+}
+
+#[test]
+fn objective_passes_count_only_while_every_workload_is_rolled_out() {
+    let (mut r, _) = with_objectives(error_ratio(json!({})));
+    step(&mut r, &measured("errors", Ok(0.0), 2));
+    let mut o = measured("errors", Ok(0.0), 32);
+    o.workloads = vec![rolled_out("api"), waiting("worker", Wait::RolledBack)];
+    let p = step(&mut r, &o);
+    assert_eq!(p.status.objectives[0].passes, 0);
+    assert_eq!(p.hold_reason, Some(Reason::RolledBack));
+}
+
+#[test]
+fn objective_queries_fill_their_placeholders_or_the_spec_is_refused() {
+    let targets = |query: &str| {
+        let (r, _) = with_objectives(json!([{"name": "q", "query": query, "max": 1}]));
+        crate::planner::objective::targets(&r)
+    };
+    let per_workload =
+        targets("up{ns=\"{{namespace}}\",app=\"{{workload}}\",v=\"{{version}}\"}").unwrap();
+    let queries: Vec<_> = per_workload
+        .iter()
+        .map(|t| (t.workload.as_deref(), t.query.as_str()))
+        .collect();
+    assert_eq!(
+        queries,
+        [
+            (Some("api"), "up{ns=\"shop\",app=\"api\",v=\"2.0.0\"}"),
+            (Some("worker"), "up{ns=\"shop\",app=\"worker\",v=\"2\"}"),
+        ]
+    );
+    // The two workloads' versions differ: `{{version}}` alone is ambiguous.
+    assert!(
+        targets("up{v=\"{{version}}\"}")
+            .unwrap_err()
+            .contains("versions differ")
+    );
+    let mut s = spec(json!({"prometheus": {"address": "http://p:9090"}}));
+    for (objective, says) in [
+        (
+            json!({"name": "q", "query": "up{x=\"{{pod}}\"}", "max": 1}),
+            "unknown placeholder {{pod}}",
+        ),
+        (
+            json!({"name": "q", "query": "up", "min": 2, "max": 1}),
+            "min 2 is above max 1",
+        ),
+        (
+            json!({"name": "q", "query": "up", "max": 1, "interval": "0s"}),
+            "interval",
+        ),
+    ] {
+        s.contract.after =
+            Some(serde_json::from_value(json!({"objectives": [objective]})).unwrap());
+        let stalled = invalid_spec_message(s.clone());
+        assert!(stalled.contains(says), "{stalled}");
+    }
+    s.prometheus = None;
+    let stalled = invalid_spec_message(s);
+    assert!(stalled.contains("need spec.prometheus"), "{stalled}");
 }

@@ -220,10 +220,50 @@ pub fn validate(spec: &SchemaRolloutSpec) -> Result<Durations, Vec<String>> {
             (Duration::from_secs(1), MAX_JOB_TIMEOUT),
         );
     }
+    objectives(&mut problems, spec);
     if problems.is_empty() {
         Ok(durations)
     } else {
         Err(problems)
+    }
+}
+
+/// What the objectives and their Prometheus need that the schema cannot
+/// say: a Prometheus to ask, bounds in order, intervals and a timeout in
+/// range, placeholders that mean something.
+fn objectives(problems: &mut Vec<String>, spec: &SchemaRolloutSpec) {
+    let objectives = spec.objectives();
+    if !objectives.is_empty() && spec.prometheus.is_none() {
+        problems.push("spec.contract.after.objectives need spec.prometheus".into());
+    }
+    if let Some(p) = &spec.prometheus {
+        read_duration(
+            problems,
+            "spec.prometheus.timeout",
+            p.timeout.as_ref(),
+            Duration::ZERO,
+            (Duration::from_secs(1), Duration::from_secs(300)),
+        );
+    }
+    for (i, o) in objectives.iter().enumerate() {
+        let at = format!("spec.contract.after.objectives[{i}]");
+        match (o.min, o.max) {
+            (None, None) => problems.push(format!("{at} needs max, min or both")),
+            (Some(min), Some(max)) if min > max => {
+                problems.push(format!("{at}: min {min} is above max {max}"))
+            }
+            _ => {}
+        }
+        read_duration(
+            problems,
+            &format!("{at}.interval"),
+            o.interval.as_ref(),
+            Duration::ZERO,
+            (Duration::from_secs(1), Duration::from_secs(86_400)),
+        );
+    }
+    if let Err(e) = super::objective::targets_in(spec, "") {
+        problems.push(format!("spec.contract.after.objectives: {e}"));
     }
 }
 

@@ -5,6 +5,7 @@ use crate::api::{
     RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step, StepState, StepStatus, WorkloadVersion,
     condition,
 };
+use crate::planner::objective::DEFAULT_SUCCESSES;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -28,6 +29,11 @@ pub fn status(rollout: &SchemaRollout, events: &[Event], now: Timestamp) -> Stri
 
     out.push_str("\nWorkloads:\n");
     out.push_str(&tree(&columns(&workload_rows(rollout, status))));
+
+    if !rollout.spec.objectives().is_empty() {
+        out.push_str("\nObjectives:\n");
+        out.push_str(&tree(&columns(&objective_rows(rollout, status, now))));
+    }
 
     out.push_str("\nConditions:\n");
     if status.conditions.is_empty() {
@@ -343,6 +349,62 @@ fn workload_rows(rollout: &SchemaRollout, status: &SchemaRolloutStatus) -> Vec<V
                 }
             }
             row
+        })
+        .collect()
+}
+
+/// One row per objective (per workload where it is measured per
+/// workload): its bound, its last value and how many passes in a row.
+fn objective_rows(
+    rollout: &SchemaRollout,
+    status: &SchemaRolloutStatus,
+    now: Timestamp,
+) -> Vec<Vec<String>> {
+    rollout
+        .spec
+        .objectives()
+        .iter()
+        .flat_map(|o| {
+            let needed = o.successes.unwrap_or(DEFAULT_SUCCESSES);
+            let bound = [
+                o.min.map(|m| format!(">= {m}")),
+                o.max.map(|m| format!("<= {m}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" and ");
+            let measured: Vec<_> = status
+                .objectives
+                .iter()
+                .filter(|s| s.name == o.name)
+                .collect();
+            if measured.is_empty() {
+                return vec![cells(&[&o.name, &bound, "not measured yet"])];
+            }
+            measured
+                .into_iter()
+                .map(|s| {
+                    let name = match &s.workload {
+                        Some(w) => format!("{} ({w})", o.name),
+                        None => o.name.clone(),
+                    };
+                    let value = s.value.map_or("no data".to_owned(), |v| format!("{v}"));
+                    let when = s
+                        .measured_at
+                        .as_ref()
+                        .map_or("-".into(), |t| age(&t.0, now));
+                    let mut row = vec![
+                        name,
+                        bound.clone(),
+                        value,
+                        format!("{}/{needed} passes", s.passes),
+                        when,
+                    ];
+                    row.extend(s.message.as_deref().map(one_line));
+                    row
+                })
+                .collect()
         })
         .collect()
 }

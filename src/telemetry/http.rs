@@ -73,6 +73,7 @@ async fn metrics(State(p): State<Probe>) -> impl IntoResponse {
         let rollouts: Vec<_> = stores.iter().flat_map(Store::state).collect();
         p.metrics
             .count_rollouts(rollouts.iter().map(|r| r.as_ref()));
+        p.metrics.objectives(rollouts.iter().map(|r| r.as_ref()));
     }
     (
         [(

@@ -1,8 +1,9 @@
 //! Prometheus metrics: controller-runtime-compatible reconcile metrics and
-//! bellows' domain metrics. Labels are low-cardinality only (no object names,
-//! no error text).
+//! bellows' domain metrics. Labels are low-cardinality (no error text; no
+//! object names, except on the objective gauge, rebuilt at each scrape
+//! from the rollouts whose contract waits on objectives now).
 
-use crate::api::{RolloutPhase, SchemaRollout};
+use crate::api::{RolloutPhase, SchemaRollout, Step};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -41,6 +42,14 @@ struct VerbLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ObjectiveLabels {
+    namespace: String,
+    rollout: String,
+    objective: String,
+    workload: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     controller: &'static str,
     error: &'static str,
@@ -59,6 +68,8 @@ pub struct Metrics {
     contract_start: Histogram,
     api_forbidden: Counter,
     api_requests: Family<VerbLabels, Counter>,
+    objective_value: Family<ObjectiveLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    objective_passes: Family<ObjectiveLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -137,6 +148,18 @@ impl Metrics {
             "Requests the operator sent to the Kubernetes API server, by verb (get covers lists, watch the watch requests)",
             api_requests.clone(),
         );
+        let objective_value = Family::default();
+        registry.register(
+            "bellows_objective_value",
+            "The last value measured of each objective of a rollout whose contract waits on it",
+            objective_value.clone(),
+        );
+        let objective_passes = Family::default();
+        registry.register(
+            "bellows_objective_passes",
+            "Passing measurements in a row of each objective of a rollout whose contract waits on it",
+            objective_passes.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -149,6 +172,8 @@ impl Metrics {
             contract_start,
             api_forbidden,
             api_requests,
+            objective_value,
+            objective_passes,
         }
     }
 
@@ -236,6 +261,36 @@ impl Metrics {
         }
     }
 
+    /// Sets the objective gauges from the current set of rollouts: one
+    /// series per objective (and workload) of each rollout whose contract
+    /// has not started; the value only where the last measurement had one.
+    pub fn objectives<'a>(&self, rollouts: impl IntoIterator<Item = &'a SchemaRollout>) {
+        self.objective_value.clear();
+        self.objective_passes.clear();
+        for r in rollouts {
+            let Some(status) = r.status.as_ref() else {
+                continue;
+            };
+            if status.step(Step::Contract).is_some() {
+                continue;
+            }
+            for o in &status.objectives {
+                let labels = ObjectiveLabels {
+                    namespace: r.metadata.namespace.clone().unwrap_or_default(),
+                    rollout: r.metadata.name.clone().unwrap_or_default(),
+                    objective: o.name.clone(),
+                    workload: o.workload.clone().unwrap_or_default(),
+                };
+                self.objective_passes
+                    .get_or_create(&labels)
+                    .set(o.passes.into());
+                if let Some(v) = o.value {
+                    self.objective_value.get_or_create(&labels).set(v);
+                }
+            }
+        }
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -278,5 +333,36 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
+    }
+
+    #[test]
+    fn objective_gauges_follow_the_rollouts_waiting_on_them() {
+        let waiting: SchemaRollout = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "users", "namespace": "shop"},
+            "spec": {"workloads": [], "expand": {"sql": ["x"]}, "contract": {"sql": ["y"]}},
+            "status": {"objectives": [
+                {"name": "errors", "value": 0.05, "passes": 0},
+                {"name": "latency", "workload": "api", "passes": 2},
+            ]},
+        }))
+        .unwrap();
+        let m = Metrics::new();
+        m.objectives([&waiting]);
+        let text = m.encode();
+        for line in [
+            "bellows_objective_value{namespace=\"shop\",rollout=\"users\",objective=\"errors\",workload=\"\"} 0.05",
+            "bellows_objective_passes{namespace=\"shop\",rollout=\"users\",objective=\"latency\",workload=\"api\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(
+            !text.contains("objective=\"latency\",workload=\"api\"} 0"),
+            "no value without data"
+        );
+        m.objectives([]);
+        assert!(
+            !m.encode().contains("rollout=\"users\""),
+            "gone with the rollout"
+        );
     }
 }

@@ -321,3 +321,28 @@ fn ages_read_like_kubectl() {
         assert_eq!(human(SignedDuration::from_secs(secs)), want, "{secs}s");
     }
 }
+
+#[test]
+fn objectives_show_their_bound_last_value_and_passes() {
+    let mut s = spec();
+    s["prometheus"] = json!({"address": "http://prometheus:9090"});
+    s["contract"]["after"]["objectives"] = json!([
+        {"name": "errors", "query": "x", "max": 0.01},
+        {"name": "latency", "query": "y", "max": 0.3, "successes": 5},
+    ]);
+    let r = rollout(
+        s,
+        json!({"phase": "AwaitingRollout", "objectives": [
+            {"name": "errors", "value": 0.05, "passes": 0, "measuredAt": ago(5),
+             "message": "0.05 is out of bounds (max 0.01)"},
+        ]}),
+    );
+    let text = status(&r, &[], now());
+    assert_lines(
+        &text,
+        &[
+            "├─ errors    <= 0.01   0.05               0/3 passes   5s   0.05 is out of bounds (max 0.01)",
+            "└─ latency   <= 0.3    not measured yet",
+        ],
+    );
+}

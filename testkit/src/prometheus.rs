@@ -1,0 +1,104 @@
+//! A throwaway Prometheus from the system binary (Debian's `prometheus`):
+//! its data in a temp dir, a free loopback port, scraping the given
+//! targets every second; and a metrics endpoint for it to scrape whose
+//! text a test sets.
+
+use crate::process::{Proc, free_port};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub struct Prometheus {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    proc: Proc,
+}
+
+impl Prometheus {
+    /// Starts Prometheus in `dir` scraping `targets` (`host:port`, path
+    /// `/metrics`) every second. It answers queries a moment later: wait
+    /// for one.
+    pub fn start(dir: &Path, targets: &[String]) -> Prometheus {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n- job_name: test\n  static_configs:\n  - targets: [{}]\n",
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let proc = spawn(dir, port);
+        Prometheus {
+            port,
+            dir: dir.to_owned(),
+            proc,
+        }
+    }
+
+    /// Starts it again after [`Prometheus::stop`], on the same port and
+    /// data.
+    pub fn start_again(&mut self) {
+        self.proc = spawn(&self.dir, self.port);
+    }
+
+    /// Its HTTP API's base URL.
+    pub fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (SIGTERM).
+    pub fn stop(&mut self) {
+        self.proc.stop(libc::SIGTERM);
+    }
+}
+
+fn spawn(dir: &Path, port: u16) -> Proc {
+    let mut cmd = Command::new("prometheus");
+    cmd.arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    Proc::spawn("prometheus", cmd, &dir.join("prometheus.log"))
+}
+
+/// A `/metrics` endpoint on a loopback port serving the text last set.
+pub struct Endpoint {
+    /// `127.0.0.1:port`, a scrape target.
+    pub target: String,
+    text: Arc<Mutex<String>>,
+}
+
+impl Endpoint {
+    /// Serves `text` (Prometheus text format) until the test ends.
+    pub async fn serve(text: &str) -> Endpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap().to_string();
+        let text = Arc::new(Mutex::new(text.to_owned()));
+        let served = text.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let body = served.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = conn.read(&mut request).await;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Endpoint { target, text }
+    }
+
+    /// Serves `text` from now on.
+    pub fn set(&self, text: &str) {
+        *self.text.lock().unwrap() = text.to_owned();
+    }
+}

@@ -1,0 +1,65 @@
+//! `controller::prometheus` against a real Prometheus (Debian's binary,
+//! started in a temp dir) scraping a metrics endpoint this test serves:
+//! a number, no data in each of its forms, a query Prometheus rejects,
+//! and Prometheus gone.
+
+use bellows::api::PrometheusSpec;
+use bellows::controller::prometheus::Prometheus;
+use bellows::planner::objective::Problem;
+use bellows_testkit::prometheus::{Endpoint, Prometheus as Server};
+use bellows_testkit::wait::until;
+use serde_json::json;
+use std::time::Duration;
+
+/// What the endpoint serves: two series of one metric, one NaN gauge.
+const METRICS: &str = "# TYPE shop_error_ratio gauge
+shop_error_ratio{version=\"1.0.0\"} 0.2
+shop_error_ratio{version=\"2.0.0\"} 0.002
+# TYPE shop_nan gauge
+shop_nan NaN
+";
+
+fn client(address: &str) -> Prometheus {
+    let spec: PrometheusSpec =
+        serde_json::from_value(json!({"address": address, "timeout": "5s"})).unwrap();
+    Prometheus::new(&spec, Some("not-checked-by-this-prometheus".into()))
+}
+
+#[tokio::test]
+async fn measures_one_number_and_names_every_reason_there_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = Endpoint::serve(METRICS).await;
+    let mut server = Server::start(dir.path(), std::slice::from_ref(&endpoint.target));
+    let prometheus = client(&server.address());
+    // Scraped once: the series exists.
+    let v2 = "shop_error_ratio{version=\"2.0.0\"}";
+    until("the first scrape", Duration::from_secs(60), || async {
+        prometheus.measure(v2).await.ok()
+    })
+    .await;
+    assert_eq!(prometheus.measure(v2).await, Ok(0.002));
+    assert_eq!(prometheus.measure("scalar(vector(1))").await, Ok(1.0));
+    assert_eq!(prometheus.measure("max(shop_error_ratio)").await, Ok(0.2));
+    for (query, says) in [
+        ("shop_error_ratio{version=\"3.0.0\"}", "no series"),
+        ("shop_nan", "returned NaN"),
+    ] {
+        match prometheus.measure(query).await {
+            Err(Problem::NoData(why)) => assert!(why.contains(says), "{query}: {why}"),
+            other => panic!("{query}: {other:?}"),
+        }
+    }
+    match prometheus.measure("sum(shop_error_ratio").await {
+        Err(Problem::Rejected(why)) => assert!(why.contains("parse error"), "{why}"),
+        other => panic!("a malformed query: {other:?}"),
+    }
+    match prometheus.measure("shop_error_ratio").await {
+        Err(Problem::Rejected(why)) => assert!(why.contains("2 series"), "{why}"),
+        other => panic!("two series: {other:?}"),
+    }
+    server.stop();
+    match prometheus.measure(v2).await {
+        Err(Problem::NoData(why)) => assert!(why.contains("unreachable"), "{why}"),
+        other => panic!("Prometheus stopped: {other:?}"),
+    }
+}
