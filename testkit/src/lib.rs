@@ -7,6 +7,6 @@
 
 pub mod mariadb;
 pub mod postgres;
-pub mod prometheus;
 pub mod process;
+pub mod prometheus;
 pub mod wait;

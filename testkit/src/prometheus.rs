@@ -60,9 +60,15 @@ impl Prometheus {
 
 fn spawn(dir: &Path, port: u16) -> Proc {
     let mut cmd = Command::new("prometheus");
-    cmd.arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("data").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{port}"));
     Proc::spawn("prometheus", cmd, &dir.join("prometheus.log"))
 }
 
