@@ -7,5 +7,6 @@ pub mod db;
 pub mod operator;
 pub mod planner;
 pub mod plugin;
+pub mod secrets;
 pub mod sql;
 pub mod telemetry;

@@ -140,13 +140,11 @@ async fn handover(env: &Env, ns: &Ns, db: &Db, database: Value, sleep: &str) {
     }
     // It exits once its running reconciles are done (a status write it
     // cannot send holds one for up to the shutdown grace, 20 s).
-    let exited = tokio::time::timeout(STEP, async {
-        while stalled.running() {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+    until("op-stalled exits without its lease", STEP, || {
+        let exited = !stalled.running();
+        async move { exited.then_some(()) }
     })
     .await;
-    assert!(exited.is_ok(), "op-stalled still runs without its lease");
     assert!(
         stalled.logs().contains("lost the lease"),
         "op-stalled did not say why it stopped"

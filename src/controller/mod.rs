@@ -37,6 +37,17 @@ pub struct Scope {
     pub ledger_retention: std::time::Duration,
 }
 
+impl Scope {
+    /// One entry per controller the scope needs: each watched namespace,
+    /// or `None` (every namespace) when the list is empty.
+    pub fn namespaces(&self) -> Vec<Option<&str>> {
+        match self.watch.as_slice() {
+            [] => vec![None],
+            some => some.iter().map(|n| Some(n.as_str())).collect(),
+        }
+    }
+}
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

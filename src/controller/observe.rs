@@ -272,16 +272,9 @@ async fn measure(
         Some(r) => {
             let ns = rollout.namespace().unwrap_or_default();
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-            match secrets.get_opt(&r.name).await {
-                Ok(Some(secret)) => secret
-                    .data
-                    .and_then(|d| d.get(&r.key).cloned())
-                    .and_then(|v| String::from_utf8(v.0).ok())
-                    .map(|t| Some(t.trim().to_owned()))
-                    .ok_or_else(|| format!("Secret {} has no key {}", r.name, r.key)),
-                Ok(None) => Err(format!("Secret {} not found", r.name)),
-                Err(e) => Err(format!("Secret {}: {e}", r.name)),
-            }
+            crate::secrets::value(&secrets, r)
+                .await
+                .map(|t| Some(t.trim().to_owned()))
         }
     };
     let prometheus = token.map(|t| Prometheus::new(spec, t));

@@ -88,10 +88,7 @@ pub async fn run(
     on_ready: impl FnOnce(Vec<Store<SchemaRollout>>) + Send + 'static,
     shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
-    let namespaces: Vec<Option<&str>> = match scope.watch.as_slice() {
-        [] => vec![None],
-        some => some.iter().map(|n| Some(n.as_str())).collect(),
-    };
+    let namespaces = scope.namespaces();
     let (synced, mut stores) = tokio::sync::mpsc::unbounded_channel();
     let all = namespaces.len();
     let ready = tokio::spawn(async move {

@@ -155,17 +155,9 @@ pub async fn target(
 }
 
 async fn secret_value(secrets: &Api<Secret>, r: &SecretKeyRef) -> Result<String, DbError> {
-    let secret = secrets
-        .get_opt(&r.name)
+    crate::secrets::value(secrets, r)
         .await
-        .map_err(|e| DbError::Config(format!("cannot read Secret {}: {e}", r.name)))?
-        .ok_or_else(|| DbError::Config(format!("Secret {} not found", r.name)))?;
-    let bytes = secret
-        .data
-        .and_then(|d| d.get(&r.key).cloned())
-        .ok_or_else(|| DbError::Config(format!("Secret {} has no key {}", r.name, r.key)))?;
-    String::from_utf8(bytes.0)
-        .map_err(|_| DbError::Config(format!("Secret {} key {} is not UTF-8", r.name, r.key)))
+        .map_err(DbError::Config)
 }
 
 /// Builds the target from the spec and the Secret values. Pure.

@@ -104,13 +104,11 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
 /// not held against readiness (the calls themselves will tell).
 async fn missing_permissions(client: &Client, options: &Options) -> Vec<String> {
     let scope = &options.scope;
-    let mut checks = match scope.watch.as_slice() {
-        [] => vec![(access::CONTROLLER, None)],
-        some => some
-            .iter()
-            .map(|n| (access::CONTROLLER, Some(n.as_str())))
-            .collect(),
-    };
+    let mut checks: Vec<_> = scope
+        .namespaces()
+        .into_iter()
+        .map(|n| (access::CONTROLLER, n))
+        .collect();
     checks.push((access::OPERATOR_NAMESPACE, Some(scope.operator.as_str())));
     if let Some(election) = &options.leader_election {
         checks.push((access::LEADER_ELECTION, Some(election.namespace.as_str())));
