@@ -129,6 +129,14 @@ impl Ns {
         .await
     }
 
+    /// Waits until contract is held for `reason` (`status.holdReason`).
+    pub async fn wait_held(&self, name: &str, reason: &str, timeout: Duration) -> SchemaRollout {
+        self.wait_rollout(name, &format!("held: {reason}"), timeout, |r| {
+            r.status.as_ref().and_then(|s| s.hold_reason.as_deref()) == Some(reason)
+        })
+        .await
+    }
+
     /// Waits for condition `type_` with `status` and, if given, `reason`.
     pub async fn wait_condition(
         &self,

@@ -152,10 +152,7 @@ async fn database_down_during_check(env: &Env) -> Fault {
     ns.create_rollout("r", inline_spec(&expand)).await.unwrap();
     ns.wait_phase("r", AwaitingRollout, STEP).await;
     ns.set_image("api", "shop/api:2.0.0").await;
-    ns.wait_rollout("r", "held by the false check", STEP, |r| {
-        r.status.as_ref().and_then(|s| s.hold_reason.as_deref()) == Some("CheckFailed")
-    })
-    .await;
+    ns.wait_held("r", "CheckFailed", STEP).await;
     env.pg.stop();
     f.injected += 1;
     let held = ns

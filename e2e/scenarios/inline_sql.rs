@@ -43,11 +43,7 @@ pub async fn run(env: Arc<Env>) {
     ns.set_image("api", "shop/api:2.0.0").await;
 
     // Rolled out, but the backfill has not run: the check holds contract.
-    let r = ns
-        .wait_rollout("inline", "held by check", STEP, |r| {
-            r.status.as_ref().and_then(|s| s.hold_reason.as_deref()) == Some("CheckFailed")
-        })
-        .await;
+    let r = ns.wait_held("inline", "CheckFailed", STEP).await;
     assert!(r.status.unwrap().message.unwrap().contains("backfill-done"));
     assert_eq!(
         ns.sql("SELECT count(*) FROM runs WHERE step = 'contract'"),

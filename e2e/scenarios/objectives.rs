@@ -47,19 +47,7 @@ pub async fn run(env: Arc<Env>) {
         .unwrap();
     ns.wait_phase("r", AwaitingRollout, STEP).await;
     ns.set_image("api", "shop/api:2.0.0").await;
-    let held = |reason: &'static str| {
-        move |r: &bellows::api::SchemaRollout| {
-            r.status.as_ref().and_then(|s| s.hold_reason.as_deref()) == Some(reason)
-        }
-    };
-    let r = ns
-        .wait_rollout(
-            "r",
-            "held: ObjectiveViolated",
-            STEP,
-            held("ObjectiveViolated"),
-        )
-        .await;
+    let r = ns.wait_held("r", "ObjectiveViolated", STEP).await;
     let message = r.status.unwrap().message.unwrap_or_default();
     assert!(
         message.contains("objective errors: 0.05 is out of bounds (max 0.01)"),
@@ -69,14 +57,7 @@ pub async fn run(env: Arc<Env>) {
     assert!(note.contains("ObjectiveViolated"), "{note}");
 
     prometheus.stop();
-    let r = ns
-        .wait_rollout(
-            "r",
-            "held: ObjectiveInconclusive",
-            STEP,
-            held("ObjectiveInconclusive"),
-        )
-        .await;
+    let r = ns.wait_held("r", "ObjectiveInconclusive", STEP).await;
     let message = r.status.unwrap().message.unwrap_or_default();
     assert!(message.contains("no data"), "{message}");
     assert!(

@@ -36,10 +36,7 @@ pub async fn run(env: Arc<Env>) {
         "{}",
         String::from_utf8_lossy(&undo.stderr)
     );
-    ns.wait_rollout("fwd", "held: RolledBack", STEP, |r| {
-        r.status.as_ref().and_then(|s| s.hold_reason.as_deref()) == Some("RolledBack")
-    })
-    .await;
+    ns.wait_held("fwd", "RolledBack", STEP).await;
 
     // Then 3.0.0 ships: a release after 2.0.0 is a roll forward.
     ns.set_image("api", "shop/api:3.0.0").await;

@@ -19,11 +19,7 @@ pub async fn run(env: Arc<Env>) {
         "kubectl rollout undo: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = ns
-        .wait_rollout("undo", "held: RolledBack", STEP, |r| {
-            r.status.as_ref().and_then(|s| s.hold_reason.as_deref()) == Some("RolledBack")
-        })
-        .await;
+    let r = ns.wait_held("undo", "RolledBack", STEP).await;
     assert_eq!(
         condition_of(&r, cond::ROLLED_OUT),
         ("False".into(), "RolledBack".into())
