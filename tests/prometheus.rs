@@ -59,7 +59,7 @@ async fn measures_one_number_and_names_every_reason_there_is_none() {
     }
     server.stop();
     match prometheus.measure(v2).await {
-        Err(Problem::NoData(why)) => assert!(why.contains("unreachable"), "{why}"),
+        Err(Problem::Unreachable(why)) => assert!(why.contains("unreachable"), "{why}"),
         other => panic!("Prometheus stopped: {other:?}"),
     }
 }

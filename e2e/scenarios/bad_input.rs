@@ -11,6 +11,7 @@
 
 use super::STEP;
 use crate::harness::{Env, Ns, cond, psql_job, workload};
+use bellows_testkit::prometheus::Prometheus;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -97,8 +98,8 @@ fn long(n: usize) -> String {
     "a".repeat(n)
 }
 
-/// The table.
-fn cases() -> Vec<Case> {
+/// The table; `prometheus` is a Prometheus that answers.
+fn cases(prometheus: &str) -> Vec<Case> {
     let case = |name, wrong, spec, outcome| Case {
         name,
         wrong,
@@ -122,6 +123,20 @@ fn cases() -> Vec<Case> {
         json!([{"configMapRef": {"name": "no-such-config"}}]);
     let sidecar = json!({"container": "sidecar", "tag": "2"});
     let check = |name: &str, sql: &str| json!({"checks": [{"name": name, "sql": sql}]});
+    // An objective edited by `extra`, measured by the Prometheus at `address`.
+    let objective = |address: &str, extra: Value| {
+        let mut o = json!({"name": "errors", "query": "vector(0)", "max": 0.01, "interval": "1s"});
+        for (k, v) in extra.as_object().unwrap() {
+            match v {
+                Value::Null => drop(o.as_object_mut().unwrap().remove(k)),
+                v => o[k] = v.clone(),
+            }
+        }
+        bad(&[
+            ("/prometheus", json!({"address": address, "timeout": "2s"})),
+            ("/contract/after", json!({"objectives": [o]})),
+        ])
+    };
     vec![
         // Admission: the OpenAPI schema of the CRD.
         case(
@@ -677,6 +692,60 @@ fn cases() -> Vec<Case> {
             stalled("UnsafeExpand", "move-table"),
         ),
         case(
+            "objective-no-prometheus",
+            "objectives without spec.prometheus",
+            bad(&[(
+                "/contract/after",
+                json!({"objectives": [{"name": "errors", "query": "vector(0)", "max": 0.01}]}),
+            )]),
+            stalled(
+                "InvalidSpec",
+                "spec.contract.after.objectives need spec.prometheus",
+            ),
+        ),
+        case(
+            "objective-no-bound",
+            "an objective with neither max nor min",
+            objective(prometheus, json!({"max": null})),
+            stalled(
+                "InvalidSpec",
+                "spec.contract.after.objectives[0] needs max, min or both",
+            ),
+        ),
+        case(
+            "objective-interval-0s",
+            "objective interval: 0s",
+            objective(prometheus, json!({"interval": "0s"})),
+            stalled(
+                "InvalidSpec",
+                "spec.contract.after.objectives[0].interval must be at least 1s",
+            ),
+        ),
+        case(
+            "objective-placeholder",
+            "objective query naming {{pod}}",
+            objective(prometheus, json!({"query": "up{pod=\"{{pod}}\"}"})),
+            stalled("InvalidSpec", "unknown placeholder {{pod}}"),
+        ),
+        case(
+            "objective-malformed",
+            "objective query sum(up (Prometheus cannot parse it)",
+            objective(prometheus, json!({"query": "sum(up"})),
+            stalled(
+                "ObjectiveQueryRejected",
+                "1:7: parse error: unclosed left parenthesis",
+            ),
+        ),
+        case(
+            "prometheus-unreachable",
+            "prometheus.address: nothing listens there",
+            objective("http://127.0.0.1:1", json!({})),
+            stalled(
+                "PrometheusUnreachable",
+                "Prometheus at http://127.0.0.1:1 unreachable",
+            ),
+        ),
+        case(
             "unknown-allowance",
             "expand.allow: [no-such-rule]",
             bad(&[
@@ -794,8 +863,12 @@ pub async fn run(env: Arc<Env>) {
     ns.create_secret("mysql-url", "url", "mysql://app@127.0.0.1:3306/shop")
         .await;
 
+    // A Prometheus that answers, for the query it cannot parse.
+    let prometheus = Prometheus::start(&env.dir.join("prometheus-bad-input"), &[]);
+    prometheus.ready().await;
+
     // Create every case first, so the operator works on all of them at once.
-    let cases = cases();
+    let cases = cases(&prometheus.address());
     // The count e2e/README.md gives is this table's.
     let readme = std::fs::read_to_string(crate::harness::repo_path("e2e/README.md")).unwrap();
     let said = format!("| 8 | bad-input table, {} malformed rollouts,", cases.len());

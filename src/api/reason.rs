@@ -130,6 +130,9 @@ reasons! {
     ObjectivesPending,
     /// Stall: Prometheus rejected an objective's query.
     ObjectiveQueryRejected,
+    /// Stall, before expand: the Prometheus of `spec.prometheus` could not
+    /// be reached or did not answer in time.
+    PrometheusUnreachable,
     /// Hold: a contract check could not be evaluated.
     CheckError,
     /// Hold: a check ran but returned no row, several rows, NULL or a
@@ -238,6 +241,7 @@ mod tests {
                 "ObjectiveInconclusive",
                 "ObjectivesPending",
                 "ObjectiveQueryRejected",
+                "PrometheusUnreachable",
                 "CheckError",
                 "CheckInvalid",
                 "TemplateNotUpdated",

@@ -257,7 +257,7 @@ async fn measure(
     let Some(spec) = rollout.spec.prometheus.as_ref() else {
         return vec![];
     };
-    if !planner::reads::objectives_wanted(rollout) {
+    if !planner::reads::objectives_wanted(rollout, confirming) {
         return vec![];
     }
     let Ok(targets) = objective::targets(rollout) else {

@@ -61,7 +61,7 @@ impl Prometheus {
             .map_err(|e| Problem::NoData(format!("bad request: {e}")))?;
         let answer = async {
             let response = self.client.request(request).await.map_err(|e| {
-                Problem::NoData(format!("Prometheus at {} unreachable: {e}", self.address))
+                Problem::Unreachable(format!("Prometheus at {} unreachable: {e}", self.address))
             })?;
             let status = response.status();
             let body = response
@@ -74,7 +74,12 @@ impl Prometheus {
         };
         let (status, body) = tokio::time::timeout(self.timeout, answer)
             .await
-            .map_err(|_| Problem::NoData(format!("no answer within {:?}", self.timeout)))??;
+            .map_err(|_| {
+                Problem::Unreachable(format!(
+                    "Prometheus at {} gave no answer within {:?}",
+                    self.address, self.timeout
+                ))
+            })??;
         value(status, &body)
     }
 }

@@ -565,7 +565,14 @@ impl<'a> Planner<'a> {
             }
         }
         match expand {
-            Outcome::NotStarted => return self.start(Step::Expand, RolloutPhase::Pending),
+            Outcome::NotStarted => {
+                if let Some((reason, m)) = objective::preflight(&self.observed.measurements) {
+                    let mut d = Decision::stalled(RolloutPhase::Pending, reason, m);
+                    d.requeue_after = Some(RETRY_REJECTED);
+                    return d;
+                }
+                return self.start(Step::Expand, RolloutPhase::Pending);
+            }
             Outcome::Succeeded => {
                 for a in self.observed.workloads.iter().filter(|a| a.paused_by_us) {
                     self.actions.push(Action::ResumeWorkload(a.hold()));

@@ -4,7 +4,8 @@
 
 use super::elapsed;
 use crate::api::{
-    ObjectiveStatus, OnViolation, SchemaRollout, SchemaRolloutSpec, Workload, parse_duration,
+    ObjectiveStatus, OnViolation, Reason, SchemaRollout, SchemaRolloutSpec, Workload,
+    parse_duration,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -44,9 +45,12 @@ pub struct Measurement {
 /// Why a measurement gave no number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
-    /// Nothing to judge by: Prometheus unreachable or failing, an empty
-    /// result, NaN or Inf. Never a pass.
+    /// Nothing to judge by: Prometheus failing, an empty result, NaN or
+    /// Inf. Never a pass.
     NoData(String),
+    /// No answer at all: Prometheus could not be reached or did not answer
+    /// in time. Never a pass; before expand, a spec to fix.
+    Unreachable(String),
     /// Prometheus refused the query itself (its own error text).
     Rejected(String),
 }
@@ -235,7 +239,9 @@ pub fn tally(
                             bounds(rollout, &t.name)
                         ));
                     }
-                    Err(Problem::NoData(why) | Problem::Rejected(why)) => {
+                    Err(
+                        Problem::NoData(why) | Problem::Unreachable(why) | Problem::Rejected(why),
+                    ) => {
                         s.value = None;
                         s.passes = 0;
                         s.message = Some(why.clone());
@@ -309,10 +315,9 @@ pub fn verdict(
                 "{}: Prometheus rejected the query: {e}",
                 label(s)
             ))),
-            Some(Err(Problem::NoData(why))) => keep(Verdict::Inconclusive(format!(
-                "{}: no data: {why}",
-                label(s)
-            ))),
+            Some(Err(Problem::NoData(why) | Problem::Unreachable(why))) => keep(
+                Verdict::Inconclusive(format!("{}: no data: {why}", label(s))),
+            ),
             _ if s.passes == 0 && s.value.is_some() && s.message.is_some() => {
                 let m = format!("{}: {}", label(s), s.message.as_deref().unwrap_or_default());
                 keep(match on_violation {
@@ -353,4 +358,31 @@ pub fn next_due(
         })
         .min()
         .map(|d| d.max(Duration::from_secs(1)))
+}
+
+/// Why expand must not start, from the measurements of the live round
+/// before it (`fresh`: every objective's query sent once): a query
+/// Prometheus refuses, or a Prometheus that cannot be reached, is a spec
+/// to fix before anything runs. No data is fine here: the new version has
+/// no series yet.
+pub fn preflight(fresh: &[Measurement]) -> Option<(Reason, String)> {
+    let label = |m: &Measurement| match &m.workload {
+        Some(w) => format!("objective {} ({w})", m.name),
+        None => format!("objective {}", m.name),
+    };
+    let rejected = fresh.iter().find_map(|m| match &m.result {
+        Err(Problem::Rejected(e)) => Some((
+            Reason::ObjectiveQueryRejected,
+            format!("{}: Prometheus rejected the query: {e}", label(m)),
+        )),
+        _ => None,
+    });
+    rejected.or_else(|| {
+        fresh.iter().find_map(|m| match &m.result {
+            Err(Problem::Unreachable(e)) => {
+                Some((Reason::PrometheusUnreachable, format!("{}: {e}", label(m))))
+            }
+            _ => None,
+        })
+    })
 }

@@ -80,18 +80,20 @@ pub fn checks_due(last: Option<Timestamp>, now: Timestamp, confirming: bool) -> 
     confirming || last.is_none_or(|at| elapsed(now, at) >= CHECKS_FRESH_FOR)
 }
 
-/// Whether the objectives concern the planner now: expand succeeded,
-/// every workload was rolled out when status was last written, and
-/// contract has not started (status alone says so).
-pub fn objectives_wanted(rollout: &SchemaRollout) -> bool {
-    let Some(status) = rollout.status.as_ref() else {
+/// Whether the objectives concern the planner now (status alone says
+/// so): in the live round before expand starts (each query is sent once
+/// to find a query Prometheus refuses, or a Prometheus it cannot reach,
+/// before anything runs), and from when every workload was rolled out
+/// after expand succeeded until contract started.
+pub fn objectives_wanted(rollout: &SchemaRollout, confirming: bool) -> bool {
+    if rollout.spec.objectives().is_empty() {
         return false;
+    }
+    let status = rollout.status.clone().unwrap_or_default();
+    let Some(expand) = status.step(Step::Expand) else {
+        return confirming;
     };
-    let expanded = status
-        .step(Step::Expand)
-        .is_some_and(|s| s.state == StepState::Succeeded);
-    !rollout.spec.objectives().is_empty()
-        && expanded
+    expand.state == StepState::Succeeded
         && status.rolled_out_at.is_some()
         && status.step(Step::Contract).is_none()
 }

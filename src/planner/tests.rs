@@ -2059,6 +2059,62 @@ fn a_query_prometheus_rejects_stalls_and_a_failing_objective_fails_the_rollout()
 }
 
 #[test]
+fn expand_waits_for_a_prometheus_that_answers_and_queries_it_accepts() {
+    let mut s = spec(json!({"prometheus": {"address": "http://prometheus:9090"}}));
+    s.contract.after =
+        Some(serde_json::from_value(json!({"objectives": error_ratio(json!({}))})).unwrap());
+    let mut r = rollout(s);
+    assert!(
+        crate::planner::reads::objectives_wanted(&r, true),
+        "sent before expand"
+    );
+    assert!(
+        !crate::planner::reads::objectives_wanted(&r, false),
+        "only in the live round"
+    );
+    let before = |result| {
+        let mut o = observed(both_rolled_out(), &[], 0);
+        o.measurements = vec![Measurement {
+            name: "errors".into(),
+            workload: None,
+            at: at(0),
+            result,
+        }];
+        o
+    };
+    for (result, reason, says) in [
+        (
+            NoNumber::Rejected("1:5: parse error".into()),
+            "ObjectiveQueryRejected",
+            "objective errors: Prometheus rejected the query: 1:5: parse error",
+        ),
+        (
+            NoNumber::Unreachable(
+                "Prometheus at http://prometheus:9090 unreachable: dns error".into(),
+            ),
+            "PrometheusUnreachable",
+            "objective errors: Prometheus at http://prometheus:9090 unreachable: dns error",
+        ),
+    ] {
+        let p = step(&mut r, &before(Err(result)));
+        let stalled = cond(&p, condition::STALLED);
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", reason)
+        );
+        assert_eq!(stalled.message, says);
+        assert!(!creates_any(&p), "{reason}: nothing runs");
+        assert_eq!(p.requeue_after, Some(RETRY_REJECTED));
+    }
+    // The new version has no series yet: that does not hold expand.
+    let p = step(
+        &mut r,
+        &before(Err(NoNumber::NoData("the query returned no series".into()))),
+    );
+    assert!(creates(&p, Step::Expand), "{:?}", p.status.message);
+}
+
+#[test]
 fn objective_passes_count_only_while_every_workload_is_rolled_out() {
     let (mut r, _) = with_objectives(error_ratio(json!({})));
     step(&mut r, &measured("errors", Ok(0.0), 2));

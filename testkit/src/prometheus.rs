@@ -52,6 +52,31 @@ impl Prometheus {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Waits until it says it is ready to answer queries.
+    pub async fn ready(&self) {
+        let port = self.port;
+        crate::wait::until(
+            "Prometheus ready",
+            std::time::Duration::from_secs(60),
+            || async move {
+                let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()?;
+                conn.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n")
+                    .await
+                    .ok()?;
+                let mut answer = String::new();
+                conn.read_to_string(&mut answer).await.ok()?;
+                answer
+                    .split_whitespace()
+                    .nth(1)
+                    .filter(|code| *code == "200")
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
     /// Stops it (SIGTERM).
     pub fn stop(&mut self) {
         self.proc.stop(libc::SIGTERM);
