@@ -8,7 +8,7 @@ use super::cache::Caches;
 use super::prometheus::Prometheus;
 use super::{Context, Error};
 use super::{cluster_ledger, kinds};
-use crate::api::{SchemaRollout, Step, WorkloadKind};
+use crate::api::{PrometheusSpec, SchemaRollout, Step, WorkloadKind};
 use crate::db::{DbError, LedgerState, Target};
 use crate::planner::objective::{self, Measurement, Problem};
 use crate::planner::step::{JobObservation, Reference, observe_job};
@@ -267,23 +267,13 @@ async fn measure(
     if due.is_empty() {
         return vec![];
     }
-    let token = match &spec.bearer_token_secret_ref {
-        None => Ok(None),
-        Some(r) => {
-            let ns = rollout.namespace().unwrap_or_default();
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-            crate::secrets::value(&secrets, r)
-                .await
-                .map(|t| Some(t.trim().to_owned()))
-        }
-    };
-    let prometheus = token.map(|t| Prometheus::new(spec, t));
+    let prometheus = prometheus(ctx, rollout, spec).await;
     futures::future::join_all(due.into_iter().map(|t| {
         let prometheus = &prometheus;
         async move {
             let result = match prometheus {
                 Ok(p) => p.measure(&t.query).await,
-                Err(why) => Err(Problem::NoData(format!("bearer token: {why}"))),
+                Err(why) => Err(why.clone()),
             };
             Measurement {
                 name: t.name,
@@ -294,6 +284,27 @@ async fn measure(
         }
     }))
     .await
+}
+
+/// The Prometheus of `spec`, with the bearer token of its Secret; or why
+/// nothing can be measured (the token cannot be read).
+async fn prometheus(
+    ctx: &Context,
+    rollout: &SchemaRollout,
+    spec: &PrometheusSpec,
+) -> Result<Prometheus, Problem> {
+    let token = match &spec.bearer_token_secret_ref {
+        None => None,
+        Some(r) => {
+            let ns = rollout.namespace().unwrap_or_default();
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            let token = crate::secrets::value(&secrets, r)
+                .await
+                .map_err(|why| Problem::NoData(format!("bearer token: {why}")))?;
+            Some(token.trim().to_owned())
+        }
+    };
+    Ok(Prometheus::new(spec, token))
 }
 
 /// The Job of phase `s` under its deterministic `name`, as the planner sees
