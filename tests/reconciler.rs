@@ -26,7 +26,7 @@ fn rollout() -> SchemaRollout {
     serde_json::from_value(json!({
         "apiVersion": "bellows.dev/v1alpha1", "kind": "SchemaRollout",
         "metadata": {"name": "users", "namespace": "shop", "uid": "uid-1", "generation": 1,
-                     "finalizers": ["bellows.dev/cleanup"]},
+                     "resourceVersion": "1", "finalizers": ["bellows.dev/cleanup"]},
         "spec": {
             "workloads": [{"name": "api", "version": {"image": {"container": "api", "tag": "2.0.0"}}}],
             "expand": {"job": job.clone()}, "contract": {"job": job}
@@ -911,7 +911,9 @@ async fn a_recorded_job_missing_from_the_caches_is_read_live_not_declared_vanish
 #[tokio::test]
 async fn a_rollout_changed_since_the_reconcile_began_starts_nothing() {
     // Paused by its user (a new generation), its approval revoked (an
-    // annotation), deleted, or gone: the phase the plan would start is not.
+    // annotation), a status written since that the cache has not delivered
+    // (a newer resourceVersion), deleted, or gone: the phase the plan would
+    // start is not.
     let mut paused = rollout();
     paused.spec.paused = true;
     paused.metadata.generation = Some(2);
@@ -922,7 +924,15 @@ async fn a_rollout_changed_since_the_reconcile_began_starts_nothing() {
     deleting.metadata.deletion_timestamp = Some(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
     );
-    for live in [Some(paused), Some(annotated), Some(deleting), None] {
+    let mut written = rollout();
+    written.metadata.resource_version = Some("2".into());
+    for live in [
+        Some(paused),
+        Some(annotated),
+        Some(written),
+        Some(deleting),
+        None,
+    ] {
         let (result, _) = run(|mut h| {
             tokio::spawn(async move {
                 observe_fresh_rollout(&mut h).await;
@@ -952,4 +962,44 @@ async fn a_rollout_changed_since_the_reconcile_began_starts_nothing() {
         .await;
         assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(1)));
     }
+}
+
+#[tokio::test]
+async fn a_status_planned_from_an_older_copy_is_never_written_over_a_newer_one() {
+    let (result, _) = run(|mut h| {
+        tokio::spawn(async move {
+            observe_fresh_rollout(&mut h).await;
+            rereads_rollout(&mut h, rollout()).await;
+            ledger_write(&mut h, "expand", "claimed").await;
+            expect(
+                &mut h,
+                Method::POST,
+                "/apis/batch/v1/namespaces/shop/jobs?",
+                (StatusCode::CREATED, json!({})),
+            )
+            .await;
+            ledger_write(&mut h, "expand", "started").await;
+            // The object moved on between the re-read and the write.
+            let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+                                  "message": "the object has been modified"});
+            let (_, patch) = expect(
+                &mut h,
+                Method::PATCH,
+                "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?",
+                (StatusCode::CONFLICT, conflict),
+            )
+            .await;
+            assert_eq!(
+                patch["metadata"]["resourceVersion"], "1",
+                "conditional on the copy the plan was made from"
+            );
+            // No event, no metric of a phase change the newer status owns.
+            let next = tokio::time::timeout(Duration::from_millis(300), h.next_request()).await;
+            if let Ok(Some((request, _))) = next {
+                panic!("{} {} after a stale status write", request.method(), request.uri());
+            }
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(1)));
 }

@@ -106,7 +106,13 @@ async fn reconcile_once(
             },
         }
     }
-    let flush = write_status(ctx, rollout, &plan).await?;
+    let flush = match write_status(ctx, rollout, &plan).await? {
+        // Planned from an older copy: what it would say or count is the
+        // newer status's already, or the next reconcile's.
+        Written::Stale => return Ok(Action::requeue(RECHECK)),
+        Written::Later(after) => Some(after),
+        Written::Now | Written::Unchanged => None,
+    };
     record(ctx, rollout, &plan, now).await;
     Ok(match plan.requeue_after.into_iter().chain(flush).min() {
         Some(after) => Action::requeue(after),
@@ -119,8 +125,11 @@ async fn reconcile_once(
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether the SchemaRollout on the API server is no longer the one being
-/// reconciled in what decides a phase start: gone, re-created, its spec
-/// (generation), annotations (approval) or deletion.
+/// reconciled: gone, re-created, or any write since the copy this
+/// reconcile planned from (its spec, annotations (approval), deletion, or
+/// a status an earlier reconcile wrote that the cache has not delivered
+/// yet: objective passes counted from an older status could forget a
+/// violation measured since).
 async fn changed_since(api: &Api<SchemaRollout>, rollout: &SchemaRollout) -> Result<bool, Error> {
     let Some(live) = api
         .get_opt(&rollout.name_any())
@@ -133,6 +142,7 @@ async fn changed_since(api: &Api<SchemaRollout>, rollout: &SchemaRollout) -> Res
     Ok(now.uid != then.uid
         || now.generation != then.generation
         || now.annotations != then.annotations
+        || now.resource_version != then.resource_version
         || now.deletion_timestamp.is_some())
 }
 
@@ -367,6 +377,19 @@ fn usable(database: &Result<Target, DbError>) -> Result<&Target, Error> {
     database.as_ref().map_err(|e| Error::Database(e.clone()))
 }
 
+/// What became of a plan's status.
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    Now,
+    /// Nothing new to write.
+    Unchanged,
+    /// Written later (coalesced), after this long.
+    Later(std::time::Duration),
+    /// Not written: the object changed since the copy the plan was made
+    /// from.
+    Stale,
+}
+
 /// Writes the planned status with server-side apply (field manager
 /// `bellows`) when `planner::writes` says so; returns when to look
 /// again for a counter-only change it held back.
@@ -374,28 +397,37 @@ async fn write_status(
     ctx: &Context,
     rollout: &SchemaRollout,
     plan: &Plan,
-) -> Result<Option<std::time::Duration>, Error> {
+) -> Result<Written, Error> {
     match ctx.status_write(rollout, &plan.status) {
-        StatusWrite::Skip => return Ok(None),
-        StatusWrite::Later(after) => return Ok(Some(after)),
+        StatusWrite::Skip => return Ok(Written::Unchanged),
+        StatusWrite::Later(after) => return Ok(Written::Later(after)),
         StatusWrite::Now => {}
     }
     let ns = rollout.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<SchemaRollout> = Api::namespaced(ctx.client.clone(), &ns);
+    // Conditional on the copy the plan was made from: a reconcile that read
+    // an older copy than the object (a cache that has not delivered the
+    // last status yet) never writes status over a newer one.
     let patch = json!({
         "apiVersion": SchemaRollout::api_version(&()),
         "kind": SchemaRollout::kind(&()),
+        "metadata": {"resourceVersion": rollout.resource_version()},
         "status": plan.status,
     });
-    api.patch_status(
-        &rollout.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Kube)?;
+    let written = api
+        .patch_status(
+            &rollout.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    match written {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Written::Stale),
+        Err(e) => return Err(Error::Kube(e)),
+    }
     ctx.wrote(rollout, plan.status.clone());
-    Ok(None)
+    Ok(Written::Now)
 }
 
 /// Publishes the plan's events and records phase metrics. A failed event is
