@@ -32,10 +32,12 @@ fn exported() -> BTreeMap<String, String> {
     let waiting: bellows::api::SchemaRollout = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "users", "namespace": "shop"},
         "spec": {"workloads": [], "expand": {"sql": ["x"]}, "contract": {"sql": ["y"]}},
-        "status": {"objectives": [{"name": "errors", "value": 0.001, "passes": 1}]},
+        "status": {"objectives": [{"name": "errors", "value": 0.001, "passes": 1}],
+                   "budget": {"consumed": 0.01, "consumedSeconds": 26.0, "remaining": 0.9}},
     }))
     .unwrap();
     metrics.objectives([&waiting]);
+    metrics.budgets([&waiting]);
     let text = metrics.encode();
     let mut names = BTreeMap::new();
     for line in text.lines() {

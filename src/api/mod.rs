@@ -11,7 +11,7 @@ mod reason;
 mod status;
 
 pub use duration::{DurationError, parse_duration};
-pub use objective::{Objective, OnViolation, PrometheusSpec};
+pub use objective::{BudgetSpec, Objective, OnViolation, PrometheusSpec};
 pub use reason::Reason;
 pub use status::*;
 
@@ -67,10 +67,16 @@ pub struct SchemaRolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSpec>,
 
-    /// The Prometheus HTTP API `contract.after.objectives` are measured
-    /// with.
+    /// The Prometheus HTTP API `contract.after.objectives` and `budget`
+    /// are measured with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusSpec>,
+
+    /// The service's downtime budget, measured with `spec.prometheus`:
+    /// what this rollout spent of it (status, metrics), and optionally a
+    /// floor below which expand does not start and contract does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpec>,
 
     /// Optional gate on the workloads while expand runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]

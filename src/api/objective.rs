@@ -1,5 +1,6 @@
-//! Service level objectives that hold contract (`spec.contract.after.objectives`)
-//! and the Prometheus they are measured with (`spec.prometheus`).
+//! Service level objectives that hold contract (`spec.contract.after.objectives`),
+//! the service's downtime budget (`spec.budget`) and the Prometheus both
+//! are measured with (`spec.prometheus`).
 
 use super::{DURATION_PATTERN, SecretKeyRef};
 use kube::KubeSchema;
@@ -75,4 +76,44 @@ pub enum OnViolation {
     Hold,
     /// Fail the rollout.
     Fail,
+}
+
+/// The service's downtime budget: the share of requests that may fail
+/// over a period, what this rollout spent of it, and how much must be
+/// left to take the risk of a schema change.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new("self.objective > 0.0 && self.objective < 1.0").message("objective is a share of requests between 0 and 1, e.g. 0.999"))]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSpec {
+    /// The service level objective: the share of requests that succeed
+    /// over `period`, e.g. `0.999` (99.9%: about 43 minutes of downtime in
+    /// 30 days).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub objective: f64,
+    /// The period the budget is counted over, e.g. `720h` (30 days, the
+    /// default; at least `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub period: Option<String>,
+    /// A PromQL query returning the service's error ratio (failed requests
+    /// over all requests, 0 to 1) over the range `{{window}}`, e.g.
+    /// `sum(rate(http_requests_total{code=~"5.."}[{{window}}])) /
+    /// sum(rate(http_requests_total[{{window}}]))`. bellows sends it with
+    /// `{{window}}` the period (what is left of the budget) and the time
+    /// since expand started (what this rollout spent); `{{namespace}}` is
+    /// the rollout's namespace.
+    #[schemars(length(min = 1, max = 4096))]
+    pub error_ratio: String,
+    /// The share of the period's budget (0 to 1) that must be left for
+    /// expand to start and for contract to run, e.g. `0.25`. Without it
+    /// the budget is measured and shown but holds nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub floor: Option<f64>,
+    /// How often the budget is measured from before expand until contract
+    /// starts, e.g. `30s` (the default; at least `1s`). It is also
+    /// measured right before expand and contract start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
 }

@@ -133,6 +133,12 @@ reasons! {
     /// Stall, before expand: the Prometheus of `spec.prometheus` could not
     /// be reached or did not answer in time.
     PrometheusUnreachable,
+    /// Hold, before expand or contract: less of the downtime budget is
+    /// left than `spec.budget.floor`.
+    BudgetExhausted,
+    /// Hold, before expand or contract: no number for the budget left to
+    /// compare with `spec.budget.floor` (never a pass).
+    BudgetUnknown,
     /// Hold: a contract check could not be evaluated.
     CheckError,
     /// Hold: a check ran but returned no row, several rows, NULL or a
@@ -242,6 +248,8 @@ mod tests {
                 "ObjectivesPending",
                 "ObjectiveQueryRejected",
                 "PrometheusUnreachable",
+                "BudgetExhausted",
+                "BudgetUnknown",
                 "CheckError",
                 "CheckInvalid",
                 "TemplateNotUpdated",

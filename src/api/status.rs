@@ -151,6 +151,36 @@ pub struct SchemaRolloutStatus {
     /// query names `{{workload}}`), while contract waits for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objectives: Vec<ObjectiveStatus>,
+    /// The downtime budget (`spec.budget`) as last measured; after contract
+    /// started, what the rollout spent from expand to contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
+}
+
+/// The downtime budget as last measured.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// The service's error ratio since expand started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_ratio: Option<f64>,
+    /// The downtime this rollout cost, in seconds: the error ratio since
+    /// expand started times the time since (5% of requests failing for
+    /// 10 minutes cost 30 seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed_seconds: Option<f64>,
+    /// The share of the period's budget this rollout consumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed: Option<f64>,
+    /// The share of the period's budget left (below 0 when overspent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<f64>,
+    /// When it was measured last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<Time>,
+    /// Why a number is missing, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The last measurement of one objective.

@@ -10,6 +10,7 @@ use super::{Context, Error};
 use super::{cluster_ledger, kinds};
 use crate::api::{PrometheusSpec, SchemaRollout, Step, WorkloadKind};
 use crate::db::{DbError, LedgerState, Target};
+use crate::planner::budget;
 use crate::planner::objective::{self, Measurement, Problem};
 use crate::planner::step::{JobObservation, Reference, observe_job};
 use crate::planner::workload::deployment;
@@ -204,7 +205,7 @@ pub async fn observe(
     let measurements = measure(ctx, rollout, now, matches!(source, Source::Live));
     // One round: every read at once (live, the workloads' ReplicaSets and
     // pods follow their Deployment).
-    let (workloads, jobs, missing, ledger, database, measurements) =
+    let (workloads, jobs, missing, ledger, database, (measurements, budget)) =
         futures::join!(workloads, jobs, missing, cluster, database, measurements);
     let mut foreign = None;
     let mut observed_jobs = BTreeMap::new();
@@ -232,6 +233,7 @@ pub async fn observe(
         lock_holder: None,
         rejected: foreign,
         measurements,
+        budget,
         now,
     };
     match database {
@@ -246,44 +248,61 @@ pub async fn observe(
     Ok(observed)
 }
 
-/// The objectives due now (every one in the live round before a phase
-/// starts), measured concurrently; none unless they concern the planner.
+/// The objectives and the downtime budget due now (every objective in the
+/// live round before a phase starts), measured concurrently; nothing
+/// unless they concern the planner.
 async fn measure(
     ctx: &Context,
     rollout: &SchemaRollout,
     now: Timestamp,
     confirming: bool,
-) -> Vec<Measurement> {
+) -> (Vec<Measurement>, Option<budget::Measurement>) {
     let Some(spec) = rollout.spec.prometheus.as_ref() else {
-        return vec![];
+        return (vec![], None);
     };
-    if !planner::reads::objectives_wanted(rollout, confirming) {
-        return vec![];
-    }
-    let Ok(targets) = objective::targets(rollout) else {
-        return vec![];
+    let due = match objective::targets(rollout) {
+        Ok(targets) if planner::reads::objectives_wanted(rollout, confirming) => {
+            objective::due(rollout, targets, now, confirming)
+        }
+        _ => vec![],
     };
-    let due = objective::due(rollout, targets, now, confirming);
-    if due.is_empty() {
-        return vec![];
+    let budget = budget::due(rollout, now, confirming);
+    if due.is_empty() && budget.is_none() {
+        return (vec![], None);
     }
     let prometheus = prometheus(ctx, rollout, spec).await;
-    futures::future::join_all(due.into_iter().map(|t| {
+    let ask = |query: String| {
         let prometheus = &prometheus;
         async move {
-            let result = match prometheus {
-                Ok(p) => p.measure(&t.query).await,
+            match prometheus {
+                Ok(p) => p.measure(&query).await,
                 Err(why) => Err(why.clone()),
-            };
-            Measurement {
-                name: t.name,
-                workload: t.workload,
-                at: Timestamp::now(),
-                result,
             }
         }
-    }))
-    .await
+    };
+    let objectives = futures::future::join_all(due.into_iter().map(|t| async {
+        let result = ask(t.query).await;
+        Measurement {
+            name: t.name,
+            workload: t.workload,
+            at: Timestamp::now(),
+            result,
+        }
+    }));
+    let budget = async {
+        let queries = budget?;
+        let rollout = async {
+            let (query, window) = queries.rollout?;
+            Some((ask(query).await, window))
+        };
+        let (period, rollout) = futures::join!(ask(queries.period), rollout);
+        Some(budget::Measurement {
+            at: Timestamp::now(),
+            period,
+            rollout,
+        })
+    };
+    futures::join!(objectives, budget)
 }
 
 /// The Prometheus of `spec`, with the bearer token of its Secret; or why

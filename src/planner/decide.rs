@@ -2,6 +2,7 @@
 //! phase (contract first, then bad input, expand with its gate, rollout
 //! and transition, bake time, approval, checks). A phase rule changes here.
 
+use super::budget;
 use super::objective::{self, Verdict as Slo};
 use super::plan::{
     Action, CheckProblem, CheckResult, EventIntent, EventKind, Observed, PhaseRun, Plan, Refused,
@@ -14,7 +15,7 @@ use super::{
 };
 use crate::api::keys::APPROVE_ANNOTATION;
 use crate::api::{
-    Approval, Engine, GateHold, ObjectiveStatus, Reason, RolloutPhase, SchemaRollout,
+    Approval, BudgetStatus, Engine, GateHold, ObjectiveStatus, Reason, RolloutPhase, SchemaRollout,
     SchemaRolloutStatus, Step, StepState, StepStatus, WorkloadStatus,
 };
 use crate::planner::ledger::LedgerState;
@@ -66,6 +67,8 @@ pub(super) struct Planner<'a> {
     pub(super) steps: Vec<StepStatus>,
     /// The objectives' measurements, tallied (`objective::tally`).
     pub(super) objectives: Vec<ObjectiveStatus>,
+    /// The downtime budget, with this reconcile's measurement.
+    pub(super) budget: Option<BudgetStatus>,
     pub(super) actions: Vec<Action>,
     pub(super) events: Vec<EventIntent>,
 }
@@ -78,6 +81,7 @@ impl<'a> Planner<'a> {
             observed,
             steps: prev.steps.clone(),
             objectives: prev.objectives.clone(),
+            budget: budget::record(rollout, prev.budget.as_ref(), observed.budget.as_ref()),
             prev,
             actions: vec![],
             events: vec![],
@@ -566,9 +570,15 @@ impl<'a> Planner<'a> {
         }
         match expand {
             Outcome::NotStarted => {
-                if let Some((reason, m)) = objective::preflight(&self.observed.measurements) {
+                let fresh = self.observed.budget.as_ref();
+                if let Some((reason, m)) = objective::preflight(&self.observed.measurements)
+                    .or_else(|| budget::preflight(fresh))
+                {
                     let mut d = Decision::stalled(RolloutPhase::Pending, reason, m);
                     d.requeue_after = Some(RETRY_REJECTED);
+                    return d;
+                }
+                if let Some(d) = self.budget_hold(RolloutPhase::Pending) {
                     return d;
                 }
                 return self.start(Step::Expand, RolloutPhase::Pending);
@@ -673,6 +683,9 @@ impl<'a> Planner<'a> {
             d.requeue_after = measuring;
             return d;
         }
+        if let Some(d) = self.budget_hold(RolloutPhase::AwaitingRollout) {
+            return d;
+        }
         let waiting = if approval == Approval::Manual {
             RolloutPhase::AwaitingApproval
         } else if !durations.bake_time.is_zero() {
@@ -681,6 +694,24 @@ impl<'a> Planner<'a> {
             RolloutPhase::AwaitingRollout
         };
         self.start(Step::Contract, waiting)
+    }
+
+    /// Why a phase cannot start because of the downtime budget, if it
+    /// cannot: a query Prometheus refuses stalls; too little left, or no
+    /// number to tell, holds until it is measured again.
+    fn budget_hold(&self, waiting: RolloutPhase) -> Option<Decision> {
+        let retry = budget::next_due(self.rollout);
+        if let Some((reason @ Reason::ObjectiveQueryRejected, m)) =
+            budget::preflight(self.observed.budget.as_ref())
+        {
+            let mut d = Decision::stalled(waiting, reason, m);
+            d.requeue_after = retry;
+            return Some(d);
+        }
+        let (reason, m) = budget::hold(self.rollout, self.budget.as_ref())?;
+        let mut d = Decision::held(waiting, reason, m);
+        d.requeue_after = retry;
+        Some(d)
     }
 
     /// Why contract cannot start yet because of the workloads, if it cannot.

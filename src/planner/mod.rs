@@ -7,6 +7,7 @@
 //! reads no clock, so every safety invariant of the design is checked by
 //! plain unit tests (see `tests.rs`).
 
+pub mod budget;
 mod conditions;
 mod decide;
 pub mod ledger;

@@ -120,7 +120,7 @@ pub(super) fn targets_in(spec: &SchemaRolloutSpec, namespace: &str) -> Result<Ve
 }
 
 /// The names inside `{{...}}` in `query`.
-fn placeholders(query: &str) -> Vec<String> {
+pub(super) fn placeholders(query: &str) -> Vec<String> {
     query
         .split("{{")
         .skip(1)

@@ -37,6 +37,8 @@ pub struct Observed {
     pub rejected: Option<Rejected>,
     /// The objectives measured in this reconcile (those due).
     pub measurements: Vec<crate::planner::objective::Measurement>,
+    /// The downtime budget, when measured in this reconcile.
+    pub budget: Option<crate::planner::budget::Measurement>,
     /// The current time.
     pub now: Timestamp,
 }

@@ -172,6 +172,7 @@ impl Planner<'_> {
                 // Filled in by the planner once the actions are final.
                 gated: vec![],
                 objectives: self.objectives,
+                budget: self.budget,
             },
             actions: self.actions,
             events: self.events,

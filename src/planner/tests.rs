@@ -98,6 +98,7 @@ fn observed(workloads: Vec<Assessment>, jobs: &[(Step, JobObservation)], now: i6
         lock_holder: None,
         rejected: None,
         measurements: vec![],
+        budget: None,
         now: at(now),
     }
 }
@@ -2173,4 +2174,121 @@ fn objective_queries_fill_their_placeholders_or_the_spec_is_refused() {
     s.prometheus = None;
     let stalled = invalid_spec_message(s);
     assert!(stalled.contains("need spec.prometheus"), "{stalled}");
+}
+
+/// A rollout with a downtime budget of 99% over an hour (36 s of
+/// downtime), a floor of 25% and no objectives.
+fn with_budget() -> SchemaRollout {
+    let mut s = spec(json!({"prometheus": {"address": "http://prometheus:9090"}}));
+    s.budget = Some(
+        serde_json::from_value(json!({
+            "objective": 0.99, "period": "1h", "floor": 0.25, "interval": "10s",
+            "errorRatio": "sum(rate(failed[{{window}}])) / sum(rate(all[{{window}}]))",
+        }))
+        .unwrap(),
+    );
+    rollout(s)
+}
+
+/// `o` with the budget measured at `now`: `left` the period's error
+/// ratio, `spent` the rollout's since expand started.
+fn budget_measured(mut o: Observed, period: Result<f64, NoNumber>, spent: Option<f64>) -> Observed {
+    o.budget = Some(crate::planner::budget::Measurement {
+        at: o.now,
+        period,
+        rollout: spent.map(|r| (Ok(r), Duration::from_secs(20))),
+    });
+    o
+}
+
+#[test]
+fn expand_waits_while_less_budget_is_left_than_the_floor() {
+    let mut r = with_budget();
+    // Never measured: no number is never a pass.
+    let p = step(&mut r, &observed(both_rolled_out(), &[], 0));
+    assert_eq!(p.hold_reason, Some(Reason::BudgetUnknown));
+    assert!(!creates_any(&p));
+    // 0.9% of requests failed over the period: 10% of the budget left.
+    let p = step(
+        &mut r,
+        &budget_measured(observed(both_rolled_out(), &[], 1), Ok(0.009), None),
+    );
+    assert_eq!(p.hold_reason, Some(Reason::BudgetExhausted));
+    assert_eq!(
+        p.status.message.as_deref(),
+        Some("downtime budget: 10.0% of the 1h budget left (3s of 36s), below the floor of 25.0%")
+    );
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(10)));
+    assert!(!creates_any(&p));
+    // Prometheus refuses the query: stalled before anything runs.
+    let p = step(
+        &mut r,
+        &budget_measured(
+            observed(both_rolled_out(), &[], 2),
+            Err(NoNumber::Rejected("1:5: parse error".into())),
+            None,
+        ),
+    );
+    assert_eq!(
+        cond(&p, condition::STALLED).reason,
+        "ObjectiveQueryRejected"
+    );
+    // Half of it left: expand starts.
+    let p = step(
+        &mut r,
+        &budget_measured(observed(both_rolled_out(), &[], 12), Ok(0.005), None),
+    );
+    assert!(creates(&p, Step::Expand), "{:?}", p.status.message);
+    let left = p.status.budget.as_ref().unwrap().remaining.unwrap();
+    assert!((left - 0.5).abs() < 1e-9, "{left}");
+}
+
+#[test]
+fn contract_waits_for_the_budget_and_status_keeps_what_the_rollout_spent() {
+    let mut r = with_budget();
+    step(
+        &mut r,
+        &budget_measured(observed(both_rolled_out(), &[], 0), Ok(0.0), None),
+    );
+    // After expand the budget was spent by someone else's outage.
+    let after = |now| observed(both_rolled_out(), &[(Step::Expand, Succeeded)], now);
+    let p = step(&mut r, &budget_measured(after(20), Ok(0.008), Some(0.05)));
+    assert_eq!(p.hold_reason, Some(Reason::BudgetExhausted));
+    assert!(!creates(&p, Step::Contract));
+    let b = p.status.budget.clone().unwrap();
+    // 5% of requests for 20 s cost 1 s of the 36 s budget.
+    assert_eq!(b.error_ratio, Some(0.05));
+    assert!((b.consumed_seconds.unwrap() - 1.0).abs() < 1e-9, "{b:?}");
+    assert!((b.consumed.unwrap() - 1.0 / 36.0).abs() < 1e-9, "{b:?}");
+    // Prometheus gone: no number, no contract.
+    let p = step(
+        &mut r,
+        &budget_measured(
+            after(30),
+            Err(NoNumber::Unreachable("Prometheus unreachable".into())),
+            None,
+        ),
+    );
+    assert_eq!(p.hold_reason, Some(Reason::BudgetUnknown));
+    assert!(!creates(&p, Step::Contract));
+    let p = step(&mut r, &budget_measured(after(40), Ok(0.001), Some(0.0)));
+    assert!(creates(&p, Step::Contract), "{:?}", p.status.message);
+    assert_eq!(
+        p.status.budget.as_ref().unwrap().consumed_seconds,
+        Some(0.0)
+    );
+}
+
+#[test]
+fn a_budget_without_prometheus_or_window_is_refused() {
+    let mut r = with_budget();
+    let mut s = r.spec.clone();
+    s.budget.as_mut().unwrap().error_ratio = "sum(rate(failed[5m]))".into();
+    assert!(invalid_spec_message(s.clone()).contains("must name its range {{window}}"));
+    s.budget.as_mut().unwrap().error_ratio = "x[{{window}}]{{pod}}".into();
+    assert!(invalid_spec_message(s.clone()).contains("unknown placeholder {{pod}}"));
+    s.budget.as_mut().unwrap().objective = 1.0;
+    assert!(invalid_spec_message(s.clone()).contains("between 0 and 1"));
+    r.spec.prometheus = None;
+    assert!(invalid_spec_message(r.spec).contains("spec.budget needs spec.prometheus"));
 }

@@ -2,7 +2,9 @@
 //! rules are dropped by API servers older than 1.25), so the controller
 //! enforces them itself before it runs anything.
 
-use crate::api::{Engine, SchemaRolloutSpec, SslMode, Step, WorkloadKind, parse_duration};
+use crate::api::{
+    BudgetSpec, Engine, SchemaRolloutSpec, SslMode, Step, WorkloadKind, parse_duration,
+};
 use crate::planner::step::phase_spec;
 use crate::sql::{self, rules};
 use std::collections::BTreeSet;
@@ -264,6 +266,50 @@ fn objectives(problems: &mut Vec<String>, spec: &SchemaRolloutSpec) {
     }
     if let Err(e) = super::objective::targets_in(spec, "") {
         problems.push(format!("spec.contract.after.objectives: {e}"));
+    }
+    if let Some(b) = &spec.budget {
+        budget(problems, spec, b);
+    }
+}
+
+/// What the downtime budget needs that the schema cannot say.
+fn budget(problems: &mut Vec<String>, spec: &SchemaRolloutSpec, b: &BudgetSpec) {
+    if spec.prometheus.is_none() {
+        problems.push("spec.budget needs spec.prometheus".into());
+    }
+    if !(b.objective > 0.0 && b.objective < 1.0) {
+        problems.push(format!(
+            "spec.budget.objective {} is not a share of requests between 0 and 1 (99.9% is 0.999)",
+            b.objective
+        ));
+    }
+    read_duration(
+        problems,
+        "spec.budget.period",
+        b.period.as_ref(),
+        Duration::ZERO,
+        (Duration::from_secs(3600), Duration::from_secs(8760 * 3600)),
+    );
+    read_duration(
+        problems,
+        "spec.budget.interval",
+        b.interval.as_ref(),
+        Duration::ZERO,
+        (Duration::from_secs(1), Duration::from_secs(86_400)),
+    );
+    if !b.error_ratio.contains("{{window}}") {
+        problems.push(
+            "spec.budget.errorRatio must name its range {{window}}, e.g. rate(errors[{{window}}])"
+                .into(),
+        );
+    }
+    if let Some(unknown) = super::objective::placeholders(&b.error_ratio)
+        .into_iter()
+        .find(|p| !["window", "namespace"].contains(&p.as_str()))
+    {
+        problems.push(format!(
+            "spec.budget.errorRatio: unknown placeholder {{{{{unknown}}}}} (known: {{{{window}}}}, {{{{namespace}}}})"
+        ));
     }
 }
 

@@ -2,9 +2,10 @@
 //! in, text out. Nothing here talks to the cluster or reads the clock.
 
 use crate::api::{
-    RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step, StepState, StepStatus, WorkloadVersion,
-    condition,
+    BudgetSpec, RolloutPhase, SchemaRollout, SchemaRolloutStatus, Step, StepState, StepStatus,
+    WorkloadVersion, condition,
 };
+use crate::planner::budget;
 use crate::planner::objective::DEFAULT_SUCCESSES;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::events::v1::Event;
@@ -33,6 +34,11 @@ pub fn status(rollout: &SchemaRollout, events: &[Event], now: Timestamp) -> Stri
     if !rollout.spec.objectives().is_empty() {
         out.push_str("\nObjectives:\n");
         out.push_str(&tree(&columns(&objective_rows(rollout, status, now))));
+    }
+
+    if let Some(spec) = &rollout.spec.budget {
+        out.push_str("\nDowntime budget:\n");
+        out.push_str(&tree(&columns(&budget_rows(spec, status, now))));
     }
 
     out.push_str("\nConditions:\n");
@@ -407,6 +413,56 @@ fn objective_rows(
                 .collect()
         })
         .collect()
+}
+
+/// The downtime budget: the objective, what this rollout spent, what is
+/// left against the floor.
+fn budget_rows(
+    spec: &BudgetSpec,
+    status: &SchemaRolloutStatus,
+    now: Timestamp,
+) -> Vec<Vec<String>> {
+    let objective = format!(
+        "{} over {}",
+        budget::percent(spec.objective),
+        spec.period.as_deref().unwrap_or("720h")
+    );
+    let Some(b) = &status.budget else {
+        return vec![
+            cells(&["objective", &objective]),
+            cells(&["measured", "not yet"]),
+        ];
+    };
+    let spent = match (b.consumed, b.consumed_seconds, b.error_ratio) {
+        (Some(share), Some(seconds), Some(ratio)) => format!(
+            "{} of the budget ({seconds:.1}s of downtime, error ratio {})",
+            budget::percent(share),
+            budget::percent(ratio)
+        ),
+        _ => "not measured yet".into(),
+    };
+    let left = match (b.remaining, spec.floor) {
+        (Some(left), Some(floor)) => format!(
+            "{} (floor {})",
+            budget::percent(left),
+            budget::percent(floor)
+        ),
+        (Some(left), None) => budget::percent(left),
+        (None, _) => "no data".into(),
+    };
+    let mut rows = vec![
+        cells(&["objective", &objective]),
+        cells(&["this rollout", &spent]),
+        cells(&["left", &left]),
+    ];
+    let when = b
+        .measured_at
+        .as_ref()
+        .map_or("-".into(), |t| age(&t.0, now));
+    let mut measured = vec!["measured".to_owned(), when];
+    measured.extend(b.message.as_deref().map(one_line));
+    rows.push(measured);
+    rows
 }
 
 /// What "the new version" of a workload is.

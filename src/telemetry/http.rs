@@ -74,6 +74,7 @@ async fn metrics(State(p): State<Probe>) -> impl IntoResponse {
         p.metrics
             .count_rollouts(rollouts.iter().map(|r| r.as_ref()));
         p.metrics.objectives(rollouts.iter().map(|r| r.as_ref()));
+        p.metrics.budgets(rollouts.iter().map(|r| r.as_ref()));
     }
     (
         [(

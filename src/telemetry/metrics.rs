@@ -1,7 +1,7 @@
 //! Prometheus metrics: controller-runtime-compatible reconcile metrics and
 //! bellows' domain metrics. Labels are low-cardinality (no error text; no
-//! object names, except on the objective gauge, rebuilt at each scrape
-//! from the rollouts whose contract waits on objectives now).
+//! object names, except on the objective and budget gauges, rebuilt at
+//! each scrape from the rollouts that measure them).
 
 use crate::api::{RolloutPhase, SchemaRollout, Step};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -50,6 +50,15 @@ struct ObjectiveLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    namespace: String,
+    rollout: String,
+}
+
+/// A gauge of a float, per label set.
+type FloatGauges<L> = Family<L, Gauge<f64, std::sync::atomic::AtomicU64>>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     controller: &'static str,
     error: &'static str,
@@ -68,8 +77,11 @@ pub struct Metrics {
     contract_start: Histogram,
     api_forbidden: Counter,
     api_requests: Family<VerbLabels, Counter>,
-    objective_value: Family<ObjectiveLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    objective_value: FloatGauges<ObjectiveLabels>,
     objective_passes: Family<ObjectiveLabels, Gauge>,
+    budget_consumed: FloatGauges<RolloutLabels>,
+    budget_consumed_seconds: FloatGauges<RolloutLabels>,
+    budget_remaining: FloatGauges<RolloutLabels>,
 }
 
 impl Default for Metrics {
@@ -160,6 +172,24 @@ impl Metrics {
             "Passing measurements in a row of each objective of a rollout whose contract waits on it",
             objective_passes.clone(),
         );
+        let budget_consumed = Family::default();
+        registry.register(
+            "bellows_budget_consumed",
+            "The share of the period's downtime budget a rollout consumed from expand to contract (so far, before contract)",
+            budget_consumed.clone(),
+        );
+        let budget_consumed_seconds = Family::default();
+        registry.register(
+            "bellows_budget_consumed_seconds",
+            "The downtime a rollout cost from expand to contract: its error ratio times its duration",
+            budget_consumed_seconds.clone(),
+        );
+        let budget_remaining = Family::default();
+        registry.register(
+            "bellows_budget_remaining",
+            "The share of the period's downtime budget left, as last measured for a rollout that has not contracted",
+            budget_remaining.clone(),
+        );
         Self {
             registry,
             reconcile_total,
@@ -174,6 +204,9 @@ impl Metrics {
             api_requests,
             objective_value,
             objective_passes,
+            budget_consumed,
+            budget_consumed_seconds,
+            budget_remaining,
         }
     }
 
@@ -291,6 +324,40 @@ impl Metrics {
         }
     }
 
+    /// Sets the budget gauges from the current set of rollouts: what each
+    /// rollout with a downtime budget consumed (kept after it contracted),
+    /// and what is left while it has not contracted.
+    pub fn budgets<'a>(&self, rollouts: impl IntoIterator<Item = &'a SchemaRollout>) {
+        self.budget_consumed.clear();
+        self.budget_consumed_seconds.clear();
+        self.budget_remaining.clear();
+        for r in rollouts {
+            let Some(status) = r.status.as_ref() else {
+                continue;
+            };
+            let Some(b) = status.budget.as_ref() else {
+                continue;
+            };
+            let labels = RolloutLabels {
+                namespace: r.metadata.namespace.clone().unwrap_or_default(),
+                rollout: r.metadata.name.clone().unwrap_or_default(),
+            };
+            for (gauge, value) in [
+                (&self.budget_consumed, b.consumed),
+                (&self.budget_consumed_seconds, b.consumed_seconds),
+            ] {
+                if let Some(v) = value {
+                    gauge.get_or_create(&labels).set(v);
+                }
+            }
+            if let Some(v) = b.remaining
+                && status.step(Step::Contract).is_none()
+            {
+                self.budget_remaining.get_or_create(&labels).set(v);
+            }
+        }
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -364,5 +431,38 @@ mod tests {
             !m.encode().contains("rollout=\"users\""),
             "gone with the rollout"
         );
+    }
+
+    #[test]
+    fn budget_gauges_keep_what_a_rollout_spent_after_it_contracted() {
+        let rollout = |contracted: bool| -> SchemaRollout {
+            let steps = if contracted {
+                serde_json::json!([{"step": "Contract", "digest": "d", "state": "Succeeded"}])
+            } else {
+                serde_json::json!([])
+            };
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "users", "namespace": "shop"},
+                "spec": {"workloads": [], "expand": {"sql": ["x"]}, "contract": {"sql": ["y"]}},
+                "status": {"steps": steps, "budget": {"consumed": 0.02, "consumedSeconds": 51.8, "remaining": 0.7}},
+            }))
+            .unwrap()
+        };
+        let m = Metrics::new();
+        m.budgets([&rollout(false)]);
+        let text = m.encode();
+        for line in [
+            "bellows_budget_consumed{namespace=\"shop\",rollout=\"users\"} 0.02",
+            "bellows_budget_consumed_seconds{namespace=\"shop\",rollout=\"users\"} 51.8",
+            "bellows_budget_remaining{namespace=\"shop\",rollout=\"users\"} 0.7",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        m.budgets([&rollout(true)]);
+        let text = m.encode();
+        assert!(
+            text.contains("bellows_budget_consumed{namespace=\"shop\",rollout=\"users\"} 0.02")
+        );
+        assert!(!text.contains("bellows_budget_remaining{"), "{text}");
     }
 }

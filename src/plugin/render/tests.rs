@@ -346,3 +346,26 @@ fn objectives_show_their_bound_last_value_and_passes() {
         ],
     );
 }
+
+#[test]
+fn the_downtime_budget_shows_what_the_rollout_spent_and_what_is_left() {
+    let mut s = spec();
+    s["prometheus"] = json!({"address": "http://prometheus:9090"});
+    s["budget"] = json!({"objective": 0.999, "errorRatio": "x[{{window}}]", "floor": 0.25});
+    let r = rollout(
+        s,
+        json!({"phase": "AwaitingRollout", "budget": {
+            "errorRatio": 0.05, "consumedSeconds": 3.0, "consumed": 0.0011574, "remaining": 0.8,
+            "measuredAt": ago(5)}}),
+    );
+    let text = status(&r, &[], now());
+    assert_lines(
+        &text,
+        &[
+            "├─ objective      99.9% over 720h",
+            "├─ this rollout   0.1% of the budget (3.0s of downtime, error ratio 5.0%)",
+            "├─ left           80.0% (floor 25.0%)",
+            "└─ measured       5s",
+        ],
+    );
+}
