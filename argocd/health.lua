@@ -64,6 +64,11 @@ elseif phase == "Succeeded" then
 elseif (obj.spec or {}).paused == true then
   hs.status = "Suspended"
   hs.message = either(status.message, "paused") .. "; resume with the resume action or kubectl bellows resume " .. name
+elseif status.holdReason == "ObjectiveViolated" then
+  -- The new version misses its service level objective: contract waits,
+  -- and a human decides between rolling back and fixing forward.
+  hs.status = "Degraded"
+  hs.message = "service level objective violated; contract held: " .. either(status.message, "see status.objectives")
 elseif phase == "AwaitingApproval" then
   if approval ~= nil and approval == status.approvalKey then
     hs.status = "Progressing"

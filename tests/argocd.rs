@@ -302,6 +302,30 @@ fn stalled_is_degraded_with_the_condition_message() {
 }
 
 #[test]
+fn a_violated_objective_is_degraded_and_names_it() {
+    for phase in ["AwaitingRollout", "Baking", "AwaitingApproval"] {
+        let violated = rollout_with(phase, |r| {
+            r["status"]["holdReason"] = json!("ObjectiveViolated");
+            r["status"]["message"] = json!("objective errors: 0.05 is out of bounds (max 0.01)");
+        });
+        assert_eq!(
+            health(&violated),
+            hs(
+                "Degraded",
+                "service level objective violated; contract held: objective errors: 0.05 is out of bounds (max 0.01)"
+            ),
+            "{phase}"
+        );
+    }
+    // No data is not a violation: the wave that rolls the workloads out
+    // must not wait for it.
+    let inconclusive = rollout_with("AwaitingRollout", |r| {
+        r["status"]["holdReason"] = json!("ObjectiveInconclusive");
+    });
+    assert_eq!(health(&inconclusive).status, "Healthy");
+}
+
+#[test]
 fn failed_is_degraded_even_without_a_stalled_condition() {
     let failed = rollout_with("Failed", |r| {
         r["status"]["conditions"] = json!([]);
