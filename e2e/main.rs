@@ -153,6 +153,11 @@ fn scenarios() -> Vec<Scenario> {
             false,
             scenarios::objectives::run
         ),
+        scenario!(
+            "32_objectives_and_budget_on_live_traffic",
+            false,
+            scenarios::slo_traffic::run
+        ),
         scenario!("15_helm_chart_server_dry_run", false, scenarios::chart::run),
         scenario!(
             "14_examples_dry_run_and_two_run_for_real",

@@ -231,15 +231,37 @@ pub fn tallies(dir: &Path) -> BTreeMap<String, Tally> {
     sum
 }
 
+/// Where every traffic pod writes its Prometheus `file_sd` target (the
+/// directory a [`bellows_testkit::prometheus::Prometheus::discovering`]
+/// watches): beside the namespaces' tally directories.
+pub fn targets_dir(tallies: &Path) -> PathBuf {
+    let dir = tallies
+        .parent()
+        .expect("a tally dir has a parent")
+        .join("_targets");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// The container's arguments for `version` writing into `dir`, one file
 /// per pod and version (a StatefulSet's new pod has its predecessor's
-/// name).
+/// name); metrics on a free port, labelled with the release
+/// (`<version>.0.0`, the image tag), found through a `file_sd` target.
 fn args(version: &str, dir: &Path) -> serde_json::Value {
     json!([
         "--version",
         version,
         "--tally",
-        format!("{}/$(POD_NAME)-v{version}.json", dir.display())
+        format!("{}/$(POD_NAME)-v{version}.json", dir.display()),
+        "--metrics",
+        "127.0.0.1:0",
+        "--metrics-target",
+        format!(
+            "{}/$(POD_NAMESPACE)-$(POD_NAME)-v{version}.json",
+            targets_dir(dir).display()
+        ),
+        "--release",
+        format!("{version}.0.0"),
     ])
 }
 
@@ -247,6 +269,11 @@ fn args(version: &str, dir: &Path) -> serde_json::Value {
 /// shop/api:<version>.0.0, container `api`, against Secret `shop-db`,
 /// old pods draining for [`DRAIN_MS`].
 fn traffic_template(version: &str, tallies: &Path) -> serde_json::Value {
+    failing_template(version, tallies, 0.0)
+}
+
+/// [`traffic_template`] failing `fail_share` of its requests on purpose.
+fn failing_template(version: &str, tallies: &Path, fail_share: f64) -> serde_json::Value {
     json!({
         "metadata": {"labels": {"app": APP},
                      "annotations": {TERMINATE_AFTER_MS: DRAIN_MS, READY_AFTER_MS: "500"}},
@@ -256,6 +283,8 @@ fn traffic_template(version: &str, tallies: &Path) -> serde_json::Value {
             "args": args(version, tallies),
             "env": [
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "FAIL_SHARE", "value": fail_share.to_string()},
                 {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "url"}}}
             ]
         }]}
@@ -315,7 +344,13 @@ impl Ns {
 
     /// Deploys traffic version 2 to Deployment `shop-api`.
     pub async fn deploy_traffic_v2(&self, tallies: &Path) {
-        self.patch_template(APP, traffic_template("2", tallies))
+        self.deploy_traffic_v2_failing(tallies, 0.0).await;
+    }
+
+    /// Deploys traffic version 2 to Deployment `shop-api`, failing
+    /// `fail_share` of its requests on purpose.
+    pub async fn deploy_traffic_v2_failing(&self, tallies: &Path, fail_share: f64) {
+        self.patch_template(APP, failing_template("2", tallies, fail_share))
             .await;
     }
 

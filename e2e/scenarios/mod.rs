@@ -20,6 +20,7 @@ pub mod plugin;
 pub mod relist;
 pub mod roll_forward;
 pub mod rollback;
+pub mod slo_traffic;
 pub mod sql_analysis;
 pub mod stall;
 pub mod terminating;

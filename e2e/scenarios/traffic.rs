@@ -310,7 +310,7 @@ pub async fn finish(ns: &Ns, db: &Db, dir: &std::path::Path) -> Run {
 }
 
 /// Prints runs side by side: queries by version.
-fn print_tallies(title: &str, runs: &[(&Run, &str)]) {
+pub fn print_tallies(title: &str, runs: &[(&Run, &str)]) {
     println!("e2e:   rename under traffic on {title}: queries by version");
     println!(
         "e2e:   {:<26} {:>8} {:>8} {:>10}",
@@ -331,7 +331,7 @@ fn print_tallies(title: &str, runs: &[(&Run, &str)]) {
 
 /// The promise: no failed query, no NULL read, both versions served, the
 /// final schema.
-fn assert_clean(what: &str, run: &Run) {
+pub fn assert_clean(what: &str, run: &Run) {
     for version in ["1", "2"] {
         let t = run.tallies.get(version).cloned().unwrap_or_default();
         assert!(

@@ -10,6 +10,14 @@
 //! on SIGTERM, after which the process exits 0. A query that fails is never
 //! retried: a failed request is what a user would have seen.
 //!
+//! With `--metrics <addr>` it serves Prometheus metrics per version
+//! (`traffic_requests_total{version,result}`, a latency histogram
+//! `traffic_request_seconds{version}`) and, with `--metrics-target`,
+//! writes a Prometheus `file_sd` target for that address (the tests'
+//! Prometheus finds pods that way). `--fail-share 0.05` fails that share
+//! of requests on purpose (`injected failure`, no query sent): a version
+//! that misses its service level objective, for the demo and the tests.
+//!
 //! `cargo run --example traffic -- --version 1 --tally /tmp/v1.json`, with
 //! `DATABASE_URL` a `postgres://` or `mysql://` URL and table `users (id,
 //! full_name)` holding rows 1..=`--rows`.
@@ -19,7 +27,8 @@ use serde::Serialize;
 use sqlx::{AssertSqlSafe, MySqlPool, PgPool};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -38,6 +47,111 @@ struct Args {
     rows: u32,
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
+    /// Serve `/metrics` on this address (`127.0.0.1:0`: any free port).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
+    /// Write a Prometheus `file_sd` target for the metrics address here
+    /// (removed on SIGTERM), labelled with `POD_NAMESPACE` and `POD_NAME`.
+    #[arg(long, requires = "metrics")]
+    metrics_target: Option<PathBuf>,
+    /// The `version` label of the metrics (the release, e.g. `2.0.0`;
+    /// default: `--version`).
+    #[arg(long)]
+    release: Option<String>,
+    /// Share of requests (0 to 1) that fail on purpose.
+    #[arg(long, env = "FAIL_SHARE", default_value_t = 0.0)]
+    fail_share: f64,
+}
+
+/// Latency buckets of `traffic_request_seconds`, in seconds.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// What `/metrics` serves: counts and latencies of this process's requests.
+#[derive(Default)]
+struct Stats {
+    ok: u64,
+    failed: u64,
+    /// Requests at or under each of [`BUCKETS`].
+    buckets: [u64; BUCKETS.len()],
+    seconds: f64,
+}
+
+impl Stats {
+    fn observe(&mut self, ok: bool, took: Duration) {
+        if ok {
+            self.ok += 1;
+        } else {
+            self.failed += 1;
+        }
+        let s = took.as_secs_f64();
+        self.seconds += s;
+        for (n, le) in self.buckets.iter_mut().zip(BUCKETS) {
+            if s <= le {
+                *n += 1;
+            }
+        }
+    }
+
+    /// The Prometheus text format of the stats, labelled `version`.
+    fn text(&self, version: &str) -> String {
+        let v = format!("version=\"{version}\"");
+        let mut out = String::from("# TYPE traffic_requests_total counter\n");
+        out.push_str(&format!(
+            "traffic_requests_total{{{v},result=\"ok\"}} {}\n",
+            self.ok
+        ));
+        out.push_str(&format!(
+            "traffic_requests_total{{{v},result=\"failed\"}} {}\n",
+            self.failed
+        ));
+        out.push_str("# TYPE traffic_request_seconds histogram\n");
+        for (n, le) in self.buckets.iter().zip(BUCKETS) {
+            out.push_str(&format!(
+                "traffic_request_seconds_bucket{{{v},le=\"{le}\"}} {n}\n"
+            ));
+        }
+        let count = self.ok + self.failed;
+        out.push_str(&format!(
+            "traffic_request_seconds_bucket{{{v},le=\"+Inf\"}} {count}\n"
+        ));
+        out.push_str(&format!(
+            "traffic_request_seconds_sum{{{v}}} {}\n",
+            self.seconds
+        ));
+        out.push_str(&format!("traffic_request_seconds_count{{{v}}} {count}\n"));
+        out
+    }
+}
+
+/// Serves `/metrics` from `stats` on `addr`; writes the `file_sd` target
+/// to `target` when given. Returns the address bound.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    target: Option<&std::path::Path>,
+    stats: Arc<Mutex<Stats>>,
+    version: String,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = stats.lock().unwrap().text(&version);
+            async move { ([("content-type", "text/plain; version=0.0.4")], text) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    if let Some(path) = target {
+        let var = |k: &str| std::env::var(k).unwrap_or_default();
+        let json = serde_json::json!([{
+            "targets": [bound.to_string()],
+            "labels": {"namespace": var("POD_NAMESPACE"), "pod": var("POD_NAME")},
+        }]);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json.to_string())?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(bound)
 }
 
 /// What the process saw, as the tests read it.
@@ -172,6 +286,14 @@ async fn main() {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     };
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    if let Some(addr) = args.metrics {
+        let version = args.release.clone().unwrap_or_else(|| args.version.clone());
+        match serve_metrics(addr, args.metrics_target.as_deref(), stats.clone(), version).await {
+            Ok(bound) => println!("traffic: metrics on http://{bound}/metrics"),
+            Err(e) => eprintln!("traffic: metrics: {e}"),
+        }
+    }
     let read = db.sql(&format!("SELECT {column} FROM users WHERE id = {{}}"));
     let update = db.sql(&format!("UPDATE users SET {column} = {{}} WHERE id = {{}}"));
     let insert = db.sql(&format!("INSERT INTO users ({column}) VALUES ({{}})"));
@@ -187,20 +309,31 @@ async fn main() {
             _ = pace.tick() => {
                 let id = 1 + random_below(args.rows as u64) as i32;
                 let name = format!("v{}-{n}", args.version);
-                match n % 3 {
-                    0 => {
-                        let row = tally.record(db.read(read.clone(), id).await);
-                        if let Some(Some(None)) = row {
-                            tally.null_reads += 1;
+                let started = Instant::now();
+                let failed_before = tally.failed;
+                if (random_below(1_000_000) as f64) < args.fail_share * 1_000_000.0 {
+                    tally.record::<()>(Err(sqlx::Error::Protocol("injected failure".into())));
+                } else {
+                    match n % 3 {
+                        0 => {
+                            let row = tally.record(db.read(read.clone(), id).await);
+                            if let Some(Some(None)) = row {
+                                tally.null_reads += 1;
+                            }
                         }
+                        1 => { tally.record(db.write(update.clone(), &name, Some(id)).await); }
+                        _ => { tally.record(db.write(insert.clone(), &name, None).await); }
                     }
-                    1 => { tally.record(db.write(update.clone(), &name, Some(id)).await); }
-                    _ => { tally.record(db.write(insert.clone(), &name, None).await); }
                 }
+                let ok = tally.failed == failed_before;
+                stats.lock().unwrap().observe(ok, started.elapsed());
             }
         }
     }
     tally.write(&args.tally);
+    if let Some(target) = &args.metrics_target {
+        std::fs::remove_file(target).ok();
+    }
     println!(
         "traffic: stopped: {} ok, {} failed, {} NULL reads",
         tally.ok, tally.failed, tally.null_reads

@@ -19,16 +19,37 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus in `dir` scraping `targets` (`host:port`, path
     /// `/metrics`) every second. It answers queries a moment later: wait
-    /// for one.
+    /// for [`Prometheus::ready`].
     pub fn start(dir: &Path, targets: &[String]) -> Prometheus {
-        std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("prometheus.yml");
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n- job_name: test\n  static_configs:\n  - targets: [{}]\n",
+        Self::with_jobs(
+            dir,
+            &format!(
+                "- job_name: test\n  static_configs:\n  - targets: [{}]\n",
                 list.join(", ")
+            ),
+        )
+    }
+
+    /// Starts Prometheus in `dir` scraping every second the targets of the
+    /// `file_sd` files `*.json` in `targets` (read again as they change:
+    /// apps write and remove their own).
+    pub fn discovering(dir: &Path, targets: &Path) -> Prometheus {
+        Self::with_jobs(
+            dir,
+            &format!(
+                "- job_name: discovered\n  file_sd_configs:\n  - files: ['{}/*.json']\n    refresh_interval: 1s\n",
+                targets.display()
+            ),
+        )
+    }
+
+    fn with_jobs(dir: &Path, jobs: &str) -> Prometheus {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{jobs}"
             ),
         )
         .unwrap();
