@@ -41,8 +41,11 @@ async fn measures_one_number_and_names_every_reason_there_is_none() {
     assert_eq!(prometheus.measure("scalar(vector(1))").await, Ok(1.0));
     assert_eq!(prometheus.measure("max(shop_error_ratio)").await, Ok(0.2));
     for (query, says) in [
-        ("shop_error_ratio{version=\"3.0.0\"}", "no series"),
-        ("shop_nan", "returned NaN"),
+        (
+            "shop_error_ratio{version=\"3.0.0\"}",
+            "shop_error_ratio{version=\"3.0.0\"} returned no series",
+        ),
+        ("shop_nan", "shop_nan returned NaN"),
     ] {
         match prometheus.measure(query).await {
             Err(Problem::NoData(why)) => assert!(why.contains(says), "{query}: {why}"),

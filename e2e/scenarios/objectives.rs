@@ -6,7 +6,8 @@
 //! never passes, however long); Prometheus back and the ratio at 0.1%, the
 //! objective passes three times in a row and contract runs once. A query
 //! Prometheus cannot parse stalls `ObjectiveQueryRejected` with
-//! Prometheus's own error text before expand runs.
+//! Prometheus's own error text before expand runs; one that selects no
+//! series holds `ObjectiveInconclusive` with the query named.
 
 use super::STEP;
 use crate::harness::{Env, psql_job, workload};
@@ -75,6 +76,23 @@ pub async fn run(env: Arc<Env>) {
         "{objective:?}"
     );
     assert_eq!(ns.jobs_of("contract").await.len(), 1);
+
+    // A query without series holds, the query named.
+    let ns = env.namespace("objectives-none").await;
+    ns.deploy_api(1).await;
+    let absent = "shop_error_ratio{version=\"{{version}}\",zone=\"nowhere\"}";
+    ns.create_rollout("r", spec(&prometheus.address(), absent))
+        .await
+        .unwrap();
+    ns.wait_phase("r", AwaitingRollout, STEP).await;
+    ns.set_image("api", "shop/api:2.0.0").await;
+    let r = ns.wait_held("r", "ObjectiveInconclusive", STEP).await;
+    let message = r.status.unwrap().message.unwrap_or_default();
+    assert!(
+        message.contains("shop_error_ratio{version=\"2.0.0\",zone=\"nowhere\"} returned no series"),
+        "{message}"
+    );
+    assert!(ns.jobs_of("contract").await.is_empty());
 
     // A query Prometheus cannot parse stops the rollout before expand.
     let ns = env.namespace("objectives-bad").await;

@@ -80,7 +80,7 @@ impl Prometheus {
                     self.address, self.timeout
                 ))
             })??;
-        value(status, &body)
+        value(status, &body, query)
     }
 }
 
@@ -120,8 +120,8 @@ struct Sample {
     value: (f64, String),
 }
 
-/// The one number an answer of HTTP `status` with `body` holds.
-fn value(status: StatusCode, body: &[u8]) -> Result<f64, Problem> {
+/// The one number an answer of HTTP `status` with `body` to `query` holds.
+fn value(status: StatusCode, body: &[u8], query: &str) -> Result<f64, Problem> {
     let answer: Answer = serde_json::from_slice(body)
         .map_err(|_| Problem::NoData(format!("HTTP {status} without a Prometheus API answer")))?;
     if answer.status != "success" {
@@ -152,7 +152,7 @@ fn value(status: StatusCode, body: &[u8]) -> Result<f64, Problem> {
         }) if result_type == "vector" => {
             let samples: Vec<Sample> = serde_json::from_value(result).map_err(unreadable)?;
             match samples.as_slice() {
-                [] => return Err(Problem::NoData("the query returned no series".into())),
+                [] => return Err(Problem::NoData(format!("{query} returned no series"))),
                 [one] => one.value.1.clone(),
                 many => {
                     return Err(Problem::Rejected(format!(
@@ -171,7 +171,7 @@ fn value(status: StatusCode, body: &[u8]) -> Result<f64, Problem> {
     };
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(Problem::NoData(format!("the query returned {text}"))),
+        _ => Err(Problem::NoData(format!("{query} returned {text}"))),
     }
 }
 
@@ -180,7 +180,7 @@ mod tests {
     use super::*;
 
     fn answer(body: serde_json::Value) -> Result<f64, Problem> {
-        value(StatusCode::OK, body.to_string().as_bytes())
+        value(StatusCode::OK, body.to_string().as_bytes(), "q")
     }
 
     #[test]
@@ -212,16 +212,20 @@ mod tests {
         ));
         let bad = serde_json::json!({"status": "error", "errorType": "bad_data", "error": "1:5: parse error: unexpected"});
         assert_eq!(
-            value(StatusCode::BAD_REQUEST, bad.to_string().as_bytes()),
+            value(StatusCode::BAD_REQUEST, bad.to_string().as_bytes(), "q"),
             Err(Problem::Rejected("1:5: parse error: unexpected".into()))
         );
         let busy = serde_json::json!({"status": "error", "errorType": "timeout", "error": "query timed out"});
         assert!(matches!(
-            value(StatusCode::SERVICE_UNAVAILABLE, busy.to_string().as_bytes()),
+            value(
+                StatusCode::SERVICE_UNAVAILABLE,
+                busy.to_string().as_bytes(),
+                "q"
+            ),
             Err(Problem::NoData(_))
         ));
         assert!(matches!(
-            value(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>"),
+            value(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>", "q"),
             Err(Problem::NoData(_))
         ));
     }
