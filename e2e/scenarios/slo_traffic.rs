@@ -37,13 +37,22 @@ fn tolerance(expected: f64) -> f64 {
 /// without approval after a 5 s bake.
 fn rollout(ns: &Ns, address: &str) -> Value {
     let mut r = example_rollout(PG, ns, "5s");
+    r["spec"]["contract"]["after"]["approval"] = json!("Automatic");
+    with_service_level(&mut r, address);
+    r
+}
+
+/// Adds to the example rollout `r` the objective (version 2.0.0's error
+/// ratio over 10 s at most 1%, 3 passes 2 s apart) and the downtime budget
+/// (99% over 1h, floor 50%, measured every 2 s) of the traffic app, both
+/// measured by the Prometheus at `address`.
+pub fn with_service_level(r: &mut Value, address: &str) {
     let of = |result: &str| {
         format!(
             "sum(rate(traffic_requests_total{{namespace=\"{{{{namespace}}}}\",version=\"{{{{version}}}}\"{result}}}[10s]))"
         )
     };
     r["spec"]["prometheus"] = json!({"address": address, "timeout": "5s"});
-    r["spec"]["contract"]["after"]["approval"] = json!("Automatic");
     r["spec"]["contract"]["after"]["objectives"] = json!([{
         "name": "errors",
         "query": format!("{} / {}", of(",result=\"failed\""), of("")),
@@ -58,7 +67,6 @@ fn rollout(ns: &Ns, address: &str) -> Value {
         "objective": 0.99, "period": "1h", "floor": 0.5, "interval": "2s",
         "errorRatio": format!("{} / {}", window(",result=\"failed\""), window("")),
     });
-    r
 }
 
 /// Every version's tallies summed.
