@@ -2,16 +2,22 @@
 //! `examples/inline-sql.yaml` under live traffic on a local control plane,
 //! shown as it happens (`kubectl bellows status -w` and the running query
 //! tally), closed by a summary; then the cluster stays up for kubectl until
-//! Ctrl-C or `scripts/demo.sh down`.
+//! Ctrl-C or `scripts/demo.sh down`. A Prometheus scrapes the traffic app:
+//! contract also waits for version 2's error ratio objective, and the
+//! summary shows the objective's last value and the downtime budget the
+//! rollout spent.
 //!
 //! e2e scenario 20 runs [`rename`] on the suite's cluster without printing
 //! and checks its summary.
 
-use crate::harness::traffic::{Tally, tallies, wait_queries};
+use crate::harness::traffic::{Tally, tallies, targets_dir, wait_queries};
 use crate::harness::{Env, Ns};
 use crate::scenarios::STEP;
+use crate::scenarios::slo_traffic::{wait_scraped, with_service_level};
 use crate::scenarios::traffic::{PG, create, example_rollout, start_traffic, wait_gate};
 use bellows::api::RolloutPhase::{self, *};
+use bellows::api::{BudgetStatus, ObjectiveStatus};
+use bellows_testkit::prometheus::Prometheus;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,6 +40,10 @@ pub struct Summary {
     pub tallies: BTreeMap<String, Tally>,
     /// The columns of `users` afterwards.
     pub columns: String,
+    /// The objective as measured last, before contract.
+    pub objective: ObjectiveStatus,
+    /// The downtime budget the rollout spent, from expand to contract.
+    pub budget: BudgetStatus,
     /// The last view `kubectl bellows status -w` printed, and its exit code.
     pub status_view: String,
     pub status_exit: Option<i32>,
@@ -68,16 +78,37 @@ impl fmt::Display for Summary {
                 t.null_reads
             )?;
         }
+        let o = &self.objective;
+        writeln!(
+            f,
+            "  objective {}: error ratio of 2.0.0 {} (max 1%), {} passes in a row",
+            o.name,
+            o.value
+                .map_or("no data".into(), |v| format!("{:.2}%", v * 100.0)),
+            o.passes
+        )?;
+        let b = &self.budget;
+        let share = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}%", v * 100.0));
+        writeln!(
+            f,
+            "  downtime budget (99% over 1h): this rollout spent {:.1}s ({} of the budget, error ratio {}); {} left",
+            b.consumed_seconds.unwrap_or_default(),
+            share(b.consumed),
+            share(b.error_ratio),
+            share(b.remaining)
+        )?;
         write!(f, "  users columns now: {}", self.columns)
     }
 }
 
 /// Runs the rename in namespace `shop`: traffic version 1, the example's
 /// SchemaRollout (bake time 5s), version 2 as soon as the gate holds, the
-/// approval through `kubectl bellows approve`. With `live`, prints each
-/// step, `kubectl bellows status -w` and the tally every 2 s. The traffic
-/// keeps running in the returned namespace.
-pub async fn rename(env: &Arc<Env>, live: bool) -> (Summary, Ns) {
+/// approval through `kubectl bellows approve`; contract also waits for
+/// the objective measured by a Prometheus scraping the traffic app. With
+/// `live`, prints each step, `kubectl bellows status -w` and the tally
+/// every 2 s. The traffic keeps running in the returned namespace, scraped
+/// by the returned Prometheus.
+pub async fn rename(env: &Arc<Env>, live: bool) -> (Summary, Ns, Prometheus) {
     let say = |line: &str| {
         if live {
             println!("==> {line}");
@@ -91,9 +122,16 @@ pub async fn rename(env: &Arc<Env>, live: bool) -> (Summary, Ns) {
     let (db, dir) = start_traffic(env, &ns, &pod_url, &local_url).await;
     let ticker = live.then(|| tokio::spawn(print_tallies(dir.clone())));
 
-    let rollout = example_rollout(PG, &ns, "5s");
+    say("Prometheus scraping every traffic pod each second");
+    let prometheus = Prometheus::discovering(&env.dir.join("prometheus-demo"), &targets_dir(&dir));
+    prometheus.ready().await;
+    wait_scraped(&prometheus.address(), NAMESPACE).await;
+    let mut rollout = example_rollout(PG, &ns, "5s");
+    with_service_level(&mut rollout, &prometheus.address());
     let name = rollout["metadata"]["name"].as_str().unwrap().to_owned();
-    say(&format!("kubectl apply -f {PG} (bakeTime shortened to 5s)"));
+    say(&format!(
+        "kubectl apply -f {PG} (bakeTime shortened to 5s; plus an objective, 2.0.0's error ratio <= 1%, and a downtime budget of 99% over 1h)"
+    ));
     let phases = ns.record_phases(&name);
     let applied = Instant::now();
     create(&ns, rollout).await;
@@ -119,8 +157,9 @@ pub async fn rename(env: &Arc<Env>, live: bool) -> (Summary, Ns) {
         approve.status.success(),
         "kubectl bellows approve: {approve:?}"
     );
-    ns.wait_phase(&name, Succeeded, STEP).await;
+    let done = ns.wait_phase(&name, Succeeded, STEP).await;
     let total = applied.elapsed();
+    let status = done.status.unwrap_or_default();
     let status_exit = tokio::time::timeout(STEP, watch.wait())
         .await
         .expect("kubectl bellows status -w exits once Succeeded")
@@ -143,10 +182,12 @@ pub async fn rename(env: &Arc<Env>, live: bool) -> (Summary, Ns) {
         total,
         tallies: tallies(&dir),
         columns: db.user_columns().await,
+        objective: status.objectives.first().cloned().unwrap_or_default(),
+        budget: status.budget.unwrap_or_default(),
         status_view,
         status_exit,
     };
-    (summary, ns)
+    (summary, ns, prometheus)
 }
 
 /// `kubectl bellows ARGS` as the admin, the plugin found on PATH.
@@ -221,7 +262,7 @@ pub async fn main(wait: bool) -> ExitCode {
     let env = Env::up(&path, None).await;
     let watchdog = Env::watchdog(&env);
     println!("==> up in {:.1}s", started.elapsed().as_secs_f64());
-    let (summary, _ns) = rename(&env, true).await;
+    let (summary, _ns, _prometheus) = rename(&env, true).await;
     println!("\n{summary}");
     println!(
         "\n==> command to summary: {:.1}s (setup included)",
@@ -264,7 +305,7 @@ pub async fn main(wait: bool) -> ExitCode {
 
 /// Scenario 20: the demo's rename, checked by its summary.
 pub async fn scenario(env: Arc<Env>) {
-    let (summary, ns) = rename(&env, false).await;
+    let (summary, ns, _prometheus) = rename(&env, false).await;
     println!("{summary}");
     let seen: Vec<RolloutPhase> = summary.phases.iter().map(|p| p.0).collect();
     assert!(
@@ -289,6 +330,24 @@ pub async fn scenario(env: Arc<Env>) {
         );
     }
     assert_eq!(summary.columns, "display_name,id");
+    assert!(summary.objective.passes >= 3, "{:?}", summary.objective);
+    assert_eq!(
+        summary.objective.value,
+        Some(0.0),
+        "{:?}",
+        summary.objective
+    );
+    assert_eq!(
+        summary.budget.consumed_seconds,
+        Some(0.0),
+        "{:?}",
+        summary.budget
+    );
+    let shown = summary.to_string();
+    assert!(
+        shown.contains("this rollout spent 0.0s (0.0% of the budget"),
+        "{shown}"
+    );
     assert_eq!(
         summary.status_exit,
         Some(0),
@@ -302,5 +361,12 @@ pub async fn scenario(env: Arc<Env>) {
         "last status view: {}",
         summary.status_view
     );
+    for section in ["Objectives:", "Downtime budget:"] {
+        assert!(
+            summary.status_view.contains(section),
+            "no {section} in the last status view: {}",
+            summary.status_view
+        );
+    }
     ns.stop_traffic().await;
 }

@@ -69,6 +69,19 @@ pub fn with_service_level(r: &mut Value, address: &str) {
     });
 }
 
+/// Waits until the Prometheus at `address` has scraped `ns`'s traffic
+/// often enough for a rate (two samples): a Prometheus that has just
+/// started has no budget to tell, and bellows rightly waits for one.
+pub async fn wait_scraped(address: &str, ns: &str) {
+    let spec = serde_json::from_value(json!({"address": address})).unwrap();
+    let client = bellows::controller::prometheus::Prometheus::new(&spec, None);
+    let query = format!("sum(rate(traffic_requests_total{{namespace=\"{ns}\"}}[1m]))");
+    crate::harness::wait::until("Prometheus has a rate of the traffic", STEP, || async {
+        client.measure(&query).await.ok()
+    })
+    .await;
+}
+
 /// Every version's tallies summed.
 fn total(dir: &std::path::Path) -> Tally {
     tallies(dir)
@@ -97,6 +110,7 @@ pub async fn run(env: Arc<Env>) {
     // Healthy: version 2 meets the objective, contract runs, nothing spent.
     let (pod_url, local_url) = (env.pg.url(&ns.name), env.pg.local_url(&ns.name));
     let (db, dir) = start_traffic(&env, &ns, &pod_url, &local_url).await;
+    wait_scraped(&address, &ns.name).await;
     let r = rollout(&ns, &address);
     let name = r["metadata"]["name"].as_str().unwrap().to_owned();
     create(&ns, r).await;
@@ -117,6 +131,7 @@ pub async fn run(env: Arc<Env>) {
     let ns = env.namespace("slo-failing").await;
     let (pod_url, local_url) = (env.pg.url(&ns.name), env.pg.local_url(&ns.name));
     let (db, dir) = start_traffic(&env, &ns, &pod_url, &local_url).await;
+    wait_scraped(&address, &ns.name).await;
     let r = rollout(&ns, &address);
     let before = total(&dir);
     create(&ns, r).await;
