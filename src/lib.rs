@@ -4,6 +4,7 @@
 pub mod api;
 pub mod controller;
 pub mod db;
+pub mod error_text;
 pub mod operator;
 pub mod planner;
 pub mod plugin;

@@ -12,6 +12,7 @@ mod watch;
 
 use crate::api::keys::APPROVE_ANNOTATION;
 use crate::api::{Approval, RolloutPhase, SchemaRollout};
+use crate::error_text::chain;
 use crate::planner::approval_key;
 use clap::{Args, Subcommand};
 use k8s_openapi::api::events::v1::Event;
@@ -123,21 +124,6 @@ impl Error {
             detail: one_line(&detail),
         }
     }
-}
-
-/// `err` and its sources, joined with `: ` (transport errors hide the
-/// useful part, e.g. "connection refused", in a source).
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let msg = s.to_string();
-        if !text.contains(&msg) {
-            text = format!("{text}: {msg}");
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Runs `verb`, printing its output to stdout and any error as one line on

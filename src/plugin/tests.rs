@@ -136,18 +136,3 @@ fn errors_are_one_line() {
         "pause schemarollout shop/x: a multiline answer"
     );
 }
-
-#[test]
-fn error_chains_keep_the_cause() {
-    let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
-    let err = kube::Error::ReadEvents(io);
-    assert_eq!(
-        chain(&err),
-        "Error reading events stream: connection refused"
-    );
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Outer(#[source] std::io::Error);
-    let nested = Outer(std::io::Error::other("inner cause"));
-    assert_eq!(chain(&nested), "outer: inner cause");
-}
