@@ -1,7 +1,7 @@
 //! `controller::prometheus` against a real Prometheus (Debian's binary,
 //! started in a temp dir) scraping a metrics endpoint this test serves:
 //! a number, no data in each of its forms, a query Prometheus rejects,
-//! and Prometheus gone.
+//! and Prometheus gone; and over HTTPS, trusted only with its CA.
 
 use bellows::api::PrometheusSpec;
 use bellows::controller::prometheus::Prometheus;
@@ -22,7 +22,7 @@ shop_nan NaN
 fn client(address: &str) -> Prometheus {
     let spec: PrometheusSpec =
         serde_json::from_value(json!({"address": address, "timeout": "5s"})).unwrap();
-    Prometheus::new(&spec, Some("not-checked-by-this-prometheus".into()))
+    Prometheus::new(&spec, Some("not-checked-by-this-prometheus".into()), None).unwrap()
 }
 
 #[tokio::test]
@@ -64,5 +64,37 @@ async fn measures_one_number_and_names_every_reason_there_is_none() {
     match prometheus.measure(v2).await {
         Err(Problem::Unreachable(why)) => assert!(why.contains("unreachable"), "{why}"),
         other => panic!("Prometheus stopped: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn https_is_trusted_only_with_the_ca_the_spec_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ca) = Server::start_tls(dir.path(), &[]);
+    let spec: PrometheusSpec =
+        serde_json::from_value(json!({"address": server.address(), "timeout": "5s"})).unwrap();
+    assert!(server.address().starts_with("https://"));
+    let trusting = Prometheus::new(&spec, None, Some(&ca)).unwrap();
+    until(
+        "Prometheus answers over HTTPS",
+        Duration::from_secs(60),
+        || async { trusting.measure("scalar(vector(1))").await.ok() },
+    )
+    .await;
+    assert_eq!(trusting.measure("scalar(vector(2))").await, Ok(2.0));
+    // The public roots do not know the CA that signed it; the message
+    // says so (hyper keeps it in the error's source).
+    let public = Prometheus::new(&spec, None, None).unwrap();
+    match public.measure("scalar(vector(1))").await {
+        Err(Problem::Unreachable(why)) => assert!(
+            why.ends_with("invalid peer certificate: UnknownIssuer"),
+            "{why}"
+        ),
+        other => panic!("a certificate no public CA signed: {other:?}"),
+    }
+    // A CA Secret without a certificate in it is refused before any query.
+    match Prometheus::new(&spec, None, Some("password=hunter2")) {
+        Err(why) => assert_eq!(why, "no PEM certificate in it"),
+        Ok(_) => panic!("a CA without a certificate was taken"),
     }
 }

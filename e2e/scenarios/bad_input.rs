@@ -746,6 +746,24 @@ fn cases(prometheus: &str) -> Vec<Case> {
             ),
         ),
         case(
+            "prometheus-ca-missing",
+            "prometheus.caSecretRef: no such Secret",
+            bad(&[
+                (
+                    "/prometheus",
+                    json!({"address": "https://127.0.0.1:1", "caSecretRef": {"name": "no-such-ca", "key": "ca.crt"}}),
+                ),
+                (
+                    "/contract/after",
+                    json!({"objectives": [{"name": "errors", "query": "vector(0)", "max": 0.01}]}),
+                ),
+            ]),
+            stalled(
+                "PrometheusUnreachable",
+                "Prometheus CA: Secret no-such-ca not found",
+            ),
+        ),
+        case(
             "unknown-allowance",
             "expand.allow: [no-such-rule]",
             bad(&[

@@ -20,6 +20,12 @@ pub struct PrometheusSpec {
     /// every query. The token never appears in logs, events or status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// A key of a Secret in this namespace holding the PEM certificate(s)
+    /// of the CA that signed an `https` address's certificate; trusted
+    /// instead of the public roots. Without it, an `https` Prometheus
+    /// must present a certificate a public CA signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
     /// How long one query may take, e.g. `10s` (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]

@@ -8,7 +8,7 @@ use super::cache::Caches;
 use super::prometheus::Prometheus;
 use super::{Context, Error};
 use super::{cluster_ledger, kinds};
-use crate::api::{PrometheusSpec, SchemaRollout, Step, WorkloadKind};
+use crate::api::{PrometheusSpec, SchemaRollout, SecretKeyRef, Step, WorkloadKind};
 use crate::db::{DbError, LedgerState, Target};
 use crate::planner::budget;
 use crate::planner::objective::{self, Measurement, Problem};
@@ -305,25 +305,46 @@ async fn measure(
     futures::join!(objectives, budget)
 }
 
-/// The Prometheus of `spec`, with the bearer token of its Secret; or why
-/// nothing can be measured (the token cannot be read).
+/// The Prometheus of `spec`, with the bearer token and the CA of its
+/// Secrets; or why bellows cannot talk to it as the spec says (a Secret it
+/// cannot read, a CA it cannot trust): unreachable, a spec to fix.
 async fn prometheus(
     ctx: &Context,
     rollout: &SchemaRollout,
     spec: &PrometheusSpec,
 ) -> Result<Prometheus, Problem> {
-    let token = match &spec.bearer_token_secret_ref {
-        None => None,
-        Some(r) => {
-            let ns = rollout.namespace().unwrap_or_default();
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-            let token = crate::secrets::value(&secrets, r)
-                .await
-                .map_err(|why| Problem::NoData(format!("bearer token: {why}")))?;
-            Some(token.trim().to_owned())
-        }
-    };
-    Ok(Prometheus::new(spec, token))
+    let ns = rollout.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let (token, ca) = futures::join!(
+        credential(
+            &secrets,
+            spec.bearer_token_secret_ref.as_ref(),
+            "bearer token"
+        ),
+        credential(&secrets, spec.ca_secret_ref.as_ref(), "CA")
+    );
+    let (token, ca) = (token?.map(|t| t.trim().to_owned()), ca?);
+    Prometheus::new(spec, token, ca.as_deref()).map_err(|why| {
+        let r = spec.ca_secret_ref.as_ref();
+        let (name, key) = r
+            .map(|r| (r.name.as_str(), r.key.as_str()))
+            .unwrap_or_default();
+        Problem::Unreachable(format!("Prometheus CA: Secret {name} key {key}: {why}"))
+    })
+}
+
+/// The value of Secret key `r` among `secrets`, if the spec names one; or
+/// why Prometheus's `what` cannot be read.
+async fn credential(
+    secrets: &Api<Secret>,
+    r: Option<&SecretKeyRef>,
+    what: &str,
+) -> Result<Option<String>, Problem> {
+    let Some(r) = r else { return Ok(None) };
+    crate::secrets::value(secrets, r)
+        .await
+        .map(Some)
+        .map_err(|why| Problem::Unreachable(format!("Prometheus {what}: {why}")))
 }
 
 /// The Job of phase `s` under its deterministic `name`, as the planner sees

@@ -1,10 +1,12 @@
 //! A small client of the Prometheus HTTP API: one instant query
 //! (`GET <address>/api/v1/query`) answering one number, over the hyper
 //! stack the operator already has (no second HTTP client; HTTPS verified
-//! against the webpki roots). What it cannot turn into a number is either
-//! no data (never a pass) or Prometheus's own refusal of the query.
+//! against the webpki roots, or against the CA the spec names). What it
+//! cannot turn into a number is either no data (never a pass) or
+//! Prometheus's own refusal of the query.
 
 use crate::api::{PrometheusSpec, parse_duration};
+use crate::error_text::chain;
 use crate::planner::objective::Problem;
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -12,7 +14,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a query may take when the spec does not say.
@@ -30,14 +35,21 @@ pub struct Prometheus {
 
 impl Prometheus {
     /// The Prometheus of `spec`, sending `token` (read from its Secret) as
-    /// a bearer token.
-    pub fn new(spec: &PrometheusSpec, token: Option<String>) -> Self {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
-        Self {
+    /// a bearer token and trusting the CA certificates in `ca` (PEM, read
+    /// from its Secret) instead of the public roots; or why `ca` cannot be
+    /// trusted.
+    pub fn new(
+        spec: &PrometheusSpec,
+        token: Option<String>,
+        ca: Option<&str>,
+    ) -> Result<Self, String> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new();
+        let https = match ca {
+            None => https.with_webpki_roots(),
+            Some(pem) => https.with_tls_config(trusting(pem)?),
+        };
+        let https = https.https_or_http().enable_http1().build();
+        Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(https),
             address: spec.address.trim_end_matches('/').to_owned(),
             token,
@@ -46,7 +58,7 @@ impl Prometheus {
                 .as_deref()
                 .and_then(|t| parse_duration(t).ok())
                 .unwrap_or(DEFAULT_TIMEOUT),
-        }
+        })
     }
 
     /// The value of `query` now.
@@ -61,7 +73,11 @@ impl Prometheus {
             .map_err(|e| Problem::NoData(format!("bad request: {e}")))?;
         let answer = async {
             let response = self.client.request(request).await.map_err(|e| {
-                Problem::Unreachable(format!("Prometheus at {} unreachable: {e}", self.address))
+                Problem::Unreachable(format!(
+                    "Prometheus at {} unreachable: {}",
+                    self.address,
+                    chain(&e)
+                ))
             })?;
             let status = response.status();
             let body = response
@@ -82,6 +98,24 @@ impl Prometheus {
             })??;
         value(status, &body, query)
     }
+}
+
+/// A TLS configuration trusting exactly the CA certificates in `pem`.
+fn trusting(pem: &str) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("not PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("a certificate bellows cannot trust: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .map(|c| c.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// The query string's value, percent-encoded.

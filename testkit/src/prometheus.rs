@@ -1,9 +1,9 @@
 //! A throwaway Prometheus from the system binary (Debian's `prometheus`):
 //! its data in a temp dir, a free loopback port, scraping the given
-//! targets every second; and a metrics endpoint for it to scrape whose
-//! text a test sets.
+//! targets every second, over HTTP or HTTPS with a throwaway CA; and a
+//! metrics endpoint for it to scrape whose text a test sets.
 
-use crate::process::{Proc, free_port};
+use crate::process::{Proc, free_port, run};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 pub struct Prometheus {
     pub port: u16,
     dir: std::path::PathBuf,
+    /// Whether it serves HTTPS (`web.yml` in `dir`).
+    tls: bool,
     proc: Proc,
 }
 
@@ -21,14 +23,7 @@ impl Prometheus {
     /// `/metrics`) every second. It answers queries a moment later: wait
     /// for [`Prometheus::ready`].
     pub fn start(dir: &Path, targets: &[String]) -> Prometheus {
-        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        Self::with_jobs(
-            dir,
-            &format!(
-                "- job_name: test\n  static_configs:\n  - targets: [{}]\n",
-                list.join(", ")
-            ),
-        )
+        Self::with_jobs(dir, &static_job(targets), false)
     }
 
     /// Starts Prometheus in `dir` scraping every second the targets of the
@@ -41,10 +36,52 @@ impl Prometheus {
                 "- job_name: discovered\n  file_sd_configs:\n  - files: ['{}/*.json']\n    refresh_interval: 1s\n",
                 targets.display()
             ),
+            false,
         )
     }
 
-    fn with_jobs(dir: &Path, jobs: &str) -> Prometheus {
+    /// Starts Prometheus like [`Prometheus::start`], serving HTTPS only,
+    /// with a certificate for 127.0.0.1 that a throwaway CA (made with
+    /// `openssl`) signed; returns it and the CA's certificate (PEM).
+    /// [`Prometheus::ready`] speaks HTTP: wait for an answer instead.
+    pub fn start_tls(dir: &Path, targets: &[String]) -> (Prometheus, String) {
+        std::fs::create_dir_all(dir).unwrap();
+        // Each line one `openssl` command, its words split at spaces.
+        let openssl = |line: &str| {
+            run(
+                "openssl",
+                Command::new("openssl")
+                    .current_dir(dir)
+                    .args(line.split_whitespace()),
+            )
+        };
+        let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        openssl(&format!(
+            "req -x509 {key} -keyout ca.key -out ca.crt -days 2 -subj /CN=bellows-test-ca"
+        ));
+        openssl(&format!(
+            "req {key} -keyout server.key -out server.csr -subj /CN=127.0.0.1"
+        ));
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(
+            "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+             -out server.crt -days 2 -extfile server.ext",
+        );
+        std::fs::write(
+            dir.join("web.yml"),
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+        )
+        .unwrap();
+        let prometheus = Self::with_jobs(dir, &static_job(targets), true);
+        let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+        (prometheus, ca)
+    }
+
+    fn with_jobs(dir: &Path, jobs: &str, tls: bool) -> Prometheus {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(
             dir.join("prometheus.yml"),
@@ -54,10 +91,11 @@ impl Prometheus {
         )
         .unwrap();
         let port = free_port();
-        let proc = spawn(dir, port);
+        let proc = spawn(dir, port, tls);
         Prometheus {
             port,
             dir: dir.to_owned(),
+            tls,
             proc,
         }
     }
@@ -65,12 +103,13 @@ impl Prometheus {
     /// Starts it again after [`Prometheus::stop`], on the same port and
     /// data.
     pub fn start_again(&mut self) {
-        self.proc = spawn(&self.dir, self.port);
+        self.proc = spawn(&self.dir, self.port, self.tls);
     }
 
     /// Its HTTP API's base URL.
     pub fn address(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Waits until it says it is ready to answer queries.
@@ -104,8 +143,23 @@ impl Prometheus {
     }
 }
 
-fn spawn(dir: &Path, port: u16) -> Proc {
+/// A scrape job of `targets` (`host:port`, path `/metrics`).
+fn static_job(targets: &[String]) -> String {
+    let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    format!(
+        "- job_name: test\n  static_configs:\n  - targets: [{}]\n",
+        list.join(", ")
+    )
+}
+
+fn spawn(dir: &Path, port: u16, tls: bool) -> Proc {
     let mut cmd = Command::new("prometheus");
+    if tls {
+        cmd.arg(format!(
+            "--web.config.file={}",
+            dir.join("web.yml").display()
+        ));
+    }
     cmd.arg(format!(
         "--config.file={}",
         dir.join("prometheus.yml").display()
