@@ -4,7 +4,7 @@
 //! and Prometheus gone; and over HTTPS, trusted only with its CA.
 
 use bellows::api::PrometheusSpec;
-use bellows::controller::prometheus::Prometheus;
+use bellows::controller::prometheus::{Clients, Prometheus};
 use bellows::planner::objective::Problem;
 use bellows_testkit::prometheus::{Endpoint, Prometheus as Server};
 use bellows_testkit::wait::until;
@@ -22,7 +22,9 @@ shop_nan NaN
 fn client(address: &str) -> Prometheus {
     let spec: PrometheusSpec =
         serde_json::from_value(json!({"address": address, "timeout": "5s"})).unwrap();
-    Prometheus::new(&spec, Some("not-checked-by-this-prometheus".into()), None).unwrap()
+    Clients::default()
+        .prometheus(&spec, Some("not-checked-by-this-prometheus".into()), None)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -74,7 +76,8 @@ async fn https_is_trusted_only_with_the_ca_the_spec_names() {
     let spec: PrometheusSpec =
         serde_json::from_value(json!({"address": server.address(), "timeout": "5s"})).unwrap();
     assert!(server.address().starts_with("https://"));
-    let trusting = Prometheus::new(&spec, None, Some(&ca)).unwrap();
+    let clients = Clients::default();
+    let trusting = clients.prometheus(&spec, None, Some(&ca)).unwrap();
     until(
         "Prometheus answers over HTTPS",
         Duration::from_secs(60),
@@ -84,7 +87,7 @@ async fn https_is_trusted_only_with_the_ca_the_spec_names() {
     assert_eq!(trusting.measure("scalar(vector(2))").await, Ok(2.0));
     // The public roots do not know the CA that signed it; the message
     // says so (hyper keeps it in the error's source).
-    let public = Prometheus::new(&spec, None, None).unwrap();
+    let public = clients.prometheus(&spec, None, None).unwrap();
     match public.measure("scalar(vector(1))").await {
         Err(Problem::Unreachable(why)) => assert!(
             why.ends_with("invalid peer certificate: UnknownIssuer"),
@@ -93,7 +96,7 @@ async fn https_is_trusted_only_with_the_ca_the_spec_names() {
         other => panic!("a certificate no public CA signed: {other:?}"),
     }
     // A CA Secret without a certificate in it is refused before any query.
-    match Prometheus::new(&spec, None, Some("password=hunter2")) {
+    match clients.prometheus(&spec, None, Some("password=hunter2")) {
         Err(why) => assert_eq!(why, "no PEM certificate in it"),
         Ok(_) => panic!("a CA without a certificate was taken"),
     }

@@ -74,7 +74,9 @@ pub fn with_service_level(r: &mut Value, address: &str) {
 /// started has no budget to tell, and bellows rightly waits for one.
 pub async fn wait_scraped(address: &str, ns: &str) {
     let spec = serde_json::from_value(json!({"address": address})).unwrap();
-    let client = bellows::controller::prometheus::Prometheus::new(&spec, None, None).unwrap();
+    let client = bellows::controller::prometheus::Clients::default()
+        .prometheus(&spec, None, None)
+        .unwrap();
     let query = format!("sum(rate(traffic_requests_total{{namespace=\"{ns}\"}}[1m]))");
     crate::harness::wait::until("Prometheus has a rate of the traffic", STEP, || async {
         client.measure(&query).await.ok()

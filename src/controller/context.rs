@@ -38,6 +38,8 @@ pub struct Context {
     seal: tokio::sync::OnceCell<Seal>,
     /// The Argo Rollouts API, once the server was seen serving it.
     pub argo_rollouts: tokio::sync::OnceCell<kube::api::ApiResource>,
+    /// HTTP clients to the rollouts' Prometheus servers.
+    pub prometheus: super::prometheus::Clients,
     /// What this process remembers of each rollout.
     memories: Mutex<HashMap<ObjectRef<SchemaRollout>, Memory>>,
 }
@@ -80,6 +82,7 @@ impl Context {
             operator_namespace: operator_namespace.to_owned(),
             seal: Default::default(),
             argo_rollouts: Default::default(),
+            prometheus: Default::default(),
             memories: Mutex::default(),
         }
     }

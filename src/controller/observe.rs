@@ -324,13 +324,15 @@ async fn prometheus(
         credential(&secrets, spec.ca_secret_ref.as_ref(), "CA")
     );
     let (token, ca) = (token?.map(|t| t.trim().to_owned()), ca?);
-    Prometheus::new(spec, token, ca.as_deref()).map_err(|why| {
-        let r = spec.ca_secret_ref.as_ref();
-        let (name, key) = r
-            .map(|r| (r.name.as_str(), r.key.as_str()))
-            .unwrap_or_default();
-        Problem::Unreachable(format!("Prometheus CA: Secret {name} key {key}: {why}"))
-    })
+    ctx.prometheus
+        .prometheus(spec, token, ca.as_deref())
+        .map_err(|why| {
+            let r = spec.ca_secret_ref.as_ref();
+            let (name, key) = r
+                .map(|r| (r.name.as_str(), r.key.as_str()))
+                .unwrap_or_default();
+            Problem::Unreachable(format!("Prometheus CA: Secret {name} key {key}: {why}"))
+        })
 }
 
 /// The value of Secret key `r` among `secrets`, if the spec names one; or

@@ -17,40 +17,62 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a query may take when the spec does not say.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+type Http = Client<Https, Empty<Bytes>>;
 
 /// A Prometheus to query.
 pub struct Prometheus {
-    client: Client<Https, Empty<Bytes>>,
+    client: Http,
     address: String,
     token: Option<String>,
     timeout: Duration,
 }
 
-impl Prometheus {
+/// How many distinct CAs keep a client; past it, every client is let go
+/// (a CA rotated many times must not grow the process).
+const MAX_CLIENTS: usize = 16;
+
+/// HTTP clients to Prometheus, one per CA trusted (the public roots, or a
+/// rollout's CA), kept for the process's life: each pools its connections
+/// and TLS sessions across rollouts and measurement rounds.
+#[derive(Default)]
+pub struct Clients {
+    by_ca: Mutex<HashMap<Option<String>, Http>>,
+}
+
+impl Clients {
     /// The Prometheus of `spec`, sending `token` (read from its Secret) as
     /// a bearer token and trusting the CA certificates in `ca` (PEM, read
     /// from its Secret) instead of the public roots; or why `ca` cannot be
     /// trusted.
-    pub fn new(
+    pub fn prometheus(
+        &self,
         spec: &PrometheusSpec,
         token: Option<String>,
         ca: Option<&str>,
-    ) -> Result<Self, String> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new();
-        let https = match ca {
-            None => https.with_webpki_roots(),
-            Some(pem) => https.with_tls_config(trusting(pem)?),
+    ) -> Result<Prometheus, String> {
+        let mut by_ca = self.by_ca.lock().unwrap_or_else(|e| e.into_inner());
+        let key = ca.map(str::to_owned);
+        let client = match by_ca.get(&key) {
+            Some(client) => client.clone(),
+            None => {
+                let client = Client::builder(TokioExecutor::new()).build(connector(ca)?);
+                if by_ca.len() >= MAX_CLIENTS {
+                    by_ca.clear();
+                }
+                by_ca.insert(key, client.clone());
+                client
+            }
         };
-        let https = https.https_or_http().enable_http1().build();
-        Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(https),
+        Ok(Prometheus {
+            client,
             address: spec.address.trim_end_matches('/').to_owned(),
             token,
             timeout: spec
@@ -60,7 +82,19 @@ impl Prometheus {
                 .unwrap_or(DEFAULT_TIMEOUT),
         })
     }
+}
 
+/// HTTP(S) connections trusting `ca` (PEM), or the public roots.
+fn connector(ca: Option<&str>) -> Result<Https, String> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new();
+    let https = match ca {
+        None => https.with_webpki_roots(),
+        Some(pem) => https.with_tls_config(trusting(pem)?),
+    };
+    Ok(https.https_or_http().enable_http1().build())
+}
+
+impl Prometheus {
     /// The value of `query` now.
     pub async fn measure(&self, query: &str) -> Result<f64, Problem> {
         let uri = format!("{}/api/v1/query?query={}", self.address, encode(query));
@@ -262,6 +296,22 @@ mod tests {
             value(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>", "q"),
             Err(Problem::NoData(_))
         ));
+    }
+
+    #[test]
+    fn one_client_per_ca_reused_across_rollouts() {
+        let spec: PrometheusSpec =
+            serde_json::from_value(serde_json::json!({"address": "http://p:9090/"})).unwrap();
+        let clients = Clients::default();
+        let a = clients.prometheus(&spec, None, None).unwrap();
+        let b = clients.prometheus(&spec, Some("t".into()), None).unwrap();
+        assert_eq!(clients.by_ca.lock().unwrap().len(), 1);
+        assert_eq!(
+            (a.address.as_str(), b.token.as_deref()),
+            ("http://p:9090", Some("t"))
+        );
+        assert!(clients.prometheus(&spec, None, Some("no PEM")).is_err());
+        assert_eq!(clients.by_ca.lock().unwrap().len(), 1);
     }
 
     #[test]
