@@ -260,11 +260,12 @@ async fn measure(
     let Some(spec) = rollout.spec.prometheus.as_ref() else {
         return (vec![], None);
     };
-    let due = match objective::targets(rollout) {
-        Ok(targets) if planner::reads::objectives_wanted(rollout, confirming) => {
-            objective::due(rollout, targets, now, confirming)
-        }
-        _ => vec![],
+    let due = if planner::reads::objectives_wanted(rollout, confirming) {
+        objective::targets(rollout)
+            .map(|targets| objective::due(rollout, targets, now, confirming))
+            .unwrap_or_default()
+    } else {
+        vec![]
     };
     let budget = budget::due(rollout, now, confirming);
     if due.is_empty() && budget.is_none() {

@@ -55,6 +55,11 @@ fn settings(spec: &BudgetSpec) -> (Duration, Duration) {
     )
 }
 
+/// Seconds of full downtime `spec`'s `period` allows.
+fn allowed(spec: &BudgetSpec, period: Duration) -> f64 {
+    (1.0 - spec.objective) * period.as_secs_f64()
+}
+
 /// `query` with its placeholders filled in.
 fn fill(query: &str, window: Duration, namespace: &str) -> String {
     query
@@ -99,8 +104,7 @@ pub fn record(
         return prev.cloned();
     };
     let (period, _) = settings(spec);
-    // Seconds of full downtime the period allows.
-    let allowed = (1.0 - spec.objective) * period.as_secs_f64();
+    let allowed = allowed(spec, period);
     let mut why = vec![];
     let mut status = BudgetStatus {
         measured_at: Some(Time(m.at)),
@@ -160,7 +164,7 @@ pub fn hold(rollout: &SchemaRollout, status: Option<&BudgetStatus>) -> Option<(R
     let spec = rollout.spec.budget.as_ref()?;
     let floor = spec.floor?;
     let (period, _) = settings(spec);
-    let allowed = (1.0 - spec.objective) * period.as_secs_f64();
+    let allowed = allowed(spec, period);
     match status.and_then(|s| s.remaining) {
         None => Some((
             Reason::BudgetUnknown,
