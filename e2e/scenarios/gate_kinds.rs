@@ -64,8 +64,12 @@ pub async fn run(env: Arc<Env>) {
         (holds(&ns).await == [(false, false); 4]).then_some(())
     })
     .await;
-    let r = ns.rollout("held").await;
-    assert!(r.status.unwrap().gated.is_empty());
+    // Status says so once the reconcile that let go writes it.
+    until("status lists nothing gated", STEP, || async {
+        let r = ns.rollout("held").await;
+        r.status?.gated.is_empty().then_some(())
+    })
+    .await;
 }
 
 fn to_json(object: impl serde::Serialize) -> Value {
