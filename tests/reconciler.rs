@@ -145,10 +145,24 @@ async fn observe_live(
             ),
             (&expand_record, ledger),
             (&contract_record, not_found()),
+            // The revision each list must be at least as fresh as: a
+            // quorum read of one key.
+            (
+                "/apis/apps/v1/namespaces/shop/replicasets?&limit=1",
+                ok(list("ReplicaSet")),
+            ),
+            ("/api/v1/namespaces/shop/pods?&limit=1", ok(list("Pod"))),
         ],
     )
     .await;
-    assert!(uris[1].contains("labelSelector=app%3Dapi"), "{}", uris[1]);
+    for list in [&uris[1], &uris[2]] {
+        assert!(
+            list.ends_with(
+                "labelSelector=app%3Dapi&resourceVersion=1&resourceVersionMatch=NotOlderThan"
+            ),
+            "{list}"
+        );
+    }
     let expand_name = uris[3].rsplit('/').next().unwrap().to_owned();
     assert!(uris[5].contains(&expand_name), "{}", uris[5]);
     expand_name
@@ -1000,4 +1014,237 @@ async fn a_status_planned_from_an_older_copy_is_never_written_over_a_newer_one()
     })
     .await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(1)));
+}
+
+/// The rollout with expand recorded as succeeded: contract is next once
+/// no pod of the old version is left.
+fn expanded() -> SchemaRollout {
+    let mut r = rollout();
+    let digest = step::digest(step::phase_spec(&r.spec, Step::Expand).unwrap());
+    let job_name = step::job_name("users", Step::Expand, &digest);
+    r.status = Some(
+        serde_json::from_value(json!({
+            "observedGeneration": 1, "phase": "AwaitingRollout",
+            "steps": [{"step": "Expand", "jobName": job_name, "digest": digest, "state": "Succeeded"}]
+        }))
+        .unwrap(),
+    );
+    r
+}
+
+/// The Deployment rolled out to v2: its ReplicaSet of revision 2 (pods
+/// labelled `pod-template-hash: v2`) has every replica.
+fn deployment_v2() -> Value {
+    let mut d = deployment_v1();
+    d["metadata"]["generation"] = json!(2);
+    d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!("2");
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("shop/api:2.0.0");
+    d["status"] = json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1,
+                         "readyReplicas": 1, "availableReplicas": 1});
+    d
+}
+
+fn replica_set_v2() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "api-v2", "namespace": "shop",
+                     "labels": {"app": "api", "pod-template-hash": "v2"},
+                     "annotations": {"deployment.kubernetes.io/revision": "2"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api",
+                                          "uid": "d-1", "controller": true}]},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api", "pod-template-hash": "v2"}},
+                 "template": {"metadata": {"labels": {"app": "api", "pod-template-hash": "v2"}},
+                              "spec": {"containers": [{"name": "api", "image": "shop/api:2.0.0"}]}}},
+        "status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+    })
+}
+
+/// A pod of the Deployment (metadata only), of ReplicaSet `hash`.
+fn pod(name: &str, hash: &str, terminating: bool) -> Value {
+    let mut p = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                       "metadata": {"name": name, "namespace": "shop",
+                                    "labels": {"app": "api", "pod-template-hash": hash}}});
+    if terminating {
+        p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    }
+    p
+}
+
+/// A list of `items` at revision `rv`.
+fn list_at(kind: &str, rv: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": rv}, "items": items})
+}
+
+/// Requests held open, never answered while the test runs.
+type Held = Vec<tower_test::mock::SendResponse<Response<Body>>>;
+
+/// Answers the GETs of `expanded()`'s reconcile with the Deployment at v2:
+/// the current revision of ReplicaSets and pods is 7, ReplicaSets read not
+/// older than it hold revision 2's, and `pods` answers each pods list
+/// (`None`: held open). Returns the first request that is not a GET, the
+/// pods lists' URIs and what is held.
+async fn serve_contract_reads(
+    h: &mut ApiHandle,
+    pods: impl Fn(&str) -> Option<(StatusCode, Value)>,
+) -> (Request<Body>, Vec<String>, Held) {
+    let (mut pod_lists, mut held) = (vec![], vec![]);
+    loop {
+        let (request, send) = h.next_request().await.expect("no further request");
+        if request.method() != Method::GET {
+            return (request, pod_lists, held);
+        }
+        let uri = request.uri().to_string();
+        let path = uri.split('?').next().unwrap();
+        let answer = match path {
+            "/apis/apps/v1/namespaces/shop/deployments/api" => Some(ok(deployment_v2())),
+            "/apis/apps/v1/namespaces/shop/replicasets" if uri.ends_with("limit=1") => {
+                Some(ok(list_at("ReplicaSet", "7", vec![replica_set_v2()])))
+            }
+            "/apis/apps/v1/namespaces/shop/replicasets" => {
+                assert!(
+                    uri.contains("resourceVersion=7&resourceVersionMatch=NotOlderThan"),
+                    "{uri}"
+                );
+                Some(ok(list_at("ReplicaSet", "7", vec![replica_set_v2()])))
+            }
+            "/api/v1/namespaces/shop/pods" if uri.ends_with("limit=1") => {
+                Some(ok(list_at("Pod", "7", vec![pod("api-v2-a", "v2", false)])))
+            }
+            "/api/v1/namespaces/shop/pods" => {
+                pod_lists.push(uri.clone());
+                pods(&uri)
+            }
+            "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users" => {
+                Some(ok(serde_json::to_value(expanded()).unwrap()))
+            }
+            p if p.starts_with("/apis/batch/v1/namespaces/shop/jobs/") || p.starts_with(HOME) => {
+                Some(not_found())
+            }
+            _ => panic!("unexpected GET {uri}"),
+        };
+        match answer {
+            Some(answer) => respond(send, answer),
+            None => held.push(send),
+        }
+    }
+}
+
+/// Whether `uri` lists pods not older than revision 7 (the watch cache's
+/// answer), not as a quorum read.
+fn from_watch_cache(uri: &str) -> bool {
+    uri.contains("resourceVersion=7&resourceVersionMatch=NotOlderThan")
+}
+
+/// What a list the watch cache served says: revision 2's pod only (its
+/// old pod is gone).
+fn only_new_pods() -> (StatusCode, Value) {
+    ok(list_at("Pod", "7", vec![pod("api-v2-a", "v2", false)]))
+}
+
+/// What a quorum read says: the old version's pod is still Terminating.
+fn old_pod_terminating() -> (StatusCode, Value) {
+    ok(list_at(
+        "Pod",
+        "8",
+        vec![pod("api-v2-a", "v2", false), pod("api-v1-a", "v1", true)],
+    ))
+}
+
+/// The count of `bellows_fresh_lists_total` with `labels`.
+fn fresh_lists(metrics: &Metrics, labels: &str) -> String {
+    let line = format!("bellows_fresh_lists_total{{{labels}}} ");
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&line).map(str::to_owned))
+        .unwrap_or_else(|| "0".into())
+}
+
+#[tokio::test]
+async fn contract_starts_on_a_watch_cache_answer_not_older_than_now() {
+    let (result, metrics) = run_with(expanded(), None, |mut h| {
+        tokio::spawn(async move {
+            let (first, lists, _held) = serve_contract_reads(&mut h, |uri| {
+                assert!(from_watch_cache(uri), "{uri}");
+                Some(only_new_pods())
+            })
+            .await;
+            assert_eq!(lists.len(), 1, "{lists:?}");
+            // Contract starts: its ledger claim comes first.
+            let uri = first.uri().to_string();
+            assert!(uri.starts_with(&format!("{HOME}-contract-")), "{uri}");
+        })
+    })
+    .await;
+    drop(result);
+    assert_eq!(
+        fresh_lists(&metrics, "served=\"watch_cache\",reason=\"caught_up\""),
+        "2"
+    );
+}
+
+/// Expects `expanded()`'s reconcile to fall back to a quorum read of the
+/// pods after the watch cache's answer `cached` (`None`: none in time),
+/// see the old pod there, and start nothing: the next request is its
+/// status, saying what it waits for.
+async fn holds_contract_after_the_quorum_read(cached: Option<(StatusCode, Value)>, reason: &str) {
+    let (result, metrics) = run_with(expanded(), None, |mut h| {
+        tokio::spawn(async move {
+            let (first, lists, _held) = serve_contract_reads(&mut h, |uri| {
+                if from_watch_cache(uri) {
+                    cached.clone()
+                } else {
+                    assert!(uri.ends_with("pods?&labelSelector=app%3Dapi"), "{uri}");
+                    Some(old_pod_terminating())
+                }
+            })
+            .await;
+            assert_eq!(
+                lists.len(),
+                2,
+                "the watch cache, then a quorum read: {lists:?}"
+            );
+            assert!(!from_watch_cache(&lists[1]), "{lists:?}");
+            let uri = first.uri().to_string();
+            assert!(
+                uri.starts_with(
+                    "/apis/bellows.dev/v1alpha1/namespaces/shop/schemarollouts/users/status?"
+                ),
+                "contract must not start: {} {uri}",
+                first.method()
+            );
+            let status: Value =
+                serde_json::from_slice(&first.into_body().collect().await.unwrap().to_bytes())
+                    .unwrap();
+            assert_eq!(status["status"]["phase"], "AwaitingRollout", "{status}");
+            assert_eq!(
+                status["status"]["message"],
+                "Deployment api: 1 pod(s) of an older version remain (1 terminating)",
+                "{status}"
+            );
+        })
+    })
+    .await;
+    drop(result);
+    let labels = format!("served=\"quorum\",reason=\"{reason}\"");
+    assert_eq!(fresh_lists(&metrics, &labels), "1", "{}", metrics.encode());
+}
+
+#[tokio::test]
+async fn a_watch_cache_behind_the_revision_falls_back_to_a_quorum_read() {
+    // The server gave up waiting for its cache: "Too large resource
+    // version" (504).
+    let too_large = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Timeout", "code": 504,
+                           "message": "Too large resource version: 7, current: 6",
+                           "details": {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]}});
+    holds_contract_after_the_quorum_read(
+        Some((StatusCode::GATEWAY_TIMEOUT, too_large)),
+        "too_large",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_watch_cache_that_does_not_catch_up_in_time_falls_back_to_a_quorum_read() {
+    holds_contract_after_the_quorum_read(None, "slow").await;
 }

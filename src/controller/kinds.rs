@@ -1,10 +1,13 @@
 //! Reads of the workload kinds the watch caches do not hold: StatefulSets,
 //! DaemonSets, CronJobs and Argo Rollouts with what they created, and the
-//! pods a `Pods` selector selects. They are always read from the API server, so a plan
-//! made from them is as fresh as the confirmation before a phase starts;
+//! pods a `Pods` selector selects. They are always read from the API
+//! server: in the confirmation before a phase starts, lists at least as
+//! fresh as now (`fresh`), so a plan made from them is as fresh as that
+//! confirmation; otherwise as its watch cache has them;
 //! their changes wake no reconcile, so the planner polls while one of them
 //! holds contract (`planner::POLL_UNWATCHED`).
 
+use super::fresh::{self, Freshness};
 use super::{Context, Error};
 use crate::api::keys::JOB_NAME_LABEL;
 use crate::api::{Workload, WorkloadKind};
@@ -13,147 +16,202 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, ReplicaSet, Stat
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::Resource;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PartialObjectMeta};
 use kube::core::{GroupVersionKind, Selector};
-use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 
-/// A StatefulSet, its ControllerRevisions and the pods it selects.
-pub async fn stateful_set(
-    client: &Client,
-    ns: &str,
-    rollout: &str,
-    w: &Workload,
-) -> Result<Assessment, Error> {
-    let set = get::<StatefulSet>(client, ns, &w.name).await?;
-    let selector = set
-        .as_ref()
-        .and_then(|s| selecting(&s.spec.as_ref()?.selector));
-    let (revisions, pods) = revisions_and_pods(client, ns, selector.as_ref()).await?;
-    Ok(statefulset::assess(
-        w,
-        rollout,
-        set.as_ref(),
-        &revisions,
-        &pods,
-    ))
+/// Reads in one namespace, lists as fresh as `freshness` says.
+#[derive(Clone, Copy)]
+pub struct Read<'a> {
+    pub ctx: &'a Context,
+    pub ns: &'a str,
+    pub freshness: Freshness,
 }
 
-/// A DaemonSet, its ControllerRevisions and the pods it selects.
-pub async fn daemon_set(client: &Client, ns: &str, w: &Workload) -> Result<Assessment, Error> {
-    let set = get::<DaemonSet>(client, ns, &w.name).await?;
-    let selector = set
-        .as_ref()
-        .and_then(|s| selecting(&s.spec.as_ref()?.selector));
-    let (revisions, pods) = revisions_and_pods(client, ns, selector.as_ref()).await?;
-    Ok(daemonset::assess(w, set.as_ref(), &revisions, &pods))
-}
+impl Read<'_> {
+    /// A StatefulSet, its ControllerRevisions and the pods it selects.
+    pub async fn stateful_set(&self, rollout: &str, w: &Workload) -> Result<Assessment, Error> {
+        let set = self.get::<StatefulSet>(&w.name).await?;
+        let selector = set
+            .as_ref()
+            .and_then(|s| selecting(&s.spec.as_ref()?.selector));
+        let (revisions, pods) = self.revisions_and_pods(selector.as_ref()).await?;
+        Ok(statefulset::assess(
+            w,
+            rollout,
+            set.as_ref(),
+            &revisions,
+            &pods,
+        ))
+    }
 
-/// A CronJob, the namespace's Jobs and the pods of Jobs.
-pub async fn cron_job(
-    ctx: &Context,
-    ns: &str,
-    rollout: &str,
-    w: &Workload,
-) -> Result<Assessment, Error> {
-    let client = &ctx.client;
-    let resource = cron_job_resource(ctx).await?;
-    let cron = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
-        .get_opt(&w.name)
-        .await
-        .map_err(Error::Kube)?
-        .map(|o| {
-            // Read under whichever version was served; the fields bellows
-            // reads are the same in both.
-            let spec = o.data.get("spec").cloned().unwrap_or_default();
-            serde_json::from_value(spec).map(|spec| CronJob {
-                metadata: o.metadata,
-                spec: Some(spec),
-                status: None,
-            })
-        })
-        .transpose()
-        .map_err(|e| Error::Unreadable(format!("CronJob {}: {e}", w.name)))?;
-    let Some(cron) = cron else {
-        return Ok(cronjob::assess(w, rollout, None, &[], &[]));
-    };
-    let (jobs, pods) = (
-        Api::<Job>::namespaced(client.clone(), ns),
-        Api::<Pod>::namespaced(client.clone(), ns),
-    );
-    let (all, of_jobs) = (
-        ListParams::default(),
-        ListParams::default().labels(JOB_NAME_LABEL),
-    );
-    let (jobs, pods) =
-        futures::try_join!(jobs.list(&all), pods.list(&of_jobs)).map_err(Error::Kube)?;
-    Ok(cronjob::assess(
-        w,
-        rollout,
-        Some(&cron),
-        &jobs.items,
-        &pods.items,
-    ))
-}
+    /// A DaemonSet, its ControllerRevisions and the pods it selects.
+    pub async fn daemon_set(&self, w: &Workload) -> Result<Assessment, Error> {
+        let set = self.get::<DaemonSet>(&w.name).await?;
+        let selector = set
+            .as_ref()
+            .and_then(|s| selecting(&s.spec.as_ref()?.selector));
+        let (revisions, pods) = self.revisions_and_pods(selector.as_ref()).await?;
+        Ok(daemonset::assess(w, set.as_ref(), &revisions, &pods))
+    }
 
-/// The pods `w.selector` selects, their specs included.
-pub async fn selected_pods(client: &Client, ns: &str, w: &Workload) -> Result<Assessment, Error> {
-    let selector = match Selector::try_from(w.selector.clone().unwrap_or_default()) {
-        Ok(s) => s,
-        Err(e) => {
+    /// A CronJob, the namespace's Jobs and the pods of Jobs.
+    pub async fn cron_job(&self, rollout: &str, w: &Workload) -> Result<Assessment, Error> {
+        let resource = cron_job_resource(self.ctx).await?;
+        let cron =
+            Api::<DynamicObject>::namespaced_with(self.ctx.client.clone(), self.ns, &resource)
+                .get_opt(&w.name)
+                .await
+                .map_err(Error::Kube)?
+                .map(|o| {
+                    // Read under whichever version was served; the fields
+                    // bellows reads are the same in both.
+                    let spec = o.data.get("spec").cloned().unwrap_or_default();
+                    serde_json::from_value(spec).map(|spec| CronJob {
+                        metadata: o.metadata,
+                        spec: Some(spec),
+                        status: None,
+                    })
+                })
+                .transpose()
+                .map_err(|e| Error::Unreadable(format!("CronJob {}: {e}", w.name)))?;
+        let Some(cron) = cron else {
+            return Ok(cronjob::assess(w, rollout, None, &[], &[]));
+        };
+        let (all, of_jobs) = (
+            ListParams::default(),
+            ListParams::default().labels(JOB_NAME_LABEL),
+        );
+        let (jobs, pods) = futures::try_join!(self.list::<Job>(&all), self.list::<Pod>(&of_jobs))?;
+        Ok(cronjob::assess(w, rollout, Some(&cron), &jobs, &pods))
+    }
+
+    /// The pods `w.selector` selects, their specs included.
+    pub async fn selected_pods(&self, w: &Workload) -> Result<Assessment, Error> {
+        let selector = match Selector::try_from(w.selector.clone().unwrap_or_default()) {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(Assessment::with_problem(
+                    w,
+                    Problem::Unusable(format!("Pods {}: selector: {e}", w.name)),
+                ));
+            }
+        };
+        let pods = self
+            .list::<Pod>(&ListParams::default().labels_from(&selector))
+            .await?;
+        Ok(pods::assess(w, &selector.to_string(), &pods))
+    }
+
+    /// An Argo Rollouts Rollout, the ReplicaSets and the pods (metadata
+    /// only) its selector matches; a problem when the cluster does not
+    /// serve the kind (checked again on every read until it does).
+    pub async fn argo_rollout(
+        &self,
+        rollout_name: &str,
+        w: &Workload,
+    ) -> Result<Assessment, Error> {
+        let Some(resource) = argo_rollout_resource(self.ctx).await? else {
             return Ok(Assessment::with_problem(
                 w,
-                Problem::Unusable(format!("Pods {}: selector: {e}", w.name)),
+                Problem::NotServed(format!(
+                    "Rollout {}: this cluster does not serve argoproj.io/v1alpha1 Rollouts (is Argo Rollouts installed?)",
+                    w.name
+                )),
             ));
-        }
-    };
-    let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels_from(&selector))
-        .await
-        .map_err(Error::Kube)?;
-    Ok(pods::assess(w, &selector.to_string(), &pods.items))
-}
+        };
+        let found =
+            Api::<DynamicObject>::namespaced_with(self.ctx.client.clone(), self.ns, &resource)
+                .get_opt(&w.name)
+                .await
+                .map_err(Error::Kube)?
+                .map(|o| {
+                    serde_json::to_value(o).and_then(serde_json::from_value::<argo::ArgoRollout>)
+                })
+                .transpose()
+                .map_err(|e| Error::Unreadable(format!("Rollout {}: {e}", w.name)))?;
+        let selector = found
+            .as_ref()
+            .and_then(|r| selecting(r.spec.selector.as_ref()?));
+        let (sets, pods) = match &selector {
+            Some(selector) => {
+                let params = ListParams::default().labels_from(selector);
+                let (sets, pods) = futures::try_join!(
+                    self.list::<ReplicaSet>(&params),
+                    self.list_metadata::<Pod>(&params)
+                )?;
+                (sets, metadata_only(pods))
+            }
+            None => (vec![], vec![]),
+        };
+        Ok(argo::assess(w, rollout_name, found.as_ref(), &sets, &pods))
+    }
 
-/// An Argo Rollouts Rollout, the ReplicaSets and the pods (metadata only)
-/// its selector matches; a problem when the cluster does not serve the
-/// kind (checked again on every read until it does).
-pub async fn argo_rollout(
-    ctx: &Context,
-    ns: &str,
-    rollout_name: &str,
-    w: &Workload,
-) -> Result<Assessment, Error> {
-    let client = &ctx.client;
-    let Some(resource) = argo_rollout_resource(ctx).await? else {
-        return Ok(Assessment::with_problem(
-            w,
-            Problem::NotServed(format!(
-                "Rollout {}: this cluster does not serve argoproj.io/v1alpha1 Rollouts (is Argo Rollouts installed?)",
-                w.name
-            )),
-        ));
-    };
-    let found = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
-        .get_opt(&w.name)
-        .await
-        .map_err(Error::Kube)?
-        .map(|o| serde_json::to_value(o).and_then(serde_json::from_value::<argo::ArgoRollout>))
-        .transpose()
-        .map_err(|e| Error::Unreadable(format!("Rollout {}: {e}", w.name)))?;
-    let selector = found
-        .as_ref()
-        .and_then(|r| selecting(r.spec.selector.as_ref()?));
-    let (sets, pods) = match &selector {
-        Some(selector) => {
-            let params = ListParams::default().labels_from(selector);
-            let sets = Api::<ReplicaSet>::namespaced(client.clone(), ns);
-            let pods = Api::<Pod>::namespaced(client.clone(), ns);
-            let (sets, pods) = futures::try_join!(sets.list(&params), pods.list_metadata(&params))
-                .map_err(Error::Kube)?;
-            (sets.items, metadata_only(pods.items))
-        }
-        None => (vec![], vec![]),
-    };
-    Ok(argo::assess(w, rollout_name, found.as_ref(), &sets, &pods))
+    /// The ControllerRevisions and the pods (metadata only) `selector`
+    /// selects; nothing when the workload selects nothing.
+    async fn revisions_and_pods(
+        &self,
+        selector: Option<&Selector>,
+    ) -> Result<(Vec<ControllerRevision>, Vec<Pod>), Error> {
+        let Some(selector) = selector else {
+            return Ok((vec![], vec![]));
+        };
+        let params = ListParams::default().labels_from(selector);
+        let (revisions, pods) = futures::try_join!(
+            self.list::<ControllerRevision>(&params),
+            self.list_metadata::<Pod>(&params)
+        )?;
+        Ok((revisions, metadata_only(pods)))
+    }
+
+    /// Object `name` (a quorum GET: one key).
+    async fn get<K>(&self, name: &str) -> Result<Option<K>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        Api::<K>::namespaced(self.ctx.client.clone(), self.ns)
+            .get_opt(name)
+            .await
+            .map_err(Error::Kube)
+    }
+
+    /// The objects `params` selects.
+    async fn list<K>(&self, params: &ListParams) -> Result<Vec<K>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let api = Api::<K>::namespaced(self.ctx.client.clone(), self.ns);
+        fresh::list(&self.ctx.metrics, &api, params, self.freshness)
+            .await
+            .map(|l| l.items)
+            .map_err(Error::Kube)
+    }
+
+    /// [`Read::list`], metadata only.
+    async fn list_metadata<K>(
+        &self,
+        params: &ListParams,
+    ) -> Result<Vec<PartialObjectMeta<K>>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let api = Api::<K>::namespaced(self.ctx.client.clone(), self.ns);
+        fresh::list_metadata(&self.ctx.metrics, &api, params, self.freshness)
+            .await
+            .map(|l| l.items)
+            .map_err(Error::Kube)
+    }
 }
 
 /// The API of `kind` as this cluster serves it, for reads and the gate's
@@ -223,38 +281,6 @@ async fn cron_job_resource(ctx: &Context) -> Result<ApiResource, Error> {
         })
         .await?;
     Ok(found.clone())
-}
-
-async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>, Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    Api::<K>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(Error::Kube)
-}
-
-/// The ControllerRevisions and the pods (metadata only) `selector` selects;
-/// nothing when the workload selects nothing.
-async fn revisions_and_pods(
-    client: &Client,
-    ns: &str,
-    selector: Option<&Selector>,
-) -> Result<(Vec<ControllerRevision>, Vec<Pod>), Error> {
-    let Some(selector) = selector else {
-        return Ok((vec![], vec![]));
-    };
-    let params = ListParams::default().labels_from(selector);
-    let revisions = Api::<ControllerRevision>::namespaced(client.clone(), ns);
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    let (revisions, pods) =
-        futures::try_join!(revisions.list(&params), pods.list_metadata(&params))
-            .map_err(Error::Kube)?;
-    Ok((revisions.items, metadata_only(pods.items)))
 }
 
 /// Pods read as metadata only (all a revision's pods are judged by).

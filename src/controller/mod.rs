@@ -8,6 +8,7 @@ pub mod changes;
 pub mod cluster_ledger;
 mod context;
 pub mod finalizer;
+mod fresh;
 pub mod gate;
 pub mod index;
 pub mod job;

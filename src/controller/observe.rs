@@ -5,6 +5,7 @@
 //! confirm a decision to start a phase, from the API server.
 
 use super::cache::Caches;
+use super::fresh::{self, Freshness};
 use super::prometheus::Prometheus;
 use super::{Context, Error};
 use super::{cluster_ledger, kinds};
@@ -35,6 +36,15 @@ pub enum Source<'a> {
 }
 
 impl<'a> Source<'a> {
+    /// How fresh the lists of the kinds no cache holds are: as the
+    /// API server's watch cache has them, or confirmed as of now.
+    fn freshness(self) -> Freshness {
+        match self {
+            Source::Live => Freshness::Now,
+            Source::Cached(_) => Freshness::Cached,
+        }
+    }
+
     /// Object `name` in `ns`, from the API server or from the cache `store`
     /// picks.
     async fn get<K>(
@@ -66,17 +76,21 @@ impl<'a> Source<'a> {
     /// cached, those it controls (all that assessment reads of the former).
     async fn replica_sets(
         self,
-        client: &Client,
+        ctx: &Context,
         ns: &str,
         deploy: &Deployment,
         selector: &Selector,
     ) -> Result<Vec<ReplicaSet>, Error> {
         match self {
-            Source::Live => Api::<ReplicaSet>::namespaced(client.clone(), ns)
-                .list(&ListParams::default().labels_from(selector))
-                .await
-                .map(|l| l.items)
-                .map_err(Error::Kube),
+            Source::Live => fresh::list(
+                &ctx.metrics,
+                &Api::<ReplicaSet>::namespaced(ctx.client.clone(), ns),
+                &ListParams::default().labels_from(selector),
+                Freshness::Now,
+            )
+            .await
+            .map(|l| l.items)
+            .map_err(Error::Kube),
             Source::Cached(c) => Ok(c.replica_sets_of(&deploy.uid().unwrap_or_default())),
         }
     }
@@ -85,18 +99,22 @@ impl<'a> Source<'a> {
     /// rollout assessment reads).
     async fn pods(
         self,
-        client: &Client,
+        ctx: &Context,
         ns: &str,
         deploy: &Deployment,
         selector: &Selector,
     ) -> Result<Vec<Pod>, Error> {
         let metas = match self {
             Source::Live => {
-                Api::<Pod>::namespaced(client.clone(), ns)
-                    .list_metadata(&ListParams::default().labels_from(selector))
-                    .await
-                    .map_err(Error::Kube)?
-                    .items
+                fresh::list_metadata(
+                    &ctx.metrics,
+                    &Api::<Pod>::namespaced(ctx.client.clone(), ns),
+                    &ListParams::default().labels_from(selector),
+                    Freshness::Now,
+                )
+                .await
+                .map_err(Error::Kube)?
+                .items
             }
             Source::Cached(c) => {
                 let pair = deploy
@@ -127,26 +145,26 @@ pub async fn observe(
     // then one for each one's ReplicaSets and pods together), along with
     // everything else below: what a confirmation costs before a phase
     // starts.
+    let read = kinds::Read {
+        ctx,
+        ns: &ns,
+        freshness: source.freshness(),
+    };
+    let rollout_name = rollout.name_any();
     let workloads = futures::future::try_join_all(rollout.spec.workloads.iter().map(|w| async {
         match w.kind {
             WorkloadKind::Deployment => {}
-            WorkloadKind::StatefulSet => {
-                return kinds::stateful_set(client, &ns, &rollout.name_any(), w).await;
-            }
-            WorkloadKind::DaemonSet => return kinds::daemon_set(client, &ns, w).await,
-            WorkloadKind::CronJob => {
-                return kinds::cron_job(ctx, &ns, &rollout.name_any(), w).await;
-            }
-            WorkloadKind::Pods => return kinds::selected_pods(client, &ns, w).await,
-            WorkloadKind::Rollout => {
-                return kinds::argo_rollout(ctx, &ns, &rollout.name_any(), w).await;
-            }
+            WorkloadKind::StatefulSet => return read.stateful_set(&rollout_name, w).await,
+            WorkloadKind::DaemonSet => return read.daemon_set(w).await,
+            WorkloadKind::CronJob => return read.cron_job(&rollout_name, w).await,
+            WorkloadKind::Pods => return read.selected_pods(w).await,
+            WorkloadKind::Rollout => return read.argo_rollout(&rollout_name, w).await,
         }
         let deploy = source.get(client, |c| &c.deployments, &ns, &w.name).await?;
         let (sets, selected) = match deploy.as_ref().zip(deploy.as_ref().and_then(selector_of)) {
             Some((d, selector)) => futures::try_join!(
-                source.replica_sets(client, &ns, d, &selector),
-                source.pods(client, &ns, d, &selector),
+                source.replica_sets(ctx, &ns, d, &selector),
+                source.pods(ctx, &ns, d, &selector),
             )?,
             None => (vec![], vec![]),
         };

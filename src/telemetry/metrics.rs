@@ -42,6 +42,12 @@ struct VerbLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FreshLabels {
+    served: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ObjectiveLabels {
     namespace: String,
     rollout: String,
@@ -77,6 +83,7 @@ pub struct Metrics {
     contract_start: Histogram,
     api_forbidden: Counter,
     api_requests: Family<VerbLabels, Counter>,
+    fresh_lists: Family<FreshLabels, Counter>,
     objective_value: FloatGauges<ObjectiveLabels>,
     objective_passes: Family<ObjectiveLabels, Gauge>,
     budget_consumed: FloatGauges<RolloutLabels>,
@@ -160,6 +167,12 @@ impl Metrics {
             "Requests the operator sent to the Kubernetes API server, by verb (get covers lists, watch the watch requests)",
             api_requests.clone(),
         );
+        let fresh_lists = Family::default();
+        registry.register(
+            "bellows_fresh_lists",
+            "Lists read at least as fresh as now (the live confirmation before a phase starts): served by the API server's watch cache, or by a quorum read from etcd and why (too_large, expired, refused, slow, no_revision)",
+            fresh_lists.clone(),
+        );
         let objective_value = Family::default();
         registry.register(
             "bellows_objective_value",
@@ -202,6 +215,7 @@ impl Metrics {
             contract_start,
             api_forbidden,
             api_requests,
+            fresh_lists,
             objective_value,
             objective_passes,
             budget_consumed,
@@ -269,6 +283,14 @@ impl Metrics {
     /// Records a request sent to the API server with `verb`.
     pub fn api_request(&self, verb: &'static str) {
         self.api_requests.get_or_create(&VerbLabels { verb }).inc();
+    }
+
+    /// Records who answered a fresh list (`controller::fresh`): `served`
+    /// `watch_cache` or `quorum`, and why.
+    pub fn fresh_list(&self, served: &'static str, reason: &'static str) {
+        self.fresh_lists
+            .get_or_create(&FreshLabels { served, reason })
+            .inc();
     }
 
     /// Sets the `bellows_rollouts` gauge from the current set of rollouts.
