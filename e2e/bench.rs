@@ -1,7 +1,10 @@
 //! Scale benchmark, run on demand (`bash scripts/bench.sh`, or
 //! `cargo bench --bench scale -- 100 500`): on the local control plane of the
 //! e2e suite, N SchemaRollouts each gate their own one-replica Deployment;
-//! all N Deployments are rolled at once. Prints numbers, asserts none:
+//! all N Deployments are rolled at once. Each size runs in two profiles:
+//! all N in one namespace, and spread over N/10 namespaces as clusters
+//! spread them (`BELLOWS_BENCH_PROFILES=one` or `spread` runs one). Prints
+//! numbers, asserts none:
 //!
 //! - contract-start latency: from the stand-in kubelet removing a workload's
 //!   last old pod to the bench's watch seeing its contract Job (both on this
@@ -21,7 +24,10 @@
 //!   the quiet baseline);
 //! - reconciles and API requests per rollout, from the operator's
 //!   `/metrics` (`bellows_api_requests_total`: every request it sent while
-//!   the Deployments rolled, watches included).
+//!   the Deployments rolled, watches included), by verb, and who answered
+//!   the lists of its confirmations (`bellows_fresh_lists_total`: the API
+//!   server's watch cache or a quorum read from etcd);
+//! - the API server's own CPU seconds while the Deployments rolled.
 //!
 //! The operator runs as the chart's identity and arguments, without leader
 //! election unless `BELLOWS_BENCH_LEADER_ELECT` is set (see `bench`).
@@ -52,6 +58,8 @@ use std::time::{Duration, Instant};
 
 /// The operator's count of its requests to the API server.
 const OPERATOR_REQUESTS: &str = "bellows_api_requests_total";
+/// The operator's count of confirmation lists, by who answered them.
+const FRESH_LISTS: &str = "bellows_fresh_lists_total";
 /// Length of each quiet window over which request rates are measured.
 const QUIET: Duration = Duration::from_secs(20);
 /// How long any one setup step may take.
@@ -72,19 +80,51 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let profiles: Vec<Profile> = match std::env::var("BELLOWS_BENCH_PROFILES").as_deref() {
+        Ok("one") => vec![Profile::One],
+        Ok("spread") => vec![Profile::Spread],
+        _ => vec![Profile::One, Profile::Spread],
+    };
     let mut rows: Vec<Row> = vec![];
     for n in sizes {
-        rows.push(runtime.block_on(bench(n)));
-        // The table so far after each size: a long last size that is
-        // stopped early leaves the others' numbers printed.
-        print_table(&rows);
+        for &profile in &profiles {
+            rows.push(runtime.block_on(bench(n, profile)));
+            // The table so far after each run: a long last size that is
+            // stopped early leaves the others' numbers printed.
+            print_table(&rows);
+        }
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
+}
+
+/// Where the N rollouts and their Deployments live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Profile {
+    /// All in one namespace.
+    One,
+    /// Over N/10 namespaces, ten in each.
+    Spread,
+}
+
+impl Profile {
+    /// How many namespaces N rollouts use.
+    fn namespaces(self, n: usize) -> usize {
+        match self {
+            Profile::One => 1,
+            Profile::Spread => n.div_ceil(10),
+        }
+    }
+}
+
+/// The namespace of rollout `i` of `namespaces`.
+fn namespace(i: usize, namespaces: usize) -> String {
+    format!("bench-{}", i % namespaces)
 }
 
 /// One line of the results table.
 struct Row {
     n: usize,
+    namespaces: usize,
     latency_ms: [f64; 3],
     reaction_ms: [f64; 3],
     floor_ms: [f64; 3],
@@ -97,9 +137,15 @@ struct Row {
     idle_rps: f64,
     after_rps: f64,
     rollout_rps: f64,
+    apiserver_cpu_seconds: f64,
+    /// Operator requests per rollout by verb, while the Deployments rolled.
+    requests_by_verb: BTreeMap<String, f64>,
+    /// Confirmation lists per rollout, by who answered.
+    fresh_lists: BTreeMap<String, f64>,
 }
 
-async fn bench(n: usize) -> Row {
+async fn bench(n: usize, profile: Profile) -> Row {
+    let namespaces = profile.namespaces(n);
     let dir = tempfile::Builder::new()
         .prefix("bellows-bench-")
         .tempdir()
@@ -110,18 +156,25 @@ async fn bench(n: usize) -> Row {
     }
     let kubelet = Kubelet::start(cluster.client.clone(), dir.path().join("pods")).await;
     let client = cluster.client.clone();
-    let ns = "bench";
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let rollouts: Api<SchemaRollout> = Api::namespaced(client.clone(), ns);
+    for k in 0..namespaces {
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": namespace(k, namespaces)}}))
+                .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+    let deployments_of =
+        |i| Api::<Deployment>::namespaced(client.clone(), &namespace(i, namespaces));
+    let rollouts_of =
+        |i| Api::<SchemaRollout>::namespaced(client.clone(), &namespace(i, namespaces));
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    let rollouts: Api<SchemaRollout> = Api::all(client.clone());
 
-    eprintln!("bench N={n}: creating {n} Deployments");
+    eprintln!("bench N={n} in {namespaces} namespace(s): creating {n} Deployments");
     for_each(n, |i| {
-        let api = deployments.clone();
+        let api = deployments_of(i);
         async move {
             let d: Deployment = serde_json::from_value(json!({
                 "metadata": {"name": app(i)},
@@ -176,7 +229,7 @@ async fn bench(n: usize) -> Row {
     let job = json!({"template": {"spec": {"restartPolicy": "Never",
         "containers": [{"name": "migrate", "image": "busybox", "command": ["true"]}]}}});
     for_each(n, |i| {
-        let api = rollouts.clone();
+        let api = rollouts_of(i);
         let job = job.clone();
         async move {
             let r: SchemaRollout = serde_json::from_value(json!({
@@ -202,7 +255,7 @@ async fn bench(n: usize) -> Row {
     let idle_rps = request_rate(&client, QUIET).await;
 
     // The old ReplicaSets, to tell which removed pod belonged to which app.
-    let old_hash: HashMap<String, String> = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+    let old_hash: HashMap<String, String> = Api::<ReplicaSet>::all(client.clone())
         .list(&ListParams::default())
         .await
         .unwrap()
@@ -217,22 +270,25 @@ async fn bench(n: usize) -> Row {
     // When each rollout's contract Job, and each Deployment's complete
     // status at the new version, were first seen.
     let contract_seen = first_seen(
-        Api::<Job>::namespaced(client.clone(), ns),
+        Api::<Job>::all(client.clone()),
         watcher::Config::default().labels("bellows.dev/phase=contract"),
         |job| job.owner_references().first().map(|o| o.name.clone()),
     );
     let complete_seen = first_seen(deployments.clone(), watcher::Config::default(), |d| {
         complete_at_new_version(d).then(|| d.name_any())
     });
-    let deletion_seen = deletions_seen(Api::<Pod>::namespaced(client.clone(), ns));
+    let deletion_seen = deletions_seen(Api::<Pod>::all(client.clone()));
     let reconciles_before = operator.lock().await.reconciles().await;
     let operator_requests_before = operator.lock().await.total(OPERATOR_REQUESTS).await;
+    let by_verb_before = operator.lock().await.series(OPERATOR_REQUESTS).await;
+    let fresh_before = operator.lock().await.series(FRESH_LISTS).await;
+    let apiserver_cpu_before = cluster.apiserver_cpu_seconds().unwrap_or_default();
     let restarts_before = restarts.load(std::sync::atomic::Ordering::Relaxed);
     let requests_before = apiserver_requests(&client).await;
     let started = Instant::now();
     eprintln!("bench N={n}: rolling {n} Deployments to 2.0.0");
     for_each(n, |i| {
-        let api = deployments.clone();
+        let api = deployments_of(i);
         async move {
             let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "shop/app:2.0.0"}]}}}});
             api.patch(&app(i), &PatchParams::default(), &Patch::Strategic(&patch))
@@ -243,6 +299,26 @@ async fn bench(n: usize) -> Row {
     .await;
     wait_succeeded(&rollouts, n).await;
     let rollout_seconds = started.elapsed().as_secs_f64();
+    let apiserver_cpu_seconds =
+        cluster.apiserver_cpu_seconds().unwrap_or_default() - apiserver_cpu_before;
+    let per_rollout = |after: BTreeMap<String, u64>, before: BTreeMap<String, u64>| {
+        after
+            .into_iter()
+            .map(|(labels, v)| {
+                let delta = v.saturating_sub(before.get(&labels).copied().unwrap_or(0));
+                (labels, delta as f64 / n as f64)
+            })
+            .filter(|(_, v)| *v > 0.0)
+            .collect::<BTreeMap<_, _>>()
+    };
+    let requests_by_verb = per_rollout(
+        operator.lock().await.series(OPERATOR_REQUESTS).await,
+        by_verb_before,
+    );
+    let fresh_lists = per_rollout(
+        operator.lock().await.series(FRESH_LISTS).await,
+        fresh_before,
+    );
     let rollout_requests = apiserver_requests(&client).await - requests_before;
     let reconciles_during = operator
         .lock()
@@ -307,6 +383,7 @@ async fn bench(n: usize) -> Row {
     }
     Row {
         n,
+        namespaces,
         latency_ms: percentiles(&latencies),
         reaction_ms: percentiles(&reactions),
         floor_ms: percentiles(&floors),
@@ -319,6 +396,9 @@ async fn bench(n: usize) -> Row {
         idle_rps,
         after_rps,
         rollout_rps: rollout_requests as f64 / rollout_seconds,
+        apiserver_cpu_seconds,
+        requests_by_verb,
+        fresh_lists,
     }
 }
 
@@ -472,13 +552,14 @@ fn percentiles(sorted: &[f64]) -> [f64; 3] {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n| N | contract-start p50 / p95 / p99 (ms) | of which the operator's (ms) | floor: pod DELETE to a watcher (ms) | operator / floor (p50) | all rolled in (s) | peak RSS (MiB) | CPU (s) | reconciles / rollout | operator requests / rollout | API req/s: quiet, no operator | operator idle | after all done | during rollout (all clients) |"
+        "\n| N | namespaces | contract-start p50 / p95 / p99 (ms) | of which the operator's (ms) | floor: pod DELETE to a watcher (ms) | operator / floor (p50) | all rolled in (s) | peak RSS (MiB) | CPU (s) | API server CPU while rolling (s) | reconciles / rollout | operator requests / rollout | API req/s: quiet, no operator | operator idle | after all done | during rollout (all clients) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} / {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            "| {} | {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} / {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0} |",
             r.n,
+            r.namespaces,
             r.latency_ms[0],
             r.latency_ms[1],
             r.latency_ms[2],
@@ -492,6 +573,7 @@ fn print_table(rows: &[Row]) {
             r.rollout_seconds,
             r.peak_rss_mib,
             r.cpu_seconds,
+            r.apiserver_cpu_seconds,
             r.reconciles_per_rollout,
             r.operator_requests_per_rollout,
             r.baseline_rps,
@@ -499,5 +581,31 @@ fn print_table(rows: &[Row]) {
             r.after_rps,
             r.rollout_rps,
         );
+    }
+    println!(
+        "\n| N | namespaces | operator requests / rollout, by verb | confirmation lists / rollout, by who answered |"
+    );
+    println!("|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.n,
+            r.namespaces,
+            shown(&r.requests_by_verb),
+            shown(&r.fresh_lists)
+        );
+    }
+}
+
+/// Label sets and values as `verb="get" 9.1, ...`.
+fn shown(values: &BTreeMap<String, f64>) -> String {
+    let parts: Vec<String> = values
+        .iter()
+        .map(|(labels, v)| format!("{labels} {v:.1}"))
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
     }
 }

@@ -218,6 +218,12 @@ impl Cluster {
         self.restarts.lock().unwrap().push((killed, ready));
     }
 
+    /// The CPU seconds kube-apiserver has used so far (`None` for an
+    /// existing cluster).
+    pub fn apiserver_cpu_seconds(&self) -> Option<f64> {
+        super::process::cpu_seconds(self.apiserver.as_ref()?.pid()?)
+    }
+
     /// From each kill of kube-apiserver until it was ready again.
     pub fn restart_windows(&self) -> Vec<Window> {
         self.restarts.lock().unwrap().clone()

@@ -122,16 +122,9 @@ impl Operator {
             .trim()
             .parse()
             .ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // After the parenthesised command name, utime and stime are the 12th
-        // and 13th fields (14th and 15th of the whole line).
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         Some(Usage {
             peak_rss_mib: hwm_kib / 1024.0,
-            cpu_seconds: ticks / hz,
+            cpu_seconds: super::process::cpu_seconds(pid)?,
         })
     }
 
@@ -149,6 +142,20 @@ impl Operator {
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
+    }
+
+    /// The counter `name` by label set (`verb="get"`), from `/metrics`
+    /// (empty while unreachable).
+    pub async fn series(&self, name: &str) -> std::collections::BTreeMap<String, u64> {
+        let prefix = format!("{name}{{");
+        self.metrics()
+            .await
+            .lines()
+            .filter_map(|l| {
+                let (labels, value) = l.strip_prefix(&prefix)?.rsplit_once("} ")?;
+                Some((labels.to_owned(), value.parse().ok()?))
+            })
+            .collect()
     }
 
     /// Whether the operator process is running (started and not exited).

@@ -94,6 +94,11 @@ impl Service {
         }
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.state.lock().unwrap().0.as_ref().map(Proc::id)
+    }
+
     /// Starts the process again (after [`Service::stop`]).
     pub fn restart(&self) {
         let mut state = self.state.lock().unwrap();
@@ -109,6 +114,18 @@ impl Service {
         ));
         state.1 += 1;
     }
+}
+
+/// The user plus system CPU seconds process `pid` has used so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the parenthesised command name, utime and stime are the 12th
+    // and 13th fields (14th and 15th of the whole line).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
 }
 
 /// A TCP port on 127.0.0.1 that is free right now.
