@@ -13,7 +13,7 @@
 //! committed before then has a revision at most R; the answer is the
 //! kind's state at a revision S >= R, so every object that existed then
 //! and still exists at S is in it, Terminating ones included. A server
-//! that cannot answer so (the cache not caught up within [`CATCH_UP`], a
+//! that cannot answer so (the cache not caught up in time, a
 //! refusal, no revision) gets the quorum read instead, counted in
 //! `bellows_fresh_lists_total`.
 
@@ -23,14 +23,27 @@ use kube::api::{Api, ListParams, ObjectList, PartialObjectMeta, VersionMatch};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the watch cache may take to catch up to R before the quorum
-/// read is sent instead. A busy kind catches up in milliseconds (its own
-/// writes advance the cache); on Kubernetes before 1.28 a quiet kind's
-/// cache does not advance without a write to it, and there the quorum read
-/// is cheap.
-pub const CATCH_UP: Duration = Duration::from_millis(250);
+/// read is sent instead, on a server that answers at once. A busy kind
+/// catches up in milliseconds (its own writes advance the cache); on
+/// Kubernetes before 1.28 a quiet kind's cache does not advance without a
+/// write to it, and there the quorum read is cheap.
+const CATCH_UP: Duration = Duration::from_millis(250);
+
+/// The longest wait: the API server itself gives up after 3 s ("Too large
+/// resource version").
+const MAX_WAIT: Duration = Duration::from_secs(3);
+
+/// How long to wait for the watch cache's answer when the request for R
+/// took `r_took`: [`CATCH_UP`] plus twice that, at most [`MAX_WAIT`]. A
+/// loaded server (or a client queueing its requests) is slow for every
+/// request, and that is no sign of a cache behind R: without this, every
+/// list under load would be sent twice, the costlier way last.
+fn wait_for_cache(r_took: Duration) -> Duration {
+    (CATCH_UP + 2 * r_took).min(MAX_WAIT)
+}
 
 /// How fresh a list must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +102,7 @@ where
     if freshness == Freshness::Cached {
         return list(params.clone().match_any()).await;
     }
+    let asked = Instant::now();
     let revision = api
         .list_metadata(&ListParams::default().limit(1))
         .await?
@@ -99,7 +113,7 @@ where
         None => "no_revision",
         Some(r) => {
             let at = params.clone().at(&r).matching(VersionMatch::NotOlderThan);
-            match tokio::time::timeout(CATCH_UP, list(at)).await {
+            match tokio::time::timeout(wait_for_cache(asked.elapsed()), list(at)).await {
                 Ok(Ok(answer)) => {
                     metrics.fresh_list("watch_cache", "caught_up");
                     return Ok(answer);
@@ -121,5 +135,18 @@ fn refusal(e: &kube::Error) -> &'static str {
         kube::Error::Api(s) if s.code == 504 => "too_large",
         kube::Error::Api(s) if s.code == 410 => "expired",
         _ => "refused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_server_gets_longer_to_answer_from_its_cache() {
+        let ms = Duration::from_millis;
+        assert_eq!(wait_for_cache(ms(2)), ms(254));
+        assert_eq!(wait_for_cache(ms(400)), ms(1050));
+        assert_eq!(wait_for_cache(ms(5000)), ms(3000));
     }
 }
