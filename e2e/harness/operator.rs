@@ -69,6 +69,12 @@ impl Operator {
             .env("POD_NAME", &self.name)
             .env("POD_NAMESPACE", identity::NAMESPACE)
             .env("RUST_LOG", "info,bellows=debug");
+        // A heap profile on demand (the bench's BELLOWS_BENCH_HEAP): the
+        // heaptrack preload library records every allocation to the file.
+        if let Some(file) = std::env::var_os("BELLOWS_BENCH_HEAP") {
+            cmd.env("LD_PRELOAD", "/usr/lib/heaptrack/libheaptrack_preload.so")
+                .env("DUMP_HEAPTRACK_OUTPUT", file);
+        }
         let log = self.log_file(self.starts);
         self.proc = Some(Proc::spawn("bellows", cmd, &log));
     }
