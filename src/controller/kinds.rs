@@ -167,51 +167,47 @@ impl Read<'_> {
     }
 
     /// Object `name` (a quorum GET: one key).
-    async fn get<K>(&self, name: &str) -> Result<Option<K>, Error>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        Api::<K>::namespaced(self.ctx.client.clone(), self.ns)
-            .get_opt(name)
-            .await
-            .map_err(Error::Kube)
+    async fn get<K: Namespaced>(&self, name: &str) -> Result<Option<K>, Error> {
+        self.api().get_opt(name).await.map_err(Error::Kube)
     }
 
     /// The objects `params` selects.
-    async fn list<K>(&self, params: &ListParams) -> Result<Vec<K>, Error>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        let api = Api::<K>::namespaced(self.ctx.client.clone(), self.ns);
-        fresh::list(&self.ctx.metrics, &api, params, self.freshness)
-            .await
-            .map(|l| l.items)
-            .map_err(Error::Kube)
+    async fn list<K: Namespaced>(&self, params: &ListParams) -> Result<Vec<K>, Error> {
+        let listed = fresh::list(&self.ctx.metrics, &self.api(), params, self.freshness).await;
+        listed.map(|l| l.items).map_err(Error::Kube)
     }
 
     /// [`Read::list`], metadata only.
-    async fn list_metadata<K>(
+    async fn list_metadata<K: Namespaced>(
         &self,
         params: &ListParams,
-    ) -> Result<Vec<PartialObjectMeta<K>>, Error>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        let api = Api::<K>::namespaced(self.ctx.client.clone(), self.ns);
-        fresh::list_metadata(&self.ctx.metrics, &api, params, self.freshness)
-            .await
-            .map(|l| l.items)
-            .map_err(Error::Kube)
+    ) -> Result<Vec<PartialObjectMeta<K>>, Error> {
+        let m = &self.ctx.metrics;
+        let listed = fresh::list_metadata(m, &self.api(), params, self.freshness).await;
+        listed.map(|l| l.items).map_err(Error::Kube)
     }
+
+    /// The API of kind `K` in this namespace.
+    fn api<K: Namespaced>(&self) -> Api<K> {
+        Api::namespaced(self.ctx.client.clone(), self.ns)
+    }
+}
+
+/// A namespaced kind bellows reads.
+trait Namespaced:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+{
 }
 
 /// The API of `kind` as this cluster serves it, for reads and the gate's
