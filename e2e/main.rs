@@ -280,13 +280,6 @@ async fn run(selected: Vec<Scenario>, external: Option<std::path::PathBuf>) -> E
             u.peak_rss_mib, u.cpu_seconds
         );
     }
-    let fresh = env
-        .operator
-        .lock()
-        .await
-        .series("bellows_fresh_lists_total")
-        .await;
-    println!("e2e: confirmation lists (since its last start), by who answered: {fresh:?}");
     if let Some(cpu) = env.cluster.apiserver_cpu_seconds() {
         println!("e2e: kube-apiserver CPU {cpu:.1} s");
     }

@@ -9,6 +9,9 @@ use kube::ResourceExt;
 use serde_json::json;
 use std::sync::Arc;
 
+/// The operator's count of confirmation lists, by who answered.
+const FRESH_LISTS: &str = "bellows_fresh_lists_total";
+
 /// How long old pods stay Terminating.
 const TERMINATE_MS: &str = "6000";
 
@@ -27,6 +30,8 @@ pub async fn run(env: Arc<Env>) {
     .await;
 
     let log = ns.record_phases("slow-stop");
+    let lists = || async { env.operator.lock().await.series(FRESH_LISTS).await };
+    let lists_before = lists().await;
     let guard = ContractGuard::start(&ns, &[("api", "shop/api:2.0.0")]);
     let deployed = Timestamp::now();
     ns.set_image("api", "shop/api:2.0.0").await;
@@ -57,6 +62,23 @@ pub async fn run(env: Arc<Env>) {
         .map(|r| (r.at, r.name.clone()))
         .max()
         .expect("old pods were removed");
+    // The confirmation before contract listed the pods at least as fresh
+    // as now: from the watch cache or, failing that, a quorum read.
+    let lists_after = lists().await;
+    let confirmed: Vec<String> = lists_after
+        .iter()
+        .map(|(labels, n)| (labels, n - lists_before.get(labels).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .map(|(labels, n)| format!("{labels}: {n}"))
+        .collect();
+    assert!(
+        !confirmed.is_empty(),
+        "no fresh list during the rollout ({FRESH_LISTS}: {lists_after:?})"
+    );
+    println!(
+        "e2e:   confirmation lists by who answered: {}",
+        confirmed.join(", ")
+    );
     let contract = ns.jobs_of("contract").await;
     assert_eq!(contract.len(), 1);
     let created = contract[0].metadata.creation_timestamp.clone().unwrap().0;
