@@ -172,13 +172,13 @@ impl Read<'_> {
     }
 
     /// The objects `params` selects.
-    async fn list<K: Namespaced>(&self, params: &ListParams) -> Result<Vec<K>, Error> {
+    pub(super) async fn list<K: Namespaced>(&self, params: &ListParams) -> Result<Vec<K>, Error> {
         let listed = fresh::list(&self.ctx.metrics, &self.api(), params, self.freshness).await;
         listed.map(|l| l.items).map_err(Error::Kube)
     }
 
     /// [`Read::list`], metadata only.
-    async fn list_metadata<K: Namespaced>(
+    pub(super) async fn list_metadata<K: Namespaced>(
         &self,
         params: &ListParams,
     ) -> Result<Vec<PartialObjectMeta<K>>, Error> {
@@ -194,7 +194,7 @@ impl Read<'_> {
 }
 
 /// A namespaced kind bellows reads.
-trait Namespaced:
+pub(super) trait Namespaced:
     Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
     + Clone
     + DeserializeOwned

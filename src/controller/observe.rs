@@ -5,7 +5,7 @@
 //! confirm a decision to start a phase, from the API server.
 
 use super::cache::Caches;
-use super::fresh::{self, Freshness};
+use super::fresh::Freshness;
 use super::prometheus::Prometheus;
 use super::{Context, Error};
 use super::{cluster_ledger, kinds};
@@ -76,21 +76,15 @@ impl<'a> Source<'a> {
     /// cached, those it controls (all that assessment reads of the former).
     async fn replica_sets(
         self,
-        ctx: &Context,
-        ns: &str,
+        read: &kinds::Read<'_>,
         deploy: &Deployment,
         selector: &Selector,
     ) -> Result<Vec<ReplicaSet>, Error> {
         match self {
-            Source::Live => fresh::list(
-                &ctx.metrics,
-                &Api::<ReplicaSet>::namespaced(ctx.client.clone(), ns),
-                &ListParams::default().labels_from(selector),
-                Freshness::Now,
-            )
-            .await
-            .map(|l| l.items)
-            .map_err(Error::Kube),
+            Source::Live => {
+                read.list(&ListParams::default().labels_from(selector))
+                    .await
+            }
             Source::Cached(c) => Ok(c.replica_sets_of(&deploy.uid().unwrap_or_default())),
         }
     }
@@ -99,22 +93,14 @@ impl<'a> Source<'a> {
     /// rollout assessment reads).
     async fn pods(
         self,
-        ctx: &Context,
-        ns: &str,
+        read: &kinds::Read<'_>,
         deploy: &Deployment,
         selector: &Selector,
     ) -> Result<Vec<Pod>, Error> {
         let metas = match self {
             Source::Live => {
-                fresh::list_metadata(
-                    &ctx.metrics,
-                    &Api::<Pod>::namespaced(ctx.client.clone(), ns),
-                    &ListParams::default().labels_from(selector),
-                    Freshness::Now,
-                )
-                .await
-                .map_err(Error::Kube)?
-                .items
+                read.list_metadata(&ListParams::default().labels_from(selector))
+                    .await?
             }
             Source::Cached(c) => {
                 let pair = deploy
@@ -122,7 +108,7 @@ impl<'a> Source<'a> {
                     .as_ref()
                     .and_then(|s| s.selector.match_labels.as_ref())
                     .and_then(|l| l.iter().next());
-                c.pods_selected(ns, selector, pair)
+                c.pods_selected(read.ns, selector, pair)
             }
         };
         Ok(kinds::metadata_only(metas))
@@ -163,8 +149,8 @@ pub async fn observe(
         let deploy = source.get(client, |c| &c.deployments, &ns, &w.name).await?;
         let (sets, selected) = match deploy.as_ref().zip(deploy.as_ref().and_then(selector_of)) {
             Some((d, selector)) => futures::try_join!(
-                source.replica_sets(ctx, &ns, d, &selector),
-                source.pods(ctx, &ns, d, &selector),
+                source.replica_sets(&read, d, &selector),
+                source.pods(&read, d, &selector),
             )?,
             None => (vec![], vec![]),
         };
