@@ -196,6 +196,11 @@ fn chart_lints_strictly_and_its_schema_rejects_unknown_keys() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ledgerRetention"), "{stderr}");
+    // So is a concurrency the operator would read as "no bound".
+    let out = chart_sh(&["render", "--set", "concurrency=0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("concurrency"), "{stderr}");
 }
 
 #[test]
@@ -244,6 +249,7 @@ fn operator_pods_are_hardened_probed_and_leader_elected() {
         &format!("--lease-namespace={NAMESPACE}"),
         &format!("--operator-namespace={NAMESPACE}"),
         "--ledger-retention=720h",
+        "--concurrency=64",
     ] {
         assert!(a.contains(&flag), "{flag} missing from {a:?}");
     }

@@ -36,6 +36,11 @@ pub struct Scope {
     pub operator: String,
     /// How long the cluster ledger keeps the records of a deleted rollout.
     pub ledger_retention: std::time::Duration,
+    /// At most this many rollouts reconciled at once, per watched
+    /// namespace (one rollout is never reconciled twice at once anyway).
+    /// Each reconcile in flight holds what it read, so this bounds the
+    /// operator's memory when a release rolls hundreds of workloads.
+    pub concurrency: u16,
 }
 
 impl Scope {
