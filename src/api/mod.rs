@@ -285,7 +285,7 @@ pub struct PhaseSpec {
     /// defaults to 0 and `activeDeadlineSeconds` to the phase's timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "job_spec_schema")]
-    pub job: Option<JobSpec>,
+    pub job: Option<Box<JobSpec>>,
     /// SQL statements bellows runs itself against `spec.database`, in order.
     /// On PostgreSQL they run in one transaction (all or nothing), except
     /// statements it refuses in one (`CREATE INDEX CONCURRENTLY`, `VACUUM`,

@@ -23,7 +23,7 @@ pub fn phase_spec(spec: &SchemaRolloutSpec, step: Step) -> Option<&PhaseSpec> {
 
 /// The JobSpec of `step`, if the rollout has that phase and it is a Job.
 pub fn job_spec(spec: &SchemaRolloutSpec, step: Step) -> Option<&JobSpec> {
-    phase_spec(spec, step)?.job.as_ref()
+    phase_spec(spec, step)?.job.as_deref()
 }
 
 /// Short, stable digest of a phase's spec (its Job or its statements): a
@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn a_changed_spec_gets_a_new_digest() {
         let mut spec = PhaseSpec {
-            job: Some(JobSpec::default()),
+            job: Some(Box::default()),
             ..PhaseSpec::default()
         };
         let before = digest(&spec);
