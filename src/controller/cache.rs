@@ -11,6 +11,7 @@
 //! again) they read live.
 
 use super::index::{self, Index};
+use super::slim::{CachedDeployment, CachedJob, CachedReplicaSet};
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -18,7 +19,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::PartialObjectMeta;
 use kube::core::{Selector, SelectorExt};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,17 +35,17 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct Caches {
     /// Deployments.
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<CachedDeployment>,
     /// ReplicaSets (their templates tell a rollback apart).
-    pub replica_sets: Store<ReplicaSet>,
+    pub replica_sets: Store<CachedReplicaSet>,
     /// ReplicaSets by the uid of the Deployment that controls them.
-    pub replica_sets_by_owner: Index<ReplicaSet>,
+    pub replica_sets_by_owner: Index<CachedReplicaSet>,
     /// Pods of ReplicaSets, metadata only.
     pub pods: Store<PartialObjectMeta<Pod>>,
     /// Pods by each of their labels (`<namespace>/<key>=<value>`).
     pub pods_by_label: Index<PartialObjectMeta<Pod>>,
     /// Jobs labelled as bellows' own.
-    pub jobs: Store<Job>,
+    pub jobs: Store<CachedJob>,
     synced: Synced,
 }
 
@@ -52,12 +53,12 @@ impl Caches {
     /// The caches, ready once every watch registered with `synced` has
     /// listed its objects; the indexes follow the same watches.
     pub fn new(
-        deployments: Store<Deployment>,
-        replica_sets: Store<ReplicaSet>,
-        replica_sets_by_owner: Index<ReplicaSet>,
+        deployments: Store<CachedDeployment>,
+        replica_sets: Store<CachedReplicaSet>,
+        replica_sets_by_owner: Index<CachedReplicaSet>,
         pods: Store<PartialObjectMeta<Pod>>,
         pods_by_label: Index<PartialObjectMeta<Pod>>,
-        jobs: Store<Job>,
+        jobs: Store<CachedJob>,
         synced: Synced,
     ) -> Self {
         Self {
@@ -82,10 +83,25 @@ impl Caches {
         self.synced.healthy()
     }
 
+    /// The cached Deployment `name` in `ns`.
+    pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
+        let d = self.deployments.get(&ObjectRef::new(name).within(ns))?;
+        Some(d.as_ref().into())
+    }
+
+    /// The cached Job `name` in `ns`.
+    pub fn job(&self, ns: &str, name: &str) -> Option<Job> {
+        let j = self.jobs.get(&ObjectRef::new(name).within(ns))?;
+        Some(j.as_ref().into())
+    }
+
     /// The cached ReplicaSets the Deployment with `uid` controls (the only
     /// ones rollout assessment reads of those its selector matches).
     pub fn replica_sets_of(&self, uid: &str) -> Vec<ReplicaSet> {
-        cloned(&self.replica_sets, self.replica_sets_by_owner.get(uid))
+        held(&self.replica_sets, self.replica_sets_by_owner.get(uid))
+            .iter()
+            .map(|rs| rs.as_ref().into())
+            .collect()
     }
 
     /// The cached pods in `ns` that `selector` matches: the pods under
@@ -104,9 +120,11 @@ impl Caches {
         match pair {
             Some((k, v)) => {
                 let refs = self.pods_by_label.get(&label_key(ns, k, v));
-                let mut pods = cloned(&self.pods, refs);
-                pods.retain(matches);
-                pods
+                held(&self.pods, refs)
+                    .iter()
+                    .filter(|p| matches(p))
+                    .map(|p| p.as_ref().clone())
+                    .collect()
             }
             None => self
                 .pods
@@ -119,7 +137,7 @@ impl Caches {
 }
 
 /// The index keys of a ReplicaSet: the uids of its controlling owners.
-pub fn controller_uids(rs: &ReplicaSet) -> Vec<String> {
+pub fn controller_uids(rs: &CachedReplicaSet) -> Vec<String> {
     rs.owner_references()
         .iter()
         .filter(|o| o.controller == Some(true))
@@ -142,14 +160,11 @@ fn label_key(ns: &str, k: &str, v: &str) -> String {
 }
 
 /// The objects `refs` names that `store` holds.
-fn cloned<K>(store: &Store<K>, refs: Vec<kube::runtime::reflector::ObjectRef<K>>) -> Vec<K>
+fn held<K>(store: &Store<K>, refs: Vec<ObjectRef<K>>) -> Vec<Arc<K>>
 where
     K: kube::Resource<DynamicType = ()> + Clone,
 {
-    refs.iter()
-        .filter_map(|r| store.get(r))
-        .map(|o| o.as_ref().clone())
-        .collect()
+    refs.iter().filter_map(|r| store.get(r)).collect()
 }
 
 /// Tracks the watches feeding the caches: how many there are, how many

@@ -21,7 +21,6 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::core::Selector;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::BTreeMap;
 
@@ -45,12 +44,12 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// Object `name` in `ns`, from the API server or from the cache `store`
-    /// picks.
+    /// Object `name` in `ns`, from the API server or as `cached` reads it
+    /// from the caches.
     async fn get<K>(
         self,
         client: &Client,
-        store: impl Fn(&'a Caches) -> &'a Store<K>,
+        cached: fn(&Caches, &str, &str) -> Option<K>,
         ns: &str,
         name: &str,
     ) -> Result<Option<K>, Error>
@@ -66,9 +65,7 @@ impl<'a> Source<'a> {
                 .get_opt(name)
                 .await
                 .map_err(Error::Kube),
-            Source::Cached(c) => Ok(store(c)
-                .get(&ObjectRef::new(name).within(ns))
-                .map(|o| o.as_ref().clone())),
+            Source::Cached(c) => Ok(cached(c, ns, name)),
         }
     }
 
@@ -146,7 +143,7 @@ pub async fn observe(
             WorkloadKind::Pods => return read.selected_pods(w).await,
             WorkloadKind::Rollout => return read.argo_rollout(&rollout_name, w).await,
         }
-        let deploy = source.get(client, |c| &c.deployments, &ns, &w.name).await?;
+        let deploy = source.get(client, Caches::deployment, &ns, &w.name).await?;
         let (sets, selected) = match deploy.as_ref().zip(deploy.as_ref().and_then(selector_of)) {
             Some((d, selector)) => futures::try_join!(
                 source.replica_sets(&read, d, &selector),
@@ -368,7 +365,7 @@ async fn observe_phase_job(
     name: &str,
 ) -> Result<Option<(Step, Result<JobObservation, String>)>, Error> {
     let client = &ctx.client;
-    let mut job = source.get(client, |c| &c.jobs, ns, name).await?;
+    let mut job = source.get(client, Caches::job, ns, name).await?;
     // A Job this rollout recorded but the cache does not hold yet (its
     // watch lags) must not look deleted: ask the API server.
     let recorded = rollout
@@ -377,7 +374,7 @@ async fn observe_phase_job(
         .and_then(|st| st.step(s))
         .is_some_and(|st| st.job_name.as_deref() == Some(name));
     if job.is_none() && recorded && matches!(source, Source::Cached(_)) {
-        job = Source::Live.get(client, |c| &c.jobs, ns, name).await?;
+        job = Source::Live.get(client, Caches::job, ns, name).await?;
     }
     let Some(job) = job else {
         return Ok(None);

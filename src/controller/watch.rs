@@ -3,13 +3,12 @@
 //! rollout, their backoff, and the failed-reconcile policy.
 
 use super::cache::{self, Caches, Synced};
-use super::{Context, Error, Scope, changes, cluster_ledger, index, reconcile, slim};
+use super::slim::{self, CachedDeployment, CachedJob, CachedReplicaSet};
+use super::{Context, Error, Scope, changes, cluster_ledger, index, reconcile};
 use crate::api::SchemaRollout;
 use crate::api::keys::{MANAGED_BY, TEMPLATE_HASH_LABEL};
 use crate::telemetry::metrics::Metrics;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PartialObjectMeta};
@@ -126,9 +125,9 @@ async fn run_in(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let rollouts: Api<SchemaRollout> = scoped(&client, namespace);
-    let jobs: Api<Job> = scoped(&client, namespace);
-    let deployments: Api<Deployment> = scoped(&client, namespace);
-    let replica_sets: Api<ReplicaSet> = scoped(&client, namespace);
+    let jobs: Api<CachedJob> = scoped(&client, namespace);
+    let deployments: Api<CachedDeployment> = scoped(&client, namespace);
+    let replica_sets: Api<CachedReplicaSet> = scoped(&client, namespace);
     let pods: Api<PartialObjectMeta<Pod>> = scoped(&client, namespace);
 
     let (store, writer) = reflector::store();
@@ -162,16 +161,16 @@ async fn run_in(
     let synced = Synced::default();
     let job_config =
         watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-    let (job_cache, job_events) = cached(jobs, job_config, &synced, slim::job, None);
+    let (job_cache, job_events) = cached(jobs, job_config, &synced, slim::trim, None);
     let all = watcher::Config::default;
     let (deployment_cache, deployment_events) =
-        cached(deployments, all(), &synced, slim::deployment, None);
+        cached(deployments, all(), &synced, slim::trim, None);
     let by_owner = index::Index::new(cache::controller_uids);
     let (replica_set_cache, replica_set_events) = cached(
         replica_sets,
         all(),
         &synced,
-        slim::replica_set,
+        slim::trim,
         Some(by_owner.clone()),
     );
     // Only pods of a ReplicaSet carry its `pod-template-hash`: Job pods and
@@ -212,13 +211,13 @@ async fn run_in(
         // every rollout looks once.
         .reconcile_all_on(relists)
         .owns_stream(job_events)
-        .watches_stream(deployment_events, move |d: Deployment| {
+        .watches_stream(deployment_events, move |d: CachedDeployment| {
             for_deployments.get(&index::named(
                 &d.namespace().unwrap_or_default(),
                 &d.name_any(),
             ))
         })
-        .watches_stream(replica_set_events, |_: ReplicaSet| None)
+        .watches_stream(replica_set_events, |_: CachedReplicaSet| None)
         .watches_stream(
             pod_events,
             move |p: PartialObjectMeta<Pod>| match deployment_of(&p.metadata) {
