@@ -9,7 +9,7 @@
 //! the time since, is what this rollout cost.
 
 use super::elapsed;
-use super::objective::Problem;
+use super::objective::{self, Problem};
 use crate::api::{BudgetSpec, BudgetStatus, Reason, SchemaRollout, Step, parse_duration};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -139,23 +139,10 @@ fn text(p: &Problem) -> &str {
 pub fn preflight(fresh: Option<&Measurement>) -> Option<(Reason, String)> {
     let m = fresh?;
     let results = std::iter::once(&m.period).chain(m.rollout.as_ref().map(|r| &r.0));
-    let problems: Vec<&Problem> = results.filter_map(|r| r.as_ref().err()).collect();
-    let rejected = problems.iter().find_map(|p| match p {
-        Problem::Rejected(e) => Some((
-            Reason::ObjectiveQueryRejected,
-            format!("downtime budget: Prometheus rejected the query: {e}"),
-        )),
-        _ => None,
-    });
-    rejected.or_else(|| {
-        problems.iter().find_map(|p| match p {
-            Problem::Unreachable(e) => Some((
-                Reason::PrometheusUnreachable,
-                format!("downtime budget: {e}"),
-            )),
-            _ => None,
-        })
-    })
+    let problems: Vec<(String, &Problem)> = results
+        .filter_map(|r| Some(("downtime budget".to_owned(), r.as_ref().err()?)))
+        .collect();
+    objective::stopping(&problems)
 }
 
 /// What holds a phase start because of the budget in `status`: too little

@@ -366,21 +366,34 @@ pub fn next_due(
 /// to fix before anything runs. No data is fine here: the new version has
 /// no series yet.
 pub fn preflight(fresh: &[Measurement]) -> Option<(Reason, String)> {
-    let label = |m: &Measurement| match &m.workload {
-        Some(w) => format!("objective {} ({w})", m.name),
-        None => format!("objective {}", m.name),
-    };
-    let rejected = fresh.iter().find_map(|m| match &m.result {
-        Err(Problem::Rejected(e)) => Some((
+    let problems: Vec<(String, &Problem)> = fresh
+        .iter()
+        .filter_map(|m| {
+            let label = match &m.workload {
+                Some(w) => format!("objective {} ({w})", m.name),
+                None => format!("objective {}", m.name),
+            };
+            Some((label, m.result.as_ref().err()?))
+        })
+        .collect();
+    stopping(&problems)
+}
+
+/// Of `problems` (each labelled with what it measured), the one that
+/// stops a phase before it starts: a query Prometheus rejected first (a
+/// spec to fix), else a Prometheus that could not be reached.
+pub fn stopping(problems: &[(String, &Problem)]) -> Option<(Reason, String)> {
+    let rejected = problems.iter().find_map(|(label, p)| match p {
+        Problem::Rejected(e) => Some((
             Reason::ObjectiveQueryRejected,
-            format!("{}: Prometheus rejected the query: {e}", label(m)),
+            format!("{label}: Prometheus rejected the query: {e}"),
         )),
         _ => None,
     });
     rejected.or_else(|| {
-        fresh.iter().find_map(|m| match &m.result {
-            Err(Problem::Unreachable(e)) => {
-                Some((Reason::PrometheusUnreachable, format!("{}: {e}", label(m))))
+        problems.iter().find_map(|(label, p)| match p {
+            Problem::Unreachable(e) => {
+                Some((Reason::PrometheusUnreachable, format!("{label}: {e}")))
             }
             _ => None,
         })
