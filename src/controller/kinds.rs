@@ -167,7 +167,7 @@ impl Read<'_> {
     }
 
     /// Object `name` (a quorum GET: one key).
-    async fn get<K: Namespaced>(&self, name: &str) -> Result<Option<K>, Error> {
+    pub(super) async fn get<K: Namespaced>(&self, name: &str) -> Result<Option<K>, Error> {
         self.api().get_opt(name).await.map_err(Error::Kube)
     }
 

@@ -21,7 +21,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::core::Selector;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use std::collections::BTreeMap;
 
 /// Where observe reads Deployments, ReplicaSets, pods and Jobs from.
@@ -44,28 +44,17 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// Object `name` in `ns`, from the API server or as `cached` reads it
-    /// from the caches.
-    async fn get<K>(
+    /// Object `name` in `read`'s namespace, from the API server or as
+    /// `cached` reads it from the caches.
+    async fn get<K: kinds::Namespaced>(
         self,
-        client: &Client,
+        read: &kinds::Read<'_>,
         cached: fn(&Caches, &str, &str) -> Option<K>,
-        ns: &str,
         name: &str,
-    ) -> Result<Option<K>, Error>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug
-            + 'static,
-    {
+    ) -> Result<Option<K>, Error> {
         match self {
-            Source::Live => Api::<K>::namespaced(client.clone(), ns)
-                .get_opt(name)
-                .await
-                .map_err(Error::Kube),
-            Source::Cached(c) => Ok(cached(c, ns, name)),
+            Source::Live => read.get(name).await,
+            Source::Cached(c) => Ok(cached(c, read.ns, name)),
         }
     }
 
@@ -143,7 +132,7 @@ pub async fn observe(
             WorkloadKind::Pods => return read.selected_pods(w).await,
             WorkloadKind::Rollout => return read.argo_rollout(&rollout_name, w).await,
         }
-        let deploy = source.get(client, Caches::deployment, &ns, &w.name).await?;
+        let deploy = source.get(&read, Caches::deployment, &w.name).await?;
         let (sets, selected) = match deploy.as_ref().zip(deploy.as_ref().and_then(selector_of)) {
             Some((d, selector)) => futures::try_join!(
                 source.replica_sets(&read, d, &selector),
@@ -364,8 +353,12 @@ async fn observe_phase_job(
     s: Step,
     name: &str,
 ) -> Result<Option<(Step, Result<JobObservation, String>)>, Error> {
-    let client = &ctx.client;
-    let mut job = source.get(client, Caches::job, ns, name).await?;
+    let read = kinds::Read {
+        ctx,
+        ns,
+        freshness: source.freshness(),
+    };
+    let mut job = source.get(&read, Caches::job, name).await?;
     // A Job this rollout recorded but the cache does not hold yet (its
     // watch lags) must not look deleted: ask the API server.
     let recorded = rollout
@@ -374,7 +367,7 @@ async fn observe_phase_job(
         .and_then(|st| st.step(s))
         .is_some_and(|st| st.job_name.as_deref() == Some(name));
     if job.is_none() && recorded && matches!(source, Source::Cached(_)) {
-        job = Source::Live.get(client, Caches::job, ns, name).await?;
+        job = Source::Live.get(&read, Caches::job, name).await?;
     }
     let Some(job) = job else {
         return Ok(None);
