@@ -191,7 +191,7 @@ mod tests {
     fn concurrency_is_bounded_never_unlimited() {
         // kube-runtime reads 0 as "no bound": refused.
         let e = run_args(&["--concurrency", "0"]).err().unwrap();
-        assert!(e.to_string().contains("0"), "{e}");
+        assert!(e.to_string().contains("0 is not in 1..=65535"), "{e}");
         assert_eq!(run_args(&["--concurrency=8"]).unwrap().scope.concurrency, 8);
     }
 
